@@ -1,0 +1,117 @@
+// Entry point of `npm start`, `npm test` and `npm run bench`. Plain JavaScript with no
+// dependencies, because its first job is to install them on a fresh machine.
+//
+//   start  install what is missing, start throwaway Redis + MariaDB (unless REDIS_URL /
+//          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it
+//   test   install what is missing, then vitest (its global setup starts the servers)
+//   bench  like start, but runs the benchmarks instead of `mvsched dev`
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureServerPackages, startMariadb, startRedis } from './localServers.mjs';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const [mode = 'start', ...rest] = process.argv.slice(2);
+const say = (msg) => console.error(`[mvsched] ${msg}`);
+
+function ensureNodeModules() {
+  const marker = join(root, 'node_modules', '.package-lock.json');
+  const lock = join(root, 'package-lock.json');
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
+  say('installing npm dependencies (npm ci) ...');
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    say(`npm ci failed (exit ${r.status})`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+function ensurePackages() {
+  try {
+    ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL }, say);
+  } catch (err) {
+    say(err.message);
+    process.exit(1);
+  }
+}
+
+/** Run a child to completion, forwarding Ctrl-C / SIGTERM to it. */
+function run(cmd, args, env) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, stdio: 'inherit', env });
+    const forward = (sig) => child.kill(sig);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      resolve(code ?? (signal ? 128 + 1 : 1));
+    });
+  });
+}
+
+async function withServers(fn) {
+  const started = [];
+  const env = { ...process.env };
+  const baseDir = join(root, '.mvsched', `run-${process.pid}`);
+  let stopping = false;
+  const stopAll = async () => {
+    if (stopping) return;
+    stopping = true;
+    await Promise.allSettled(started.map((s) => s.stop()));
+  };
+  // While servers start, a Ctrl-C must still tear down what did start.
+  const early = () => void stopAll().then(() => process.exit(130));
+  process.once('SIGINT', early);
+  process.once('SIGTERM', early);
+  try {
+    const [redis, db] = await Promise.all([
+      env.REDIS_URL ? undefined : startRedis({ baseDir }),
+      env.DATABASE_URL ? undefined : startMariadb({ baseDir }),
+    ]);
+    if (redis) {
+      started.push(redis);
+      env.REDIS_URL = redis.url;
+      say(`started Redis at ${redis.url}`);
+    }
+    if (db) {
+      started.push(db);
+      env.DATABASE_URL = db.url;
+      say(`started MariaDB at ${db.url}`);
+    }
+    process.off('SIGINT', early);
+    process.off('SIGTERM', early);
+    return await fn(env);
+  } finally {
+    await stopAll();
+    if (started.length) say('stopped the local servers');
+  }
+}
+
+const mvsched = join(root, 'bin', 'mvsched.js');
+
+async function main() {
+  ensureNodeModules();
+  if (mode === 'test') {
+    // The servers are started by vitest's global setup, so `npx vitest` works the same way.
+    ensurePackages();
+    const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
+    return run(process.execPath, [vitest, 'run', ...rest], process.env);
+  }
+  if (mode === 'start' || mode === 'bench') {
+    ensurePackages();
+    return withServers(async (env) => {
+      const m = await run(process.execPath, [mvsched, 'migrate'], env);
+      if (m !== 0) return m;
+      if (mode === 'bench') {
+        return run(process.execPath, ['--import', 'tsx', join(root, 'bench', 'run.ts'), ...rest], env);
+      }
+      return run(process.execPath, [mvsched, 'dev', ...rest], env);
+    });
+  }
+  say(`unknown mode "${mode}" (expected start, test or bench)`);
+  return 2;
+}
+
+process.exitCode = await main();

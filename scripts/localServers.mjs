@@ -1,0 +1,221 @@
+// Throwaway Redis and MariaDB servers for `npm start`, `npm test` and `npm run bench`.
+// Plain JavaScript with no dependencies: it must work before `npm ci` has run.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+
+const SEARCH_PATH = ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin', '/sbin', '/bin'];
+
+/** Absolute path of the first of `names` found on PATH or in the sbin dirs, or undefined. */
+export function findBinary(...names) {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), ...SEARCH_PATH];
+  for (const name of names) {
+    for (const dir of dirs) {
+      const p = join(dir, name);
+      if (existsSync(p)) return p;
+    }
+  }
+  return undefined;
+}
+
+export function missingServerPackages({ redis = true, mariadb = true } = {}) {
+  const missing = [];
+  if (redis && !findBinary('redis-server')) missing.push('redis-server');
+  if (mariadb && !(findBinary('mariadbd', 'mysqld') && findBinary('mariadb-install-db', 'mysql_install_db'))) {
+    missing.push('mariadb-server');
+  }
+  return missing;
+}
+
+/**
+ * Install Debian's redis-server / mariadb-server when they are missing. Root installs them;
+ * anyone else gets the exact command and an error.
+ */
+export function ensureServerPackages(needs, log = console.error) {
+  const missing = missingServerPackages(needs);
+  if (missing.length === 0) return;
+  const cmd = `apt-get update && apt-get install -y ${missing.join(' ')}`;
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    throw new Error(`${missing.join(' and ')} not installed; run as root: ${cmd}`);
+  }
+  log(`[mvsched] installing ${missing.join(', ')} from Debian packages ...`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...missing]]) {
+    const r = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env });
+    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status}); try: ${cmd}`);
+  }
+  const still = missingServerPackages(needs);
+  if (still.length) throw new Error(`still missing after apt-get: ${still.join(', ')}`);
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function exitPromise(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+}
+
+async function stopChild(child, graceMs = 20_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const done = exitPromise(child);
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await done;
+  clearTimeout(timer);
+}
+
+/** Wait until `probe()` resolves true, the child dies, or the deadline passes. */
+async function waitReady(child, probe, what, logFile, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const tail = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+      throw new Error(`${what} exited during start-up (code ${child.exitCode})\n${tail}`);
+    }
+    if (await probe()) return;
+    await sleep(100);
+  }
+  throw new Error(`${what} not ready after ${timeoutMs} ms`);
+}
+
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    let buf = '';
+    sock.setTimeout(1000);
+    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (d) => {
+      buf += d.toString();
+      if (buf.includes('\r\n')) {
+        sock.destroy();
+        resolve(buf.startsWith('+PONG'));
+      }
+    });
+    sock.on('error', () => resolve(false));
+    sock.on('timeout', () => {
+      sock.destroy();
+      resolve(false);
+    });
+  });
+}
+
+/** Start redis-server on a free port with no persistence; data lives in a dir under baseDir. */
+export async function startRedis({ baseDir }) {
+  const bin = findBinary('redis-server');
+  if (!bin) throw new Error('redis-server not installed');
+  mkdirSync(baseDir, { recursive: true });
+  const dir = mkdtempSync(join(baseDir, 'redis-'));
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const logFile = join(dir, 'redis.log');
+    const child = spawn(
+      bin,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+        '--logfile', logFile, '--maxclients', '10000', '--protected-mode', 'no'],
+      { stdio: 'ignore' },
+    );
+    try {
+      await waitReady(child, () => redisPing(port), 'redis-server', logFile, 20_000);
+    } catch (err) {
+      await stopChild(child, 2000);
+      if (attempt < 3) continue; // the free port may have been taken in between
+      throw err;
+    }
+    return {
+      url: `redis://127.0.0.1:${port}`,
+      port,
+      pid: child.pid,
+      async stop() {
+        await stopChild(child, 5000);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+/**
+ * Start a MariaDB server in a fresh data dir under baseDir, on a free port, with a user
+ * `mvsched`/`mvsched` that may do anything, and an empty database `mvsched`. Durability
+ * settings are relaxed: these servers are for development and tests only.
+ */
+export async function startMariadb({ baseDir, database = 'mvsched' }) {
+  const server = findBinary('mariadbd', 'mysqld');
+  const installDb = findBinary('mariadb-install-db', 'mysql_install_db');
+  const client = findBinary('mariadb', 'mysql');
+  if (!server || !installDb || !client) throw new Error('mariadb-server not installed');
+  mkdirSync(baseDir, { recursive: true });
+  const dir = mkdtempSync(join(baseDir, 'mariadb-'));
+  const datadir = join(dir, 'data');
+  const socket = join(dir, 'mysqld.sock');
+  const logFile = join(dir, 'error.log');
+  const init = spawnSync(
+    installDb,
+    ['--no-defaults', `--datadir=${datadir}`, '--user=root', '--auth-root-authentication-method=normal',
+      '--skip-test-db', '--skip-name-resolve'],
+    { encoding: 'utf8' },
+  );
+  if (init.status !== 0) {
+    throw new Error(`mariadb-install-db failed (exit ${init.status}): ${init.stderr.slice(-2000)}`);
+  }
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const child = spawn(
+      server,
+      ['--no-defaults', `--datadir=${datadir}`, '--user=root', `--port=${port}`, '--bind-address=127.0.0.1',
+        `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
+        '--skip-log-bin', '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
+        '--innodb-log-file-size=256M', '--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0',
+        '--max-connections=2000', '--default-time-zone=+00:00', '--character-set-server=utf8mb4',
+        '--collation-server=utf8mb4_general_ci', '--innodb-lock-wait-timeout=20',
+        '--max-allowed-packet=64M', '--table-open-cache=4000', '--skip-performance-schema'],
+      { stdio: 'ignore' },
+    );
+    const probe = async () =>
+      spawnSync(client, ['--no-defaults', `--socket=${socket}`, '-uroot', '-e', 'SELECT 1'], { stdio: 'ignore' })
+        .status === 0;
+    try {
+      await waitReady(child, probe, 'mariadbd', logFile, 60_000);
+    } catch (err) {
+      await stopChild(child, 5000);
+      if (attempt < 3 && existsSync(logFile) && /Address already in use|bind on TCP/i.test(readFileSync(logFile, 'utf8'))) continue;
+      throw err;
+    }
+    const setup = spawnSync(
+      client,
+      ['--no-defaults', `--socket=${socket}`, '-uroot', '-e',
+        "CREATE USER 'mvsched'@'%' IDENTIFIED BY 'mvsched';" +
+          "GRANT ALL PRIVILEGES ON *.* TO 'mvsched'@'%' WITH GRANT OPTION;" +
+          `CREATE DATABASE \`${database}\`;`],
+      { encoding: 'utf8' },
+    );
+    if (setup.status !== 0) {
+      await stopChild(child);
+      throw new Error(`MariaDB user setup failed: ${setup.stderr}`);
+    }
+    return {
+      url: `mysql://mvsched:mvsched@127.0.0.1:${port}/${database}`,
+      port,
+      socket,
+      pid: child.pid,
+      async stop() {
+        await stopChild(child, 30_000);
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}

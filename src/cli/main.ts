@@ -1,0 +1,89 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, MvsError, ValidationError, NotFoundError, ConflictError, errorMessage } from '../errors.js';
+import { makeContext, type CliContext } from './context.js';
+import type { ConfigNeeds } from '../config.js';
+import { migrateCommand } from './commands/migrate.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** Exit codes (documented in the README). */
+export const EXIT = Object.freeze({ ok: 0, failure: 1, usage: 2, notFound: 3, conflict: 4 });
+
+export interface CliIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  env: Record<string, string | undefined>;
+}
+
+const defaultIo: CliIo = {
+  out: (s) => process.stdout.write(`${s}\n`),
+  err: (s) => process.stderr.write(`${s}\n`),
+  env: process.env,
+};
+
+type Action = (ctx: CliContext, ...args: never[]) => Promise<number>;
+
+/**
+ * Build the command tree. Each action receives a context built from the environment only when
+ * it runs, so `--help` works without any configuration.
+ */
+export function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
+  const program = new Command('mvsched')
+    .description('Keeps materialized views fresh on MySQL 8 / MariaDB / TiDB, on BullMQ workers')
+    .version(pkg.version, '-V, --version')
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.out(s.replace(/\n$/, '')),
+      writeErr: (s) => io.err(s.replace(/\n$/, '')),
+      // One line for usage errors; `--help` names the way out.
+      outputError: (s, write) => write(`${s.trim().split('\n')[0]} (see mvsched --help)\n`),
+    });
+
+  const wrap =
+    <A extends unknown[]>(needs: ConfigNeeds, component: string, fn: (ctx: CliContext, ...args: A) => Promise<number>) =>
+    async (...args: A) => {
+      const ctx = makeContext(io.env, needs, io, component);
+      setCode(await fn(ctx, ...args));
+    };
+
+  program
+    .command('migrate')
+    .description('create or update the metadata tables (knex migrations)')
+    .addOption(new Option('--down', 'undo every migration (drops the metadata tables)'))
+    .action(wrap({ database: true }, 'migrate', (ctx, opts: { down?: boolean }) => migrateCommand(ctx, opts)));
+
+  program.commands.forEach((c) => c.exitOverride().configureOutput(program.configureOutput()));
+  return program;
+}
+
+/** Run the CLI; returns the process exit code. Errors become one line on stderr. */
+export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram(io, (c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    return reportError(err, io);
+  }
+}
+
+export function reportError(err: unknown, io: Pick<CliIo, 'err'>): number {
+  if (err instanceof CommanderError) {
+    // --help and --version arrive here too, with exit code 0.
+    return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  }
+  if (err instanceof ConfigError) {
+    io.err(`mvsched: ${err.message}`);
+    return EXIT.usage;
+  }
+  const msg = errorMessage(err).split('\n')[0];
+  io.err(`mvsched: ${msg}`);
+  if (err instanceof ValidationError) return EXIT.usage;
+  if (err instanceof NotFoundError) return EXIT.notFound;
+  if (err instanceof ConflictError) return EXIT.conflict;
+  if (err instanceof MvsError) return EXIT.failure;
+  return EXIT.failure;
+}

@@ -1,0 +1,158 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+// Every setting of DESIGN.md §3 is read here, once; the rest of the code receives a Config.
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const wholeNumber = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: 'expected a whole number' })
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .min(min, { message: `must be >= ${min}` })
+        .max(max, { message: `must be <= ${max}` }),
+    );
+
+const databaseUrl = z
+  .string()
+  .trim()
+  .refine(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return u.protocol === 'mysql:' || u.protocol === 'mariadb:';
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected a URL like mysql://user:password@host:3306/database' },
+  )
+  .refine((s) => URL.canParse(s) && new URL(s).pathname.replace(/^\//, '') !== '', {
+    message: 'the URL must name a database (mysql://host:3306/<database>)',
+  });
+
+const redisUrl = z
+  .string()
+  .trim()
+  .refine(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return u.protocol === 'redis:' || u.protocol === 'rediss:';
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected a URL like redis://host:6379' },
+  );
+
+const envSchema = z.object({
+  DATABASE_URL: databaseUrl.optional(),
+  REDIS_URL: redisUrl.optional(),
+  // BullMQ prefix; braces are allowed so `{mvs}` pins all keys to one Redis Cluster slot.
+  MVS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, {
+      message: 'expected 1-64 characters from A-Z a-z 0-9 _ . - { }',
+    })
+    .default('mvs'),
+  // Node ids end up in queue names, which BullMQ forbids to contain ':'.
+  MVS_NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, { message: 'expected 1-64 characters from A-Z a-z 0-9 _ . -' })
+    .optional(),
+  MVS_WORKER_CONCURRENCY: wholeNumber(1, 256).default(4),
+  MVS_HTTP_PORT: wholeNumber(0, 65535).default(8080),
+  MVS_API_TOKEN: z.string().min(16, { message: 'must be at least 16 characters' }).optional(),
+  MVS_RECONCILE_S: wholeNumber(1, 86_400).default(30),
+  MVS_NODE_TTL_S: wholeNumber(2, 3_600).default(10),
+  MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
+  MVS_VNODES: wholeNumber(1, 4_096).optional(),
+  MVS_BOARD_WRITE: z
+    .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
+    .default('0'),
+  LOG_LEVEL: z.enum(LOG_LEVELS, { message: `expected one of ${LOG_LEVELS.join(', ')}` }).default('info'),
+});
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  readonly databaseUrl: string | undefined;
+  readonly redisUrl: string | undefined;
+  readonly prefix: string;
+  /** Explicit MVS_NODE_ID, or a per-process default (host name + pid). */
+  readonly nodeId: string;
+  readonly nodeIdExplicit: boolean;
+  readonly workerConcurrency: number;
+  readonly httpPort: number;
+  readonly apiToken: string | undefined;
+  readonly reconcileIntervalS: number;
+  readonly nodeTtlS: number;
+  readonly purgeBatch: number;
+  readonly vnodes: number | undefined;
+  readonly boardWrite: boolean;
+  readonly logLevel: LogLevel;
+}
+
+export interface ConfigNeeds {
+  database?: boolean;
+  redis?: boolean;
+}
+
+/**
+ * Parse the environment into a frozen Config. Empty strings count as unset, so `FOO=` in a
+ * compose file means "use the default". Throws ConfigError with one line naming the variable.
+ */
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  needs: ConfigNeeds = {},
+): Config {
+  const raw: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v.trim() !== '') raw[key] = v;
+  }
+  const parsed = envSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = String(issue.path[0] ?? 'environment');
+    const shown = name in raw && name !== 'MVS_API_TOKEN' ? ` (got ${JSON.stringify(raw[name])})` : '';
+    throw new ConfigError(`invalid ${name}: ${issue.message}${shown}`, { variable: name });
+  }
+  const e = parsed.data;
+  if (needs.database && !e.DATABASE_URL) {
+    throw new ConfigError(
+      'missing DATABASE_URL: set it to mysql://user:password@host:3306/database',
+      { variable: 'DATABASE_URL' },
+    );
+  }
+  if (needs.redis && !e.REDIS_URL) {
+    throw new ConfigError('missing REDIS_URL: set it to redis://host:6379', { variable: 'REDIS_URL' });
+  }
+  const defaultNodeId = `${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40)}-${process.pid}`;
+  return Object.freeze({
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    prefix: e.MVS_PREFIX,
+    nodeId: e.MVS_NODE_ID ?? defaultNodeId,
+    nodeIdExplicit: e.MVS_NODE_ID !== undefined,
+    workerConcurrency: e.MVS_WORKER_CONCURRENCY,
+    httpPort: e.MVS_HTTP_PORT,
+    apiToken: e.MVS_API_TOKEN,
+    reconcileIntervalS: e.MVS_RECONCILE_S,
+    nodeTtlS: e.MVS_NODE_TTL_S,
+    purgeBatch: e.MVS_PURGE_BATCH,
+    vnodes: e.MVS_VNODES,
+    boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
+    logLevel: e.LOG_LEVEL,
+  });
+}
+
+/** Names of all variables the config reads, for docs and tests. */
+export const CONFIG_VARIABLES = Object.freeze(Object.keys(envSchema.shape));

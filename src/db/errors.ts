@@ -1,0 +1,24 @@
+/** Server error numbers we act on. */
+const ER_LOCK_WAIT_TIMEOUT = 1205; // MariaDB answers NOWAIT / WAIT 0 with this
+const ER_LOCK_NOWAIT = 3572; // MySQL 8 and TiDB
+const ER_LOCK_DEADLOCK = 1213;
+const ER_DUP_ENTRY = 1062;
+
+function errno(err: unknown): number | undefined {
+  const n = (err as { errno?: unknown } | null)?.errno;
+  return typeof n === 'number' ? n : undefined;
+}
+
+/** The row was locked by someone else and we asked not to wait (FOR UPDATE NOWAIT). */
+export function isLockNotGranted(err: unknown): boolean {
+  const n = errno(err);
+  return n === ER_LOCK_NOWAIT || n === ER_LOCK_WAIT_TIMEOUT;
+}
+
+export function isDeadlock(err: unknown): boolean {
+  return errno(err) === ER_LOCK_DEADLOCK;
+}
+
+export function isDuplicateKey(err: unknown): boolean {
+  return errno(err) === ER_DUP_ENTRY;
+}
