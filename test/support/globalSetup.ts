@@ -1,7 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-// @ts-expect-error plain JS module without types
 import { ensureServerPackages, startMariadb, startRedis } from '../../scripts/localServers.mjs';
 
 interface Started {

@@ -1,0 +1,81 @@
+// The DDL AST. Expressions (START WITH / NEXT) and the defining SELECT are kept as raw SQL text:
+// the database evaluates and validates them, so the parser never second-guesses its dialect.
+
+/** Identifier text with backquotes removed and doubled backquotes unescaped. */
+export interface QualifiedName {
+  schema?: string;
+  name: string;
+}
+
+export type RefreshMethod = 'FAST' | 'COMPLETE' | 'FORCE';
+
+/** Raw SQL text of each clause, trimmed of surrounding whitespace and comments. */
+export interface Schedule {
+  startWith?: string;
+  next?: string;
+}
+
+export type PurgeClause = { immediate: true } | { immediate: false; startWith?: string; next: string };
+
+export interface CreateMviewStatement {
+  kind: 'createMview';
+  name: QualifiedName;
+  method?: RefreshMethod;
+  schedule: Schedule;
+  select: string;
+  text: string;
+}
+
+export interface AlterMviewRefreshStatement {
+  kind: 'alterMviewRefresh';
+  name: QualifiedName;
+  method?: RefreshMethod;
+  schedule: Schedule;
+  text: string;
+}
+
+export interface SimpleMviewStatement {
+  kind: 'alterMviewSuspend' | 'alterMviewResume' | 'dropMview';
+  name: QualifiedName;
+  text: string;
+}
+
+export interface RefreshMviewStatement {
+  kind: 'refreshMview';
+  name: QualifiedName;
+  method?: 'COMPLETE' | 'FAST';
+  text: string;
+}
+
+export interface CreateMlogStatement {
+  kind: 'createMlog';
+  table: QualifiedName;
+  columns: string[];
+  purge?: PurgeClause;
+  text: string;
+}
+
+export interface AlterMlogPurgeStatement {
+  kind: 'alterMlogPurge';
+  table: QualifiedName;
+  purge: PurgeClause;
+  text: string;
+}
+
+export interface SimpleMlogStatement {
+  kind: 'dropMlog' | 'purgeMlog';
+  table: QualifiedName;
+  text: string;
+}
+
+/** `text` is the statement's source, trimmed, without the trailing `;`. */
+export type Statement =
+  | CreateMviewStatement
+  | AlterMviewRefreshStatement
+  | SimpleMviewStatement
+  | RefreshMviewStatement
+  | CreateMlogStatement
+  | AlterMlogPurgeStatement
+  | SimpleMlogStatement;
+
+export type StatementKind = Statement['kind'];
