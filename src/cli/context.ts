@@ -9,6 +9,8 @@ export interface CliContext {
   /** Human-facing output (results); logs go through logger. */
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Whether the CLI has a command of this name (dev starts the server only when it exists). */
+  hasCommand: (name: string) => boolean;
 }
 
 export function makeContext(
@@ -16,8 +18,9 @@ export function makeContext(
   needs: ConfigNeeds,
   io: { out: (s: string) => void; err: (s: string) => void },
   component: string,
+  hasCommand: (name: string) => boolean = () => false,
 ): CliContext {
   const config = loadConfig(env, needs);
-  const logger = createLogger({ level: config.logLevel, base: { component } });
-  return { config, logger, env, out: io.out, err: io.err };
+  const logger = createLogger({ level: config.logLevel }).child({ cli: component });
+  return { config, logger, env, out: io.out, err: io.err, hasCommand };
 }

@@ -4,6 +4,10 @@ import { ConfigError, MvsError, ValidationError, NotFoundError, ConflictError, e
 import { makeContext, type CliContext } from './context.js';
 import type { ConfigNeeds } from '../config.js';
 import { migrateCommand } from './commands/migrate.js';
+import { devCommand, plannerCommand, workerCommand } from './commands/processes.js';
+import { refreshCommand } from './commands/refresh.js';
+import { sqlCommand } from './commands/sql.js';
+import { statusCommand } from './commands/status.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -44,7 +48,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
   const wrap =
     <A extends unknown[]>(needs: ConfigNeeds, component: string, fn: (ctx: CliContext, ...args: A) => Promise<number>) =>
     async (...args: A) => {
-      const ctx = makeContext(io.env, needs, io, component);
+      const ctx = makeContext(io.env, needs, io, component, (n) => program.commands.some((c) => c.name() === n));
       setCode(await fn(ctx, ...args));
     };
 
@@ -53,6 +57,55 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('create or update the metadata tables (knex migrations)')
     .addOption(new Option('--down', 'undo every migration (drops the metadata tables)'))
     .action(wrap({ database: true }, 'migrate', (ctx, opts: { down?: boolean }) => migrateCommand(ctx, opts)));
+
+  const both = { database: true, redis: true };
+
+  program
+    .command('planner')
+    .description('run a planner (leader-elected; keeps one delayed job per MV in its owner node queue)')
+    .action(wrap(both, 'planner', (ctx) => plannerCommand(ctx)));
+
+  program
+    .command('worker')
+    .description('run a worker replica (its node queue plus the shared requests queue)')
+    .option('--node-id <id>', 'stable node id (default MVS_NODE_ID, else host name + pid)')
+    .option('--concurrency <n>', 'jobs run at once (default MVS_WORKER_CONCURRENCY)')
+    .action(wrap(both, 'worker', (ctx, opts: { nodeId?: string; concurrency?: string }) => workerCommand(ctx, opts)));
+
+  program
+    .command('dev')
+    .description('run planner, workers and server as child processes, for a laptop')
+    .option('--workers <n>', 'number of workers', '2')
+    .option('--no-server', 'do not start the HTTP server')
+    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean }) => devCommand(ctx, opts)));
+
+  program
+    .command('sql')
+    .description('run MV DDL: CREATE / ALTER / DROP / REFRESH MATERIALIZED VIEW ...')
+    .argument('[statement]', 'one statement')
+    .option('-f, --file <file.sql>', 'run every statement of a file, in order')
+    .option('--json', 'print results as JSON lines')
+    .action(wrap(both, 'sql', (ctx, stmt: string | undefined, opts: { file?: string; json?: boolean }) => sqlCommand(ctx, stmt, opts)));
+
+  program
+    .command('status')
+    .description('show each MV: method, schedule, last result and time, next time, owner node, failures')
+    .option('--json', 'print JSON')
+    .action(wrap(both, 'status', (ctx, opts: { json?: boolean }) => statusCommand(ctx, opts)));
+
+  program
+    .command('refresh')
+    .description('enqueue a manual refresh of an MV (does not move its schedule)')
+    .argument('<mview>', 'schema.name or name')
+    .option('--wait', 'wait for the refresh to finish and print its result')
+    .addOption(new Option('--method <method>', 'refresh method').choices(['COMPLETE', 'FAST']))
+    .option('--timeout <seconds>', 'with --wait: give up after this long', '600')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(both, 'refresh', (ctx, mview: string, opts: { wait?: boolean; method?: string; json?: boolean; timeout?: string }) =>
+        refreshCommand(ctx, mview, opts),
+      ),
+    );
 
   program.commands.forEach((c) => c.exitOverride().configureOutput(program.configureOutput()));
   return program;

@@ -1,0 +1,51 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { MvsWorker } from '../worker/mvsWorker.js';
+import { Planner } from '../planner/planner.js';
+import type { Closeable } from '../process/lifecycle.js';
+import { createRuntime } from './runtime.js';
+
+/** Start a planner; returns what to close, in start order. */
+export async function startPlanner(config: Config, logger: Logger): Promise<Closeable[]> {
+  const rt = createRuntime(config, logger, { poolMax: 4 });
+  const planner = new Planner({
+    db: rt.db,
+    redis: rt.redis,
+    subscriber: rt.newRedis(),
+    logger,
+    clock: rt.clock,
+    prefix: config.prefix,
+    reconcileIntervalS: config.reconcileIntervalS,
+    leaseTtlMs: config.nodeTtlS * 1000,
+    ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
+  });
+  await planner.start();
+  return [
+    { name: 'runtime', close: () => rt.close() },
+    { name: 'planner', close: () => planner.close() },
+  ];
+}
+
+/** Start a worker replica; returns what to close, in start order. */
+export async function startWorker(config: Config, logger: Logger, opts: { shutdownGraceMs?: number } = {}): Promise<Closeable[]> {
+  const rt = createRuntime(config, logger);
+  const worker = new MvsWorker({
+    db: rt.db,
+    redis: rt.redis,
+    subscriber: rt.newRedis(),
+    logger,
+    clock: rt.clock,
+    prefix: config.prefix,
+    nodeId: config.nodeId,
+    concurrency: config.workerConcurrency,
+    nodeTtlMs: config.nodeTtlS * 1000,
+    defaultSchema: rt.defaultSchema,
+    ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
+    ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
+  });
+  await worker.start();
+  return [
+    { name: 'runtime', close: () => rt.close() },
+    { name: 'worker', close: () => worker.close() },
+  ];
+}

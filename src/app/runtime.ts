@@ -1,0 +1,69 @@
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { createDb, parseDatabaseUrl, type Db } from '../db/connect.js';
+import type { DdlEvent } from '../ddl/executor.js';
+import { DdlExecutor } from '../ddl/executor.js';
+import { systemClock, type Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import { closeRedis, createRedis } from '../queue/redis.js';
+import { redisKeys } from '../queue/names.js';
+import { RefreshRunner } from '../refresh/runner.js';
+
+/** Connections a process needs, built from the config once and closed in reverse order. */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  clock: Clock;
+  db: Db;
+  redis: Redis;
+  defaultSchema: string;
+  /** Publish a DDL event so the planner wakes (DESIGN.md §1, channel "ddl" under the prefix). */
+  publishDdl(event: DdlEvent): Promise<void>;
+  /** A new connection, e.g. for pub/sub; closed with the runtime. */
+  newRedis(): Redis;
+  close(): Promise<void>;
+}
+
+export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: number } = {}): Runtime {
+  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? Math.max(10, config.workerConcurrency * 3) });
+  const redis = createRedis(config.redisUrl!);
+  const extra: Redis[] = [];
+  const keys = redisKeys(config.prefix);
+  let closed: Promise<void> | undefined;
+  return {
+    config,
+    logger,
+    clock: systemClock,
+    db,
+    redis,
+    defaultSchema: parseDatabaseUrl(config.databaseUrl!).database,
+    async publishDdl(event) {
+      await redis.publish(keys.ddlChannel, JSON.stringify(event));
+    },
+    newRedis() {
+      const r = createRedis(config.redisUrl!);
+      extra.push(r);
+      return r;
+    },
+    close() {
+      closed ??= (async () => {
+        await Promise.allSettled(extra.map(closeRedis));
+        await closeRedis(redis);
+        await db.destroy();
+      })();
+      return closed;
+    },
+  };
+}
+
+export function createDdlExecutor(rt: Runtime, nodeId = 'cli'): DdlExecutor {
+  const runner = new RefreshRunner({ db: rt.db, logger: rt.logger, clock: rt.clock, nodeId });
+  return new DdlExecutor({
+    db: rt.db,
+    logger: rt.logger,
+    clock: rt.clock,
+    runner,
+    defaultSchema: rt.defaultSchema,
+    notify: (e) => rt.publishDdl(e),
+  });
+}

@@ -1,0 +1,43 @@
+import { createRuntime } from '../../app/runtime.js';
+import { MembershipRegistry } from '../../membership/registry.js';
+import { listMviewStatus, type MviewStatus } from '../../mv/status.js';
+import { HashRing } from '../../ring/hashRing.js';
+import type { CliContext } from '../context.js';
+
+function table(rows: MviewStatus[]): string[] {
+  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS'];
+  const body = rows.map((r) => [
+    r.name,
+    r.method,
+    r.status,
+    r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual',
+    r.lastResult ?? '-',
+    r.lastRefreshEnd?.replace('T', ' ').replace('Z', '') ?? '-',
+    r.nextTime?.replace('T', ' ').replace('Z', '') ?? '-',
+    r.owner ?? '-',
+    String(r.failures),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const out = [fmt(head), ...body.map(fmt)];
+  for (const r of rows) if (r.lastResult === 'FAILED' && r.lastFailedReason) out.push(`  ${r.name}: ${r.lastFailedReason}`);
+  return out;
+}
+
+export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
+  const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 2 });
+  try {
+    const ring = new HashRing(ctx.config.vnodes !== undefined ? { vnodes: ctx.config.vnodes } : {});
+    ring.rebuild(await new MembershipRegistry(rt.redis, ctx.config.prefix).live());
+    const rows = await listMviewStatus(rt.db, ring);
+    if (opts.json) ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows }, null, 2));
+    else if (rows.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
+    else {
+      for (const line of table(rows)) ctx.out(line);
+      ctx.out(`live nodes: ${ring.nodes().join(', ') || 'none'}`);
+    }
+    return 0;
+  } finally {
+    await rt.close();
+  }
+}

@@ -1,0 +1,56 @@
+import type { Knex } from 'knex';
+import type { HashRing } from '../ring/hashRing.js';
+import { mviewRingKey } from '../queue/names.js';
+
+export interface MviewStatus {
+  mviewId: number;
+  name: string;
+  method: string;
+  status: string;
+  startWith: string | null;
+  nextSeconds: number | null;
+  lastResult: string | null;
+  lastRefreshEnd: string | null;
+  lastRefreshType: string | null;
+  nextTime: string | null;
+  owner: string | null;
+  failures: number;
+  lastFailedReason: string | null;
+  refreshCount: number;
+}
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+
+/** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
+export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filter?: { schema: string; name: string }): Promise<MviewStatus[]> {
+  const q = db('mvs_mviews as m')
+    .leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
+    .select(
+      'm.mview_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval',
+      'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.next_time', 'ri.consecutive_failures',
+      'ri.last_failed_reason', 'ri.refresh_count',
+    )
+    .orderBy(['m.table_schema', 'm.mview_name']);
+  if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
+  const rows = (await q) as Array<Record<string, unknown>>;
+  return rows.map((r) => {
+    const id = Number(r.mview_id);
+    const scheduled = r.status === 'ACTIVE' && r.next_time;
+    return {
+      mviewId: id,
+      name: `${String(r.table_schema)}.${String(r.mview_name)}`,
+      method: String(r.refresh_method),
+      status: String(r.status),
+      startWith: iso(r.refresh_start as Date | null),
+      nextSeconds: r.refresh_interval === null ? null : Number(r.refresh_interval),
+      lastResult: (r.last_refresh_result as string | null) ?? null,
+      lastRefreshEnd: iso(r.refresh_endtime as Date | null),
+      lastRefreshType: (r.last_refresh_type as string | null) ?? null,
+      nextTime: iso(r.next_time as Date | null),
+      owner: scheduled && ring ? (ring.getNode(mviewRingKey(id)) ?? null) : null,
+      failures: Number(r.consecutive_failures ?? 0),
+      lastFailedReason: (r.last_failed_reason as string | null) ?? null,
+      refreshCount: Number(r.refresh_count ?? 0),
+    };
+  });
+}

@@ -1,0 +1,207 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import { MembershipRegistry } from '../membership/registry.js';
+import { RingView } from '../membership/ringView.js';
+import { JobPlacer } from '../queue/jobPlacer.js';
+import { redisKeys } from '../queue/names.js';
+import { LeaderLease } from './leaderLease.js';
+import { Notifier } from './notifier.js';
+import { Reconciler, type ReconcileStats } from './reconciler.js';
+
+export interface PlannerDeps {
+  db: Knex;
+  /** Commands connection. */
+  redis: Redis;
+  /** A second connection, used only for pub/sub. */
+  subscriber: Redis;
+  logger: Logger;
+  clock: Clock;
+  prefix: string;
+  reconcileIntervalS: number;
+  /** Lease TTL: a standby takes over within this long after the leader dies. */
+  leaseTtlMs: number;
+  vnodes?: number;
+  membershipPollMs?: number;
+}
+
+/**
+ * The planner process: leader-elected by a Redis lease; the leader keeps the queues in line
+ * with the metadata (see Reconciler). Woken by DDL events and membership changes (coalesced),
+ * and every MVS_RECONCILE_S as a safety net.
+ */
+export class Planner {
+  readonly id = `planner-${randomUUID().slice(0, 8)}`;
+  private readonly lease: LeaderLease;
+  private readonly notifier = new Notifier();
+  private readonly registry: MembershipRegistry;
+  private readonly ringView: RingView;
+  private readonly placer: JobPlacer;
+  private readonly reconciler: Reconciler;
+  private readonly keys: ReturnType<typeof redisKeys>;
+  private readonly log: Logger;
+  private leading = false;
+  private needFull = true;
+  private goneNodes = new Set<string>();
+  private ringDirty = false;
+  private droppedIds = new Set<number>();
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private loop: Promise<void> | undefined;
+  private closed = false;
+  private passes = 0;
+  private lastStats: ReconcileStats | undefined;
+
+  constructor(private readonly deps: PlannerDeps) {
+    this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
+    this.keys = redisKeys(deps.prefix);
+    this.lease = new LeaderLease(deps.redis, this.keys.plannerLeader, this.id, deps.leaseTtlMs);
+    this.registry = new MembershipRegistry(deps.redis, deps.prefix);
+    this.ringView = new RingView(this.registry, deps.subscriber, this.log, {
+      ...(deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {}),
+      pollMs: deps.membershipPollMs ?? 1000,
+    });
+    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
+    this.reconciler = new Reconciler({
+      db: deps.db,
+      placer: this.placer,
+      ring: this.ringView.ring,
+      clock: deps.clock,
+      logger: this.log,
+      knownQueues: () => this.registry.nodeQueues(),
+      retireQueue: async (q) => {
+        await this.placer.obliterate(q);
+        await this.registry.retireNodeQueue(q);
+        this.log.info({ queue: q }, 'drained the queue of a node that left');
+      },
+    });
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  get passCount(): number {
+    return this.passes;
+  }
+
+  get lastReconcile(): ReconcileStats | undefined {
+    return this.lastStats;
+  }
+
+  async start(): Promise<void> {
+    this.ringView.onChange((nodes, previous) => {
+      for (const n of previous) if (!nodes.includes(n)) this.goneNodes.add(n);
+      for (const n of nodes) this.goneNodes.delete(n);
+      this.ringDirty = true;
+      this.notifier.wake();
+    });
+    this.deps.subscriber.on('message', (channel: string, message: string) => {
+      if (channel !== this.keys.ddlChannel) return;
+      try {
+        const ev = JSON.parse(message) as { kind?: string; id?: number; change?: string };
+        if (ev.kind === 'mview' && ev.change === 'dropped' && typeof ev.id === 'number') this.droppedIds.add(ev.id);
+      } catch {
+        // Any message is a wake-up; a malformed one just carries no detail.
+      }
+      this.notifier.wake();
+    });
+    await this.deps.subscriber.subscribe(this.keys.ddlChannel);
+    await this.ringView.start();
+    await this.leaseTick();
+    this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
+    this.leaseTimer.unref();
+    this.loop = this.run();
+  }
+
+  private async leaseTick(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.leading) {
+        if (!(await this.lease.renew())) {
+          this.leading = false;
+          this.log.warn('lost the planner lease; standing by');
+        }
+      } else if (await this.lease.tryAcquire()) {
+        this.leading = true;
+        this.needFull = true;
+        this.log.info('became the leading planner');
+        this.notifier.wake();
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'planner lease check failed');
+    }
+  }
+
+  /** Ask for a pass now (tests, CLI); coalesces with other wake-ups. */
+  wake(full = false): void {
+    if (full) this.needFull = true;
+    this.notifier.wake();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed) {
+      await this.notifier.wait(this.deps.reconcileIntervalS * 1000);
+      if (this.closed) break;
+      if (!this.leading) continue;
+      try {
+        await this.pass();
+      } catch (err) {
+        this.needFull = true;
+        this.log.error({ err }, 'reconcile failed; the next pass rebuilds from scratch');
+        await new Promise((r) => setTimeout(r, 500));
+        this.notifier.wake();
+      }
+    }
+  }
+
+  private async pass(): Promise<void> {
+    // A missing epoch key means Redis lost its data (FLUSHALL, failover without persistence).
+    if (!this.needFull && (await this.deps.redis.exists(this.keys.plannerEpoch)) === 0) {
+      this.log.warn('Redis lost the planner state; rebuilding every job from MySQL');
+      this.needFull = true;
+    }
+    await this.ringView.refresh();
+    const expired = await this.registry.prune();
+    if (expired.length) this.log.info({ nodes: expired }, 'nodes missed their heartbeats');
+
+    const dropped = [...this.droppedIds];
+    this.droppedIds.clear();
+    let stats: ReconcileStats;
+    if (this.needFull) {
+      this.needFull = false;
+      this.ringDirty = false;
+      this.goneNodes.clear();
+      stats = await this.reconciler.full();
+      await this.deps.redis.set(this.keys.plannerEpoch, String(this.deps.clock.now()));
+    } else {
+      if (this.ringDirty) {
+        this.ringDirty = false;
+        const gone = [...this.goneNodes];
+        this.goneNodes.clear();
+        const rs = await this.reconciler.ringChanged(gone);
+        this.log.info(rs, 'moved jobs after a membership change');
+      }
+      for (const id of dropped) await this.reconciler.forget(id);
+      stats = await this.reconciler.incremental();
+    }
+    this.passes++;
+    this.lastStats = stats;
+    const changed = stats.added + stats.rescheduled + stats.removed + stats.moved;
+    this.log[stats.kind === 'full' || changed > 0 ? 'info' : 'debug'](stats, 'reconciled');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.leaseTimer);
+    this.notifier.wake();
+    await this.loop?.catch(() => {});
+    if (this.leading) await this.lease.release().catch(() => {});
+    this.leading = false;
+    await this.ringView.close();
+    await this.deps.subscriber.unsubscribe().catch(() => {});
+    await this.placer.close();
+  }
+}

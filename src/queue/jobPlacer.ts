@@ -1,0 +1,136 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { mviewIdOfJob, mviewJobId, SCHEDULED_REFRESH, type ScheduledRefreshData } from './names.js';
+
+export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
+
+export interface QueueSnapshot {
+  /** mviewId -> due time (epoch ms) of delayed jobs. */
+  delayed: Map<number, number>;
+  /** MVs whose job is ready to run (waiting, prioritized, paused). */
+  ready: Set<number>;
+  /** MVs whose job is running now. */
+  active: Set<number>;
+}
+
+const JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;
+
+/** BullMQ stores delayed jobs scored by timestamp * 4096 + a counter. */
+const DELAY_SCORE_FACTOR = 0x1000;
+
+/**
+ * Puts scheduled-refresh jobs into node queues and takes them out. Shared by the planner (which
+ * reconciles) and workers (which schedule an MV's next run when they finish one). Every write is
+ * idempotent by job id, so a planner and a worker placing the same job at once agree.
+ */
+export class JobPlacer {
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(
+    private readonly connection: Redis,
+    private readonly prefix: string,
+    private readonly logger: Logger,
+  ) {}
+
+  queue(name: string): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q.on('error', (err) => this.logger.warn({ err, queue: name }, 'queue error'));
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  /** Make `queueName` hold the MV's job, delayed to dueAt. */
+  async ensure(queueName: string, mviewId: number, dueAt: number, now = Date.now()): Promise<PlaceResult> {
+    const q = this.queue(queueName);
+    const jobId = mviewJobId(mviewId);
+    const data: ScheduledRefreshData = { mviewId, dueAt };
+    const job = await q.getJob(jobId);
+    if (!job) {
+      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, delay: Math.max(0, dueAt - now) });
+      return 'added';
+    }
+    const state = await job.getState();
+    if (state === 'delayed') {
+      if ((job.data as ScheduledRefreshData).dueAt === dueAt) return 'kept';
+      await job.updateData(data);
+      await job.changeDelay(Math.max(0, dueAt - now));
+      return 'rescheduled';
+    }
+    if (state === 'active') return 'active';
+    if (state === 'completed' || state === 'failed' || state === 'unknown') {
+      await q.remove(jobId).catch(() => 0);
+      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, delay: Math.max(0, dueAt - now) });
+      return 'added';
+    }
+    // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
+    return 'kept';
+  }
+
+  async addMany(queueName: string, items: Array<{ mviewId: number; dueAt: number }>, now = Date.now()): Promise<void> {
+    const q = this.queue(queueName);
+    for (let i = 0; i < items.length; i += 1000) {
+      await q.addBulk(
+        items.slice(i, i + 1000).map(({ mviewId, dueAt }) => ({
+          name: SCHEDULED_REFRESH,
+          data: { mviewId, dueAt } satisfies ScheduledRefreshData,
+          opts: { ...JOB_OPTS, jobId: mviewJobId(mviewId), delay: Math.max(0, dueAt - now) },
+        })),
+      );
+    }
+  }
+
+  /** Remove the MV's job unless it is running; true when nothing is left behind. */
+  async remove(queueName: string, mviewId: number): Promise<boolean> {
+    const removed = await this.queue(queueName).remove(mviewJobId(mviewId));
+    if (removed === 1) return true;
+    const job = await this.queue(queueName).getJob(mviewJobId(mviewId));
+    return !job;
+  }
+
+  /** Read a node queue's scheduled jobs straight from its Redis structures (one round trip). */
+  async snapshot(queueName: string): Promise<QueueSnapshot> {
+    const keys = this.queue(queueName).keys;
+    const res = await this.connection
+      .multi()
+      .zrange(keys.delayed!, 0, -1, 'WITHSCORES')
+      .lrange(keys.wait!, 0, -1)
+      .lrange(keys.paused!, 0, -1)
+      .zrange(keys.prioritized!, 0, -1)
+      .lrange(keys.active!, 0, -1)
+      .exec();
+    const out: QueueSnapshot = { delayed: new Map(), ready: new Set(), active: new Set() };
+    if (!res) return out;
+    const delayed = (res[0]?.[1] as string[]) ?? [];
+    for (let i = 0; i < delayed.length; i += 2) {
+      const id = mviewIdOfJob(delayed[i]);
+      if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR));
+    }
+    for (const idx of [1, 2, 3]) {
+      for (const jid of (res[idx]?.[1] as string[]) ?? []) {
+        const id = mviewIdOfJob(jid);
+        if (id !== undefined) out.ready.add(id);
+      }
+    }
+    for (const jid of (res[4]?.[1] as string[]) ?? []) {
+      const id = mviewIdOfJob(jid);
+      if (id !== undefined) out.active.add(id);
+    }
+    return out;
+  }
+
+  /** Drop a dead node's queue entirely, running jobs included (their worker is gone). */
+  async obliterate(queueName: string): Promise<void> {
+    await this.queue(queueName).obliterate({ force: true });
+    await this.queue(queueName).close();
+    this.queues.delete(queueName);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}

@@ -1,0 +1,205 @@
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import { isLockNotGranted } from '../db/errors.js';
+import { ValidationError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  getMview,
+  toNumber,
+  type MviewRow,
+  type RefreshInfoRow,
+  type RefreshTrigger,
+} from '../mv/repository.js';
+import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
+import { buildComplete } from './completeRefresh.js';
+
+export type ConcreteMethod = 'COMPLETE' | 'FAST';
+
+export interface RefreshRequest {
+  mviewId: number;
+  trigger: RefreshTrigger;
+  jobId?: string;
+  /** The slot a scheduled run was planned for (epoch ms); for lateness and history. */
+  scheduledFor?: number;
+  method?: ConcreteMethod;
+  /**
+   * When a request was made (epoch ms). A request is already satisfied by a successful run that
+   * started after it was made, so a burst of requests collapses into few runs.
+   */
+  requestedAt?: number;
+}
+
+export type RefreshOutcome =
+  | { kind: 'SUCCESS'; refreshId: number; rows: number; method: ConcreteMethod; nextTime: number | null; startMs: number; endMs: number }
+  | { kind: 'FAILED'; refreshId: number; error: string; method: ConcreteMethod; nextTime: number | null; failures: number }
+  /** Another run holds the MV's lock: try again later; nothing was done. */
+  | { kind: 'DEFERRED' }
+  /** The MV no longer exists. */
+  | { kind: 'GONE' }
+  | { kind: 'SUSPENDED' }
+  /** A scheduled job whose slot moved (ALTER, or a run elsewhere): nothing to do now. */
+  | { kind: 'NOT_DUE'; nextTime: number | null }
+  /** A request already served by a run that started after it was made. */
+  | { kind: 'COALESCED'; lastStartMs: number };
+
+/** How much earlier than next_time a scheduled job may fire and still count as due (clock skew). */
+export const DUE_TOLERANCE_MS = 1_000;
+const MAX_REASON = 4_000;
+
+export interface RefreshRunnerDeps {
+  db: Knex;
+  logger: Logger;
+  clock: Clock;
+  nodeId: string;
+}
+
+/** Pick the concrete method for a run; FAST needs an MV log (a later feature). */
+export function chooseMethod(mv: Pick<MviewRow, 'refresh_method' | 'fast_refreshable' | 'fast_reason' | 'table_schema' | 'mview_name'>, requested?: ConcreteMethod): ConcreteMethod {
+  const fast = Boolean(mv.fast_refreshable);
+  if (requested === 'FAST' || (!requested && mv.refresh_method === 'FAST')) {
+    if (!fast) {
+      throw new ValidationError(
+        `${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${mv.fast_reason ?? 'no materialized view log'}`,
+      );
+    }
+    return 'FAST';
+  }
+  if (requested === 'COMPLETE') return 'COMPLETE';
+  return mv.refresh_method === 'FORCE' && fast ? 'FAST' : 'COMPLETE';
+}
+
+/**
+ * Runs one refresh of one MV under the MV's lock: `SELECT ... FOR UPDATE NOWAIT` on its
+ * refresh-info row, held on a dedicated connection for the whole run. A second attempt finds
+ * the lock taken and is DEFERRED (never run concurrently, never failed for it).
+ *
+ * History: a RUNNING row is committed first (visible while the run goes on), then completed in
+ * the lock transaction together with refresh-info, so the two always agree. A RUNNING row left
+ * by a worker that died is marked FAILED by the next run that takes the lock: while we hold the
+ * lock, no other run can be live.
+ */
+export class RefreshRunner {
+  constructor(private readonly deps: RefreshRunnerDeps) {}
+
+  async run(req: RefreshRequest): Promise<RefreshOutcome> {
+    const { db, clock, nodeId } = this.deps;
+    const log = this.deps.logger.child({ mview_id: req.mviewId, job_id: req.jobId, trigger: req.trigger });
+    const lock = await db.transaction();
+    let committed = false;
+    try {
+      let info: RefreshInfoRow | undefined;
+      try {
+        const [rows] = (await lock.raw(
+          'SELECT * FROM mvs_mview_refresh_info WHERE mview_id = ? FOR UPDATE NOWAIT',
+          [req.mviewId],
+        )) as [RefreshInfoRow[]];
+        info = rows[0];
+      } catch (err) {
+        if (isLockNotGranted(err)) {
+          log.debug('refresh lock held by another run: deferred');
+          return { kind: 'DEFERRED' };
+        }
+        throw err;
+      }
+      const mv = await getMview(lock, req.mviewId);
+      if (!mv || !info) return { kind: 'GONE' };
+      const now = clock.now();
+      const nextTime = info.next_time ? info.next_time.getTime() : null;
+
+      if (req.trigger === 'SCHEDULED') {
+        if (mv.status === 'SUSPENDED') return { kind: 'SUSPENDED' };
+        if (nextTime === null || nextTime > now + DUE_TOLERANCE_MS) return { kind: 'NOT_DUE', nextTime };
+      }
+      if (req.trigger === 'REQUEST' && req.requestedAt !== undefined && info.last_refresh_result === 'SUCCESS' && info.refresh_time && info.refresh_time.getTime() >= req.requestedAt) {
+        return { kind: 'COALESCED', lastStartMs: info.refresh_time.getTime() };
+      }
+
+      const method = chooseMethod(mv, req.method);
+      await db('mvs_mview_refresh_hist')
+        .where({ mview_id: req.mviewId, refresh_status: 'RUNNING' })
+        .update({
+          refresh_status: 'FAILED',
+          end_time: new Date(now),
+          failed_reason: 'abandoned: the run stopped before finishing (worker died or lost its connection)',
+        });
+      const startMs = clock.now();
+      const [refreshId] = (await db('mvs_mview_refresh_hist').insert({
+        mview_id: req.mviewId,
+        refresh_job_id: req.jobId ?? null,
+        refresh_method: method,
+        refresh_trigger: req.trigger,
+        refresh_status: 'RUNNING',
+        node_id: nodeId,
+        scheduled_time: req.scheduledFor !== undefined ? new Date(req.scheduledFor) : null,
+        start_time: new Date(startMs),
+      })) as number[];
+      log.info({ refresh_id: refreshId, method }, 'refresh started');
+
+      let rows = 0;
+      let failure: unknown;
+      try {
+        rows = await buildComplete(db, mv);
+      } catch (err) {
+        failure = err;
+      }
+      const endMs = clock.now();
+      const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
+      const common = {
+        refresh_job_id: req.jobId ?? null,
+        refresh_method: method,
+        refresh_status: null,
+        refresh_time: new Date(startMs),
+        refresh_endtime: new Date(endMs),
+        last_refresh_type: method,
+        last_refresh_trigger: req.trigger,
+        updated_at: lock.fn.now(6),
+      };
+
+      if (failure === undefined) {
+        // Only scheduled runs move the schedule; manual and requested runs leave next_time.
+        const newNext =
+          req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
+        await lock('mvs_mview_refresh_hist')
+          .where({ refresh_id: refreshId })
+          .update({ refresh_status: 'SUCCESS', end_time: new Date(endMs), rows_changed: rows });
+        await lock('mvs_mview_refresh_info')
+          .where({ mview_id: req.mviewId })
+          .update({
+            ...common,
+            last_refresh_result: 'SUCCESS',
+            last_success_endtime: new Date(endMs),
+            last_failed_reason: null,
+            consecutive_failures: 0,
+            refresh_count: lock.raw('refresh_count + 1'),
+            next_time: newNext === null ? null : new Date(newNext),
+          });
+        await lock.commit();
+        committed = true;
+        log.info({ refresh_id: refreshId, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
+        return { kind: 'SUCCESS', refreshId: toNumber(refreshId), rows, method, nextTime: newNext, startMs, endMs };
+      }
+
+      const reason = errorMessage(failure).slice(0, MAX_REASON);
+      const failures = toNumber(info.consecutive_failures) + 1;
+      const newNext = req.trigger === 'SCHEDULED' ? endMs + retryDelayMs(failures) : nextTime;
+      await lock('mvs_mview_refresh_hist')
+        .where({ refresh_id: refreshId })
+        .update({ refresh_status: 'FAILED', end_time: new Date(endMs), failed_reason: reason });
+      await lock('mvs_mview_refresh_info')
+        .where({ mview_id: req.mviewId })
+        .update({
+          ...common,
+          last_refresh_result: 'FAILED',
+          last_failed_reason: reason,
+          consecutive_failures: failures,
+          next_time: newNext === null ? null : new Date(newNext),
+        });
+      await lock.commit();
+      committed = true;
+      log.warn({ refresh_id: refreshId, err: reason, failures, next_time: newNext }, 'refresh failed');
+      return { kind: 'FAILED', refreshId: toNumber(refreshId), error: reason, method, nextTime: newNext, failures };
+    } finally {
+      if (!committed && !lock.isCompleted()) await lock.rollback().catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,210 @@
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import { MvsError, ValidationError, NotFoundError, errorMessage } from '../errors.js';
+import { isRequestJobName, parsePayload } from '../jobs/schemas.js';
+import type { Logger } from '../log.js';
+import { NodeHeartbeat } from '../membership/nodeHeartbeat.js';
+import { MembershipRegistry } from '../membership/registry.js';
+import { RingView } from '../membership/ringView.js';
+import { displayName, parseDottedName } from '../mv/identifiers.js';
+import { findMviewByName } from '../mv/repository.js';
+import { JobPlacer } from '../queue/jobPlacer.js';
+import { mviewRingKey, nodeQueueName, REQUESTS_QUEUE, type ScheduledRefreshData } from '../queue/names.js';
+import { RefreshRunner, type RefreshOutcome } from '../refresh/runner.js';
+
+export interface MvsWorkerDeps {
+  db: Knex;
+  redis: Redis;
+  subscriber: Redis;
+  logger: Logger;
+  clock: Clock;
+  prefix: string;
+  nodeId: string;
+  concurrency: number;
+  nodeTtlMs: number;
+  defaultSchema: string;
+  vnodes?: number;
+  /** How long close() lets running jobs finish before abandoning them to stalled-job recovery. */
+  shutdownGraceMs?: number;
+}
+
+/** How long a refresh that found its MV locked waits before it tries again. */
+function deferDelayMs(): number {
+  return 300 + Math.floor(Math.random() * 700);
+}
+
+/**
+ * A worker replica: joins the ring, consumes its node queue (scheduled refreshes) and the shared
+ * `requests` queue, and schedules each MV's next run itself when it finishes one, in the queue
+ * of the MV's owner, without waiting for the planner.
+ */
+export class MvsWorker {
+  private readonly log: Logger;
+  private readonly registry: MembershipRegistry;
+  private readonly heartbeat: NodeHeartbeat;
+  private readonly ringView: RingView;
+  private readonly placer: JobPlacer;
+  private readonly runner: RefreshRunner;
+  private nodeWorker: Worker | undefined;
+  private requestsWorker: Worker | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly deps: MvsWorkerDeps) {
+    this.log = deps.logger.child({ component: 'worker', node_id: deps.nodeId });
+    this.registry = new MembershipRegistry(deps.redis, deps.prefix);
+    this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
+    this.ringView = new RingView(this.registry, deps.subscriber, this.log, deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
+    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
+    this.runner = new RefreshRunner({ db: deps.db, logger: this.log, clock: deps.clock, nodeId: deps.nodeId });
+  }
+
+  get queueName(): string {
+    return nodeQueueName(this.deps.nodeId);
+  }
+
+  async start(): Promise<void> {
+    const common = {
+      connection: this.deps.redis,
+      prefix: this.deps.prefix,
+      concurrency: this.deps.concurrency,
+      // Scheduled jobs live for the MV's whole life; never let a few crashes fail one for good.
+      maxStalledCount: 1000,
+    };
+    await this.heartbeat.start();
+    await this.ringView.start();
+    this.nodeWorker = new Worker(this.queueName, (job, token) => this.processScheduled(job, token), common);
+    this.requestsWorker = new Worker(REQUESTS_QUEUE, (job, token) => this.processRequest(job, token), {
+      ...common,
+      maxStalledCount: 3,
+    });
+    for (const w of [this.nodeWorker, this.requestsWorker]) {
+      w.on('error', (err) => this.log.error({ err }, 'worker error'));
+      w.on('failed', (job, err) => this.log.warn({ job_id: job?.id, job_name: job?.name, err: err.message }, 'job failed'));
+    }
+    await Promise.all([this.nodeWorker.waitUntilReady(), this.requestsWorker.waitUntilReady()]);
+    this.log.info({ queue: this.queueName, concurrency: this.deps.concurrency }, 'worker started');
+  }
+
+  private async delay(job: Job, token: string | undefined, at: number): Promise<never> {
+    await job.moveToDelayed(at, token);
+    throw new DelayedError();
+  }
+
+  private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
+    const data = job.data as ScheduledRefreshData;
+    const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
+    const outcome = await this.runner.run({
+      mviewId: data.mviewId,
+      trigger: 'SCHEDULED',
+      jobId: job.id!,
+      scheduledFor: data.dueAt,
+    });
+    switch (outcome.kind) {
+      case 'DEFERRED':
+        return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+      case 'GONE':
+        log.info('materialized view dropped: job dropped');
+        return { outcome: outcome.kind };
+      case 'SUSPENDED':
+        log.info('materialized view suspended: job dropped');
+        return { outcome: outcome.kind };
+      case 'COALESCED':
+        return { outcome: outcome.kind };
+      case 'NOT_DUE':
+        if (outcome.nextTime === null) {
+          log.info('materialized view has no schedule any more: job dropped');
+          return { outcome: outcome.kind };
+        }
+        log.info({ next_time: outcome.nextTime }, 'schedule moved: job rescheduled');
+        return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
+      case 'SUCCESS':
+      case 'FAILED':
+        if (outcome.nextTime === null) return { outcome: outcome.kind };
+        return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
+    }
+  }
+
+  /**
+   * Put the MV's next run in place at once: this same job re-delayed when we still own the MV,
+   * otherwise a job in the owner's queue (this one then completes and disappears).
+   */
+  private async scheduleNext(job: Job, token: string | undefined, mviewId: number, dueAt: number, outcome: RefreshOutcome): Promise<unknown> {
+    const owner = this.ringView.ownerOf(mviewRingKey(mviewId));
+    if (owner !== undefined && owner !== this.deps.nodeId) {
+      await this.placer.ensure(nodeQueueName(owner), mviewId, dueAt, this.deps.clock.now());
+      return { outcome: outcome.kind, handedTo: owner };
+    }
+    await job.updateData({ mviewId, dueAt } satisfies ScheduledRefreshData);
+    return this.delay(job, token, dueAt);
+  }
+
+  private async processRequest(job: Job, token: string | undefined): Promise<unknown> {
+    const log = this.log.child({ job_id: job.id, job_name: job.name });
+    if (!isRequestJobName(job.name)) {
+      throw new UnrecoverableError(`unknown job name ${JSON.stringify(job.name)}; expected refresh, purge, report-versions or repair`);
+    }
+    try {
+      switch (job.name) {
+        case 'refresh': {
+          const p = parsePayload('refresh', job.data);
+          const name = parseDottedName(p.mview, this.deps.defaultSchema, 'mview');
+          const mv = await findMviewByName(this.deps.db, name.schema, name.name);
+          if (!mv) throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
+          const outcome = await this.runner.run({
+            mviewId: mv.mview_id,
+            trigger: p.trigger ?? 'REQUEST',
+            jobId: job.id!,
+            requestedAt: job.timestamp,
+            ...(p.method ? { method: p.method } : {}),
+          });
+          if (outcome.kind === 'DEFERRED') return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+          if (outcome.kind === 'FAILED') throw new MvsError(`refresh of ${displayName(name)} failed: ${outcome.error}`);
+          if (outcome.kind === 'GONE') throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
+          log.info({ mview_id: mv.mview_id, outcome: outcome.kind }, 'refresh request done');
+          return outcome.kind === 'SUCCESS'
+            ? { outcome: outcome.kind, refreshId: outcome.refreshId, rows: outcome.rows, method: outcome.method }
+            : { outcome: outcome.kind };
+        }
+        default:
+          parsePayload(job.name, job.data);
+          throw new UnrecoverableError(`${job.name} jobs are not supported by this version yet`);
+      }
+    } catch (err) {
+      if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
+      // Bad input will be just as bad next time: fail it for good, naming what was wrong.
+      if (err instanceof ValidationError || err instanceof NotFoundError) throw new UnrecoverableError(err.message);
+      throw err instanceof Error ? err : new Error(errorMessage(err));
+    }
+  }
+
+  /**
+   * Stop taking jobs, let running ones finish for up to the grace period (then abandon them:
+   * their transactions roll back and BullMQ's stalled-job check or the planner retries them),
+   * then leave the ring.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const grace = this.deps.shutdownGraceMs ?? 30_000;
+    const workers = [this.nodeWorker, this.requestsWorker].filter((w): w is Worker => w !== undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const graceful = Promise.all(workers.map((w) => w.close())).then(() => true);
+    const timedOut = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), grace);
+    });
+    if (!(await Promise.race([graceful, timedOut]))) {
+      this.log.warn({ grace_ms: grace }, 'running jobs did not finish in time; abandoning them');
+      await Promise.all(workers.map((w) => w.close(true)));
+    }
+    clearTimeout(timer);
+    await this.heartbeat.close().catch((err: unknown) => this.log.warn({ err }, 'could not leave the ring'));
+    await this.ringView.close();
+    await this.placer.close();
+    this.log.info('worker stopped');
+  }
+}
