@@ -8,6 +8,8 @@ import { devCommand, plannerCommand, workerCommand } from './commands/processes.
 import { refreshCommand } from './commands/refresh.js';
 import { sqlCommand } from './commands/sql.js';
 import { statusCommand } from './commands/status.js';
+import { startServer } from '../server/server.js';
+import { runUntilSignal } from '../process/lifecycle.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -78,6 +80,16 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--workers <n>', 'number of workers', '2')
     .option('--no-server', 'do not start the HTTP server')
     .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean }) => devCommand(ctx, opts)));
+
+  program
+    .command('server')
+    .description('run the HTTP server (health, readiness; MVS_HTTP_PORT)')
+    .action(
+      wrap(both, 'server', async (ctx) => {
+        const { closeables } = await startServer(ctx.config, ctx.logger);
+        return runUntilSignal(closeables, ctx.logger);
+      }),
+    );
 
   program
     .command('sql')

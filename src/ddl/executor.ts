@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
-import { isLockNotGranted } from '../db/errors.js';
+import { isDuplicateKey, isLockNotGranted } from '../db/errors.js';
 import { ConflictError, MvsError, NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { displayName, quoteQualified, resolveName, type ResolvedName } from '../mv/identifiers.js';
@@ -130,6 +130,8 @@ export class DdlExecutor {
     const nowMs = clock.now();
     const sched = await this.evalSchedule(stmt.schedule, nowMs);
 
+    // The name checks above race with a concurrent CREATE of the same name; the unique key on
+    // (table_schema, mview_name) decides, and the loser gets the same error as a late one.
     const mviewId = await db.transaction(async (trx) => {
       const [id] = (await trx('mvs_mviews').insert({
         table_schema: n.schema,
@@ -154,6 +156,9 @@ export class DdlExecutor {
         if (rows.length) await trx('mvs_mview_base_tables').insert(rows);
       }
       return id!;
+    }).catch((err: unknown) => {
+      if (isDuplicateKey(err)) throw new ConflictError(`materialized view ${displayName(n)} already exists`);
+      throw err;
     });
 
     let outcome: RefreshOutcome;

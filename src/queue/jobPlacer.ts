@@ -50,7 +50,7 @@ export class JobPlacer {
     const data: ScheduledRefreshData = { mviewId, dueAt };
     const job = await q.getJob(jobId);
     if (!job) {
-      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, delay: Math.max(0, dueAt - now) });
+      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
       return 'added';
     }
     const state = await job.getState();
@@ -63,7 +63,7 @@ export class JobPlacer {
     if (state === 'active') return 'active';
     if (state === 'completed' || state === 'failed' || state === 'unknown') {
       await q.remove(jobId).catch(() => 0);
-      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, delay: Math.max(0, dueAt - now) });
+      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
       return 'added';
     }
     // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
@@ -77,7 +77,7 @@ export class JobPlacer {
         items.slice(i, i + 1000).map(({ mviewId, dueAt }) => ({
           name: SCHEDULED_REFRESH,
           data: { mviewId, dueAt } satisfies ScheduledRefreshData,
-          opts: { ...JOB_OPTS, jobId: mviewJobId(mviewId), delay: Math.max(0, dueAt - now) },
+          opts: { ...JOB_OPTS, jobId: mviewJobId(mviewId), timestamp: now, delay: Math.max(0, dueAt - now) },
         })),
       );
     }

@@ -17,7 +17,7 @@ describe('mvsched CLI (as a process)', () => {
   it('--help lists the commands and exits 0', () => {
     const r = cli(['--help']);
     expect(r.code).toBe(0);
-    for (const cmd of ['migrate']) expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
+    for (const cmd of ['migrate', 'planner', 'worker', 'server', 'dev', 'sql', 'status', 'refresh']) expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
   });
 
   it('--version prints the package version', () => {

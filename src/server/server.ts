@@ -1,0 +1,27 @@
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Closeable } from '../process/lifecycle.js';
+import { createRuntime } from '../app/runtime.js';
+import { buildApp } from './app.js';
+
+/**
+ * Listen on MVS_HTTP_PORT. Without MVS_API_TOKEN nothing checks who calls, so the server binds
+ * to 127.0.0.1 only and says so.
+ */
+export async function startServer(config: Config, logger: Logger): Promise<{ app: FastifyInstance; url: string; closeables: Closeable[] }> {
+  const rt = createRuntime(config, logger, { poolMax: 4 });
+  const app = buildApp({ db: rt.db, redis: rt.redis, logger, apiToken: config.apiToken });
+  const host = config.apiToken ? '0.0.0.0' : '127.0.0.1';
+  if (!config.apiToken) logger.warn('MVS_API_TOKEN is not set: listening on 127.0.0.1 only, without authentication');
+  const url = await app.listen({ port: config.httpPort, host });
+  logger.info({ url }, 'HTTP server listening');
+  return {
+    app,
+    url,
+    closeables: [
+      { name: 'runtime', close: () => rt.close() },
+      { name: 'http', close: () => app.close() },
+    ],
+  };
+}
