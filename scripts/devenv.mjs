@@ -6,7 +6,7 @@
 //   test   install what is missing, then vitest (its global setup starts the servers)
 //   bench  like start, but runs the benchmarks instead of `mvsched dev`
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureServerPackages, startMariadb, startRedis } from './localServers.mjs';
@@ -60,6 +60,7 @@ async function withServers(fn) {
     if (stopping) return;
     stopping = true;
     await Promise.allSettled(started.map((s) => s.stop()));
+    rmSync(baseDir, { recursive: true, force: true });
   };
   // While servers start, a Ctrl-C must still tear down what did start.
   const early = () => void stopAll().then(() => process.exit(130));

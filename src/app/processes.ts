@@ -11,7 +11,7 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
   const planner = new Planner({
     db: rt.db,
     redis: rt.redis,
-    subscriber: rt.newRedis(),
+    subscriber: rt.newSubscriber(),
     logger,
     clock: rt.clock,
     prefix: config.prefix,
@@ -32,7 +32,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
   const worker = new MvsWorker({
     db: rt.db,
     redis: rt.redis,
-    subscriber: rt.newRedis(),
+    subscriber: rt.newSubscriber(),
     logger,
     clock: rt.clock,
     prefix: config.prefix,

@@ -19,14 +19,20 @@ export interface Runtime {
   defaultSchema: string;
   /** Publish a DDL event so the planner wakes (DESIGN.md §1, channel "ddl" under the prefix). */
   publishDdl(event: DdlEvent): Promise<void>;
-  /** A new connection, e.g. for pub/sub; closed with the runtime. */
-  newRedis(): Redis;
+  /** A new connection for pub/sub; closed with the runtime. */
+  newSubscriber(): Redis;
+  /** A new connection for a blocking reader (QueueEvents); closed with the runtime. */
+  newConnection(): Redis;
   close(): Promise<void>;
 }
 
 export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: number } = {}): Runtime {
   const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? Math.max(10, config.workerConcurrency * 3) });
+  // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
+  // listener would print a stack trace for every reconnect attempt.
+  const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');
   const redis = createRedis(config.redisUrl!);
+  redis.on('error', onError);
   const extra: Redis[] = [];
   const keys = redisKeys(config.prefix);
   let closed: Promise<void> | undefined;
@@ -40,8 +46,17 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
     async publishDdl(event) {
       await redis.publish(keys.ddlChannel, JSON.stringify(event));
     },
-    newRedis() {
+    newSubscriber() {
+      // No INFO ready-check: it is not allowed once the connection is in subscriber mode and
+      // would fail on every reconnect.
+      const r = createRedis(config.redisUrl!, { enableReadyCheck: false });
+      r.on('error', onError);
+      extra.push(r);
+      return r;
+    },
+    newConnection() {
       const r = createRedis(config.redisUrl!);
+      r.on('error', onError);
       extra.push(r);
       return r;
     },

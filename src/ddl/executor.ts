@@ -163,7 +163,14 @@ export class DdlExecutor {
 
     let outcome: RefreshOutcome;
     try {
-      outcome = await this.deps.runner.run({ mviewId, trigger: 'MANUAL', method: 'COMPLETE' });
+      // The metadata is committed, so a request for the new MV may already hold its lock: wait
+      // for that run like REFRESH does, rather than fail the CREATE and tear the MV down.
+      const deadline = clock.now() + (this.deps.refreshWaitMs ?? 10 * 60_000);
+      for (;;) {
+        outcome = await this.deps.runner.run({ mviewId, trigger: 'MANUAL', method: 'COMPLETE' });
+        if (outcome.kind !== 'DEFERRED' || clock.now() > deadline) break;
+        await sleep(100 + Math.random() * 200);
+      }
       if (outcome.kind !== 'SUCCESS') {
         throw new ValidationError(
           `materialized view ${displayName(n)} could not be built: ${outcome.kind === 'FAILED' ? outcome.error : outcome.kind}`,

@@ -39,14 +39,17 @@ export async function closeAll(items: Closeable[], logger: Logger, timeoutMs = 1
 
 /**
  * Keep a long-running process alive until SIGTERM/SIGINT, then close everything. Resolves with
- * the exit code. A second signal while stopping forces exit.
+ * the exit code. A second SIGINT while stopping (a person pressing Ctrl-C again) forces exit;
+ * a SIGTERM while stopping is ignored, because on a terminal the whole process group gets the
+ * SIGINT and a supervisor (mvsched dev, npm) then sends SIGTERM as well.
  */
 export function runUntilSignal(items: Closeable[], logger: Logger, timeoutMs = 30_000): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (stopping) {
-        logger.warn({ signal }, 'second signal while stopping: exiting now');
+        if (signal !== 'SIGINT') return;
+        logger.warn({ signal }, 'second Ctrl-C while stopping: exiting now');
         process.exit(130);
       }
       stopping = true;

@@ -23,7 +23,7 @@ export async function refreshCommand(
     }
     const payload = parsePayload('refresh', { mview: displayName(name), trigger: 'MANUAL', ...(opts.method ? { method: opts.method } : {}) });
     if (opts.wait) {
-      events = new QueueEvents(REQUESTS_QUEUE, { connection: rt.newRedis(), prefix: ctx.config.prefix });
+      events = new QueueEvents(REQUESTS_QUEUE, { connection: rt.newConnection(), prefix: ctx.config.prefix });
       await events.waitUntilReady();
     }
     const job = await queue.add('refresh', payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
