@@ -83,6 +83,10 @@ async function withServers(fn) {
     }
     process.off('SIGINT', early);
     process.off('SIGTERM', early);
+    if (started.length && mode === 'start') {
+      say('to use the CLI from another terminal:');
+      say(`  export DATABASE_URL=${env.DATABASE_URL} REDIS_URL=${env.REDIS_URL}`);
+    }
     return await fn(env);
   } finally {
     await stopAll();
