@@ -11,6 +11,9 @@ import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
 
+/** Longer than the membership poll interval (1 s) plus a run's hand-over. */
+const SWEEP_AFTER_RING_CHANGE_MS = 3_000;
+
 export interface PlannerDeps {
   db: Knex;
   /** Commands connection. */
@@ -51,6 +54,7 @@ export class Planner {
   private loop: Promise<void> | undefined;
   private closed = false;
   private passes = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
 
   constructor(private readonly deps: PlannerDeps) {
@@ -182,6 +186,7 @@ export class Planner {
         this.goneNodes.clear();
         const rs = await this.reconciler.ringChanged(gone);
         this.log.info(rs, 'moved jobs after a membership change');
+        this.scheduleSweep();
       }
       for (const id of dropped) await this.reconciler.forget(id);
       stats = await this.reconciler.incremental();
@@ -192,10 +197,25 @@ export class Planner {
     this.log[stats.kind === 'full' || changed > 0 ? 'info' : 'debug'](stats, 'reconciled');
   }
 
+  /**
+   * Workers learn of a membership change up to a poll interval apart, and one that finishes a
+   * run in that window may hand its MV to a node that is no longer the owner. One full pass
+   * shortly after the change, when every view has converged, clears such strays.
+   */
+  private scheduleSweep(): void {
+    clearTimeout(this.sweepTimer);
+    this.sweepTimer = setTimeout(() => {
+      this.needFull = true;
+      this.notifier.wake();
+    }, SWEEP_AFTER_RING_CHANGE_MS);
+    this.sweepTimer.unref();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.leaseTimer);
+    clearTimeout(this.sweepTimer);
     this.notifier.wake();
     await this.loop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});
