@@ -27,7 +27,9 @@ export interface Runtime {
 }
 
 export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: number } = {}): Runtime {
-  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? Math.max(10, config.workerConcurrency * 3) });
+  // A running refresh holds its lock connection and needs another for the build; a worker runs
+  // up to 2 x concurrency jobs (node queue + requests), so the pool must cover twice that.
+  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 4 + 2 });
   // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
   // listener would print a stack trace for every reconnect attempt.
   const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');
