@@ -179,7 +179,8 @@ export class RefreshRunner {
         return { kind: 'SUCCESS', refreshId: toNumber(refreshId), rows, method, nextTime: newNext, startMs, endMs };
       }
 
-      const reason = errorMessage(failure).slice(0, MAX_REASON);
+      // The server's own words; knex prefixes its message with the whole statement.
+      const reason = ((failure as { sqlMessage?: string }).sqlMessage ?? errorMessage(failure)).slice(0, MAX_REASON);
       const failures = toNumber(info.consecutive_failures) + 1;
       const newNext = req.trigger === 'SCHEDULED' ? endMs + retryDelayMs(failures) : nextTime;
       await lock('mvs_mview_refresh_hist')
