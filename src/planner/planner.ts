@@ -99,6 +99,9 @@ export class Planner {
       for (const n of previous) if (!nodes.includes(n)) this.goneNodes.add(n);
       for (const n of nodes) this.goneNodes.delete(n);
       this.ringDirty = true;
+      // With no live node, passes drop every placement (no owner to queue for), and a ring
+      // change only moves placements it has: after the ring was empty, place everything anew.
+      if (previous.length === 0 && nodes.length > 0) this.needFull = true;
       this.notifier.wake();
     });
     this.deps.subscriber.on('message', (channel: string, message: string) => {
