@@ -10,6 +10,7 @@ import { RefreshRunner, type RefreshOutcome, type RefreshRequest } from '../../s
 import { nextExecTime } from '../../src/schedule/nextTime.js';
 import { listTables, snapshot } from '../support/snapshot.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
+import { prng } from '../support/prng.js';
 
 let t: TestEnv;
 let other: string; // a second database, for schema-qualified MVs outside DATABASE_URL's
@@ -541,17 +542,6 @@ describe('a rejected statement changes nothing', () => {
 
 // ---- random sequences ----
 
-/** mulberry32: small, fast, good enough to pick DDL. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('random DDL sequences', () => {
   it('30 random statements over 6 names keep metadata, tables and contents consistent', async () => {

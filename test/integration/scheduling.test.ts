@@ -7,6 +7,7 @@ import { mviewRingKey, nodeQueueName, redisKeys } from '../../src/queue/names.js
 import { HashRing } from '../../src/ring/hashRing.js';
 import { collectJobs, Cluster, inspector, invariant1Violations, type Proc, type QueueInspector } from '../support/cluster.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
+import { prng } from '../support/prng.js';
 
 // Multi-process scheduling tests (DESIGN.md §1, §2 "Next run time", §4 invariant 1): real
 // `mvsched planner` / `mvsched worker` processes over one Redis and one MariaDB. The tests share
@@ -158,17 +159,6 @@ async function restartPlanner(env: Record<string, string> = {}): Promise<Proc> {
   return planner;
 }
 
-/** A small, seeded PRNG (mulberry32), so a failing DDL sequence can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---- tests ----
 
