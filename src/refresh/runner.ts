@@ -53,6 +53,16 @@ export interface RefreshRunnerDeps {
   nodeId: string;
 }
 
+function coalescedBy(
+  info: Pick<RefreshInfoRow, 'last_refresh_result' | 'refresh_time'> | undefined,
+  requestedAt: number,
+): RefreshOutcome | undefined {
+  if (info?.last_refresh_result === 'SUCCESS' && info.refresh_time && info.refresh_time.getTime() >= requestedAt) {
+    return { kind: 'COALESCED', lastStartMs: info.refresh_time.getTime() };
+  }
+  return undefined;
+}
+
 /** Pick the concrete method for a run; FAST needs an MV log (a later feature). */
 export function chooseMethod(mv: Pick<MviewRow, 'refresh_method' | 'fast_refreshable' | 'fast_reason' | 'table_schema' | 'mview_name'>, requested?: ConcreteMethod): ConcreteMethod {
   const fast = Boolean(mv.fast_refreshable);
@@ -84,6 +94,15 @@ export class RefreshRunner {
   async run(req: RefreshRequest): Promise<RefreshOutcome> {
     const { db, clock, nodeId } = this.deps;
     const log = this.deps.logger.child({ mview_id: req.mviewId, job_id: req.jobId, trigger: req.trigger });
+    // A committed success that started after the request was made already answers it: check
+    // without the lock first, so a burst of requests does not queue up behind the lock.
+    if (req.trigger === 'REQUEST' && req.requestedAt !== undefined) {
+      const seen = await db<RefreshInfoRow>('mvs_mview_refresh_info')
+        .where({ mview_id: req.mviewId })
+        .first('last_refresh_result', 'refresh_time');
+      const served = coalescedBy(seen, req.requestedAt);
+      if (served) return served;
+    }
     const lock = await db.transaction();
     let committed = false;
     try {
@@ -110,8 +129,9 @@ export class RefreshRunner {
         if (mv.status === 'SUSPENDED') return { kind: 'SUSPENDED' };
         if (nextTime === null || nextTime > now + DUE_TOLERANCE_MS) return { kind: 'NOT_DUE', nextTime };
       }
-      if (req.trigger === 'REQUEST' && req.requestedAt !== undefined && info.last_refresh_result === 'SUCCESS' && info.refresh_time && info.refresh_time.getTime() >= req.requestedAt) {
-        return { kind: 'COALESCED', lastStartMs: info.refresh_time.getTime() };
+      if (req.trigger === 'REQUEST' && req.requestedAt !== undefined) {
+        const served = coalescedBy(info, req.requestedAt);
+        if (served) return served;
       }
 
       const method = chooseMethod(mv, req.method);
