@@ -22,7 +22,7 @@ export function findBinary(...names) {
 export function missingServerPackages({ redis = true, mariadb = true } = {}) {
   const missing = [];
   if (redis && !findBinary('redis-server')) missing.push('redis-server');
-  if (mariadb && !(findBinary('mariadbd', 'mysqld') && findBinary('mariadb-install-db', 'mysql_install_db'))) {
+  if (mariadb && !(findBinary('mariadbd', 'mysqld') && findBinary('mariadb-install-db', 'mysql_install_db') && findBinary('mariadb', 'mysql'))) {
     missing.push('mariadb-server');
   }
   return missing;
