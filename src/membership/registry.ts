@@ -65,6 +65,14 @@ export class MembershipRegistry {
     return (await this.redis.smembers(this.keys.nodeQueues)).sort();
   }
 
+  /**
+   * Record a node queue before writing to it from outside its node, so that if the node is
+   * already gone the planner still finds the queue and drains it.
+   */
+  async registerNodeQueue(queueName: string): Promise<void> {
+    await this.redis.sadd(this.keys.nodeQueues, queueName);
+  }
+
   async retireNodeQueue(queueName: string): Promise<void> {
     await this.redis.srem(this.keys.nodeQueues, queueName);
   }

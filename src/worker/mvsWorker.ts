@@ -133,6 +133,10 @@ export class MvsWorker {
   private async scheduleNext(job: Job, token: string | undefined, mviewId: number, dueAt: number, outcome: RefreshOutcome): Promise<unknown> {
     const owner = this.ringView.ownerOf(mviewRingKey(mviewId));
     if (owner !== undefined && owner !== this.deps.nodeId) {
+      // Our view of the ring may be up to a poll interval old: the owner may have just expired
+      // and had its queue drained. Registering the queue first lets the planner's sweep after
+      // that membership change find this job and move it, instead of it sitting there unseen.
+      await this.registry.registerNodeQueue(nodeQueueName(owner));
       await this.placer.ensure(nodeQueueName(owner), mviewId, dueAt, this.deps.clock.now());
       return { outcome: outcome.kind, handedTo: owner };
     }

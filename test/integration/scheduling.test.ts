@@ -348,12 +348,19 @@ describe('scheduling across real planner and worker processes', () => {
     await waitForLive(['w2'], 'w3 to expire', NODE_TTL_S * 1000 + 5_000);
     t.logger.info({ ms: Date.now() - killedAt }, 'w3 expired');
     await converge('w3 was killed with SIGKILL');
+    let left: string[] = [];
     await waitFor(
-      async () =>
-        !(await ins.registry.nodeQueues()).includes(nodeQueueName('w3')) &&
-        (await ins.redis.keys(`${t.prefix}:${nodeQueueName('w3')}:*`)).length === 0,
-      { timeoutMs: 10_000, what: 'the queue of w3 to be obliterated and unregistered' },
-    );
+      async () => {
+        left = [
+          ...(await ins.registry.nodeQueues()).filter((q) => q === nodeQueueName('w3')),
+          ...(await ins.redis.keys(`${t.prefix}:${nodeQueueName('w3')}:*`)),
+        ];
+        return left.length === 0;
+      },
+      { timeoutMs: 10_000, what: `the queue of w3 to be obliterated and unregistered (left: ${JSON.stringify(left)})` },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; still there: ${JSON.stringify(left)}`);
+    });
 
     // The last node leaves: no MV has an owner, so nothing can be queued anywhere. When nodes
     // join again, every scheduled MV must get its job back (not only the ones touched lately).

@@ -385,6 +385,12 @@ describe('a worker SIGKILLed mid-refresh (invariant 5)', () => {
         async () => (await hist(id)).find((r) => r.refresh_id > running.refresh_id && r.refresh_status === 'SUCCESS'),
         { timeoutMs: 45_000, intervalMs: 100, what: 'a later successful run' },
       );
+      // Keep reading until a read has begun after the swap, however slow the loaded box is.
+      await waitFor(() => reads.some((r) => r.from > retried.end_time!.getTime()), {
+        timeoutMs: 10_000,
+        intervalMs: 20,
+        what: 'a read that began after the retry finished',
+      });
       reading = false;
       await reader;
 
