@@ -1,6 +1,9 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDb } from '../../src/db/connect.js';
 import { METADATA_TABLES, migrateDownAll, migrateLatest } from '../../src/db/migrate.js';
-import { createTestEnv, type TestEnv } from '../support/testEnv.js';
+import { createTestEnv, withDatabase, type TestEnv } from '../support/testEnv.js';
 
 let t: TestEnv;
 beforeAll(async () => {
@@ -103,5 +106,31 @@ describe('metadata migrations', () => {
     await t.db('mvs_mviews').insert({ ...row, mview_name: 'Sales' });
     await t.db('mvs_mviews').insert({ ...row, mview_name: 'sales' });
     await expect(t.db('mvs_mviews').insert({ ...row, mview_name: 'sales' })).rejects.toThrow(/Duplicate entry/);
+  });
+
+  it('the knex CLI runs the same migrations through the project knexfile', async () => {
+    const database = `${t.database}_knexcli`;
+    await t.db.raw('CREATE DATABASE ??', [database]);
+    const url = withDatabase(t.databaseUrl, database);
+    const other = createDb(url, { poolMax: 1 });
+    try {
+      const root = fileURLToPath(new URL('../..', import.meta.url));
+      const knexBin = fileURLToPath(new URL('../../node_modules/knex/bin/cli.js', import.meta.url));
+      const run = () =>
+        spawnSync(process.execPath, [knexBin, 'migrate:latest'], { cwd: root, encoding: 'utf8', env: { ...process.env, DATABASE_URL: url } });
+      const first = run();
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stdout).toMatch(/Batch 1 run: 1 migrations/);
+      const tablesNow = await other('information_schema.tables').where({ table_schema: database }).pluck('table_name');
+      expect(tablesNow).toEqual(expect.arrayContaining([...METADATA_TABLES]));
+      // Both entry points share the bookkeeping table: mvsched migrate has nothing left to do.
+      expect((await migrateLatest(other)).applied).toEqual([]);
+      const second = run();
+      expect(second.status, second.stderr).toBe(0);
+      expect(second.stdout).toMatch(/Already up to date/);
+    } finally {
+      await other.destroy();
+      await t.db.raw('DROP DATABASE IF EXISTS ??', [database]);
+    }
   });
 });
