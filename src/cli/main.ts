@@ -8,6 +8,7 @@ import { devCommand, plannerCommand, workerCommand } from './commands/processes.
 import { refreshCommand } from './commands/refresh.js';
 import { sqlCommand } from './commands/sql.js';
 import { statusCommand } from './commands/status.js';
+import { repairCommand, reportVersionsCommand } from './commands/versions.js';
 import { startServer } from '../server/server.js';
 import { runUntilSignal } from '../process/lifecycle.js';
 
@@ -118,6 +119,31 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
         refreshCommand(ctx, mview, opts),
       ),
     );
+
+  program
+    .command('report-versions')
+    .description('report partition versions of a base table (enqueues a report-versions job)')
+    .argument('<table>', 'schema.table or table')
+    .requiredOption('--file <f.json>', 'JSON array of {partitionName, partitionId, version, versionTime}')
+    .option('--data-changed', 'the data changed (default): dependent MVs become stale', true)
+    .option('--no-data-changed', 'only the version moved (compaction): dependent MVs get repaired')
+    .option('--table-identifier <id>', 'external tables: the identifier, which changes when the table is recreated')
+    .option('--wait', 'wait until it is processed')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(both, 'report-versions', (ctx, table: string, opts: { file: string; dataChanged: boolean; tableIdentifier?: string; wait?: boolean; json?: boolean }) =>
+        reportVersionsCommand(ctx, table, opts),
+      ),
+    );
+
+  program
+    .command('repair')
+    .description('repair the version maps of the MVs over a table (enqueues a repair job)')
+    .argument('<table>', 'schema.table or table')
+    .requiredOption('--file <infos.json>', 'JSON array of PartitionRepairInfo')
+    .option('--wait', 'wait until it is processed')
+    .option('--json', 'print JSON')
+    .action(wrap(both, 'repair', (ctx, table: string, opts: { file: string; wait?: boolean; json?: boolean }) => repairCommand(ctx, table, opts)));
 
   program.commands.forEach((c) => c.exitOverride().configureOutput(program.configureOutput()));
   return program;

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
+import { mviewFreshness } from '../versions/freshness.js';
 
 export interface MviewStatus {
   mviewId: number;
@@ -17,6 +18,9 @@ export interface MviewStatus {
   failures: number;
   lastFailedReason: string | null;
   refreshCount: number;
+  /** From reported base-table versions: fresh / stale, or unversioned when a base table reports none. */
+  freshness: 'fresh' | 'stale' | 'unversioned';
+  stalePartitions: string[];
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
@@ -33,10 +37,12 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
   const rows = (await q) as Array<Record<string, unknown>>;
-  return rows.map((r) => {
+  const out: MviewStatus[] = [];
+  for (const r of rows) {
     const id = Number(r.mview_id);
+    const f = await mviewFreshness(db, id);
     const scheduled = r.status === 'ACTIVE' && r.next_time;
-    return {
+    out.push({
       mviewId: id,
       name: `${String(r.table_schema)}.${String(r.mview_name)}`,
       method: String(r.refresh_method),
@@ -51,6 +57,9 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
       failures: Number(r.consecutive_failures ?? 0),
       lastFailedReason: (r.last_failed_reason as string | null) ?? null,
       refreshCount: Number(r.refresh_count ?? 0),
-    };
-  });
+      freshness: !f.versioned ? 'unversioned' : f.stale.length ? 'stale' : 'fresh',
+      stalePartitions: f.stale,
+    });
+  }
+  return out;
 }

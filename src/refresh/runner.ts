@@ -12,6 +12,9 @@ import {
 } from '../mv/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete } from './completeRefresh.js';
+import { partitionStale } from '../versions/freshness.js';
+import { baseTableVersions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
+import type { VersionEntry } from '../versions/types.js';
 
 export type ConcreteMethod = 'COMPLETE' | 'FAST';
 
@@ -32,6 +35,8 @@ export interface RefreshRequest {
 export type RefreshOutcome =
   | { kind: 'SUCCESS'; refreshId: number; rows: number; method: ConcreteMethod; nextTime: number | null; startMs: number; endMs: number }
   | { kind: 'FAILED'; refreshId: number; error: string; method: ConcreteMethod; nextTime: number | null; failures: number }
+  /** Every base table is versioned and unchanged since the last refresh: nothing recomputed. */
+  | { kind: 'SKIPPED'; refreshId: number; nextTime: number | null }
   /** Another run holds the MV's lock: try again later; nothing was done. */
   | { kind: 'DEFERRED' }
   /** The MV no longer exists. */
@@ -134,6 +139,17 @@ export class RefreshRunner {
         if (served) return served;
       }
 
+      // Read in the lock transaction's snapshot, before the build: the map then never claims a
+      // newer version than the data the build reads.
+      const versions = await baseTableVersions(lock, req.mviewId);
+      if (req.trigger === 'SCHEDULED' && versions.length > 0 && versions.every((v) => v.partitions.size > 0)) {
+        const map = await readVersionMap(lock, req.mviewId);
+        const stale = versions.some(({ table, partitions }) =>
+          [...partitions.values()].some((p) => partitionStale(p, map.get(tableKey(table))?.get(p.partitionName))),
+        );
+        if (!stale) return await this.skip(lock, mv, req, now, () => (committed = true), log);
+      }
+
       const method = chooseMethod(mv, req.method);
       await db('mvs_mview_refresh_hist')
         .where({ mview_id: req.mviewId, refresh_status: 'RUNNING' })
@@ -182,6 +198,24 @@ export class RefreshRunner {
         await lock('mvs_mview_refresh_hist')
           .where({ refresh_id: refreshId })
           .update({ refresh_status: 'SUCCESS', end_time: new Date(endMs), rows_changed: rows });
+        if (versions.some((v) => v.partitions.size > 0)) {
+          // The map changes: bump the fence first (same lock order as repairs: mviews, then map),
+          // so a repair computed from the old map loses its compare-and-set.
+          await lock('mvs_mviews').where({ mview_id: req.mviewId }).increment('meta_version', 1);
+          for (const { table, partitions } of versions) {
+            const entries = new Map<string, VersionEntry>();
+            for (const p of partitions.values()) {
+              entries.set(p.partitionName, {
+                partitionId: p.partitionId,
+                version: p.version,
+                lastRefreshTime: p.versionTime,
+                extLastFileModifiedTime: -1,
+                fileNumber: -1,
+              });
+            }
+            await upsertVersionEntries(lock, req.mviewId, table, entries);
+          }
+        }
         await lock('mvs_mview_refresh_info')
           .where({ mview_id: req.mviewId })
           .update({
@@ -222,5 +256,42 @@ export class RefreshRunner {
     } finally {
       if (!committed && !lock.isCompleted()) await lock.rollback().catch(() => {});
     }
+  }
+
+  /** Record a SKIPPED run: nothing changed in any (versioned) base table since the last one. */
+  private async skip(
+    lock: Knex.Transaction,
+    mv: MviewRow,
+    req: RefreshRequest,
+    now: number,
+    markCommitted: () => void,
+    log: Logger,
+  ): Promise<RefreshOutcome> {
+    const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
+    const next = anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, now);
+    const [refreshId] = (await lock('mvs_mview_refresh_hist').insert({
+      mview_id: req.mviewId,
+      refresh_job_id: req.jobId ?? null,
+      refresh_method: 'NONE',
+      refresh_trigger: req.trigger,
+      refresh_status: 'SKIPPED',
+      node_id: this.deps.nodeId,
+      scheduled_time: req.scheduledFor !== undefined ? new Date(req.scheduledFor) : null,
+      start_time: new Date(now),
+      end_time: new Date(now),
+      rows_changed: 0,
+    })) as number[];
+    await lock('mvs_mview_refresh_info')
+      .where({ mview_id: req.mviewId })
+      .update({
+        last_refresh_result: 'SKIPPED',
+        last_refresh_trigger: req.trigger,
+        next_time: next === null ? null : new Date(next),
+        updated_at: lock.fn.now(6),
+      });
+    await lock.commit();
+    markCommitted();
+    log.info({ refresh_id: refreshId, next_time: next }, 'refresh skipped: every base table is versioned and unchanged');
+    return { kind: 'SKIPPED', refreshId: toNumber(refreshId), nextTime: next };
   }
 }

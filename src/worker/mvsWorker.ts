@@ -1,4 +1,5 @@
-import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Redlock } from '@sesamecare-oss/redlock';
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
@@ -11,7 +12,19 @@ import { RingView } from '../membership/ringView.js';
 import { displayName, parseDottedName } from '../mv/identifiers.js';
 import { findMviewByName } from '../mv/repository.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
-import { mviewRingKey, nodeQueueName, REQUESTS_QUEUE, type ScheduledRefreshData } from '../queue/names.js';
+import { mviewRingKey, nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE, type ScheduledRefreshData } from '../queue/names.js';
+import {
+  chainRetryDelayMs,
+  MAX_CHAIN_WAITS,
+  RECREATE_MVIEW,
+  REPAIR_MVIEW,
+  type RecreateMviewData,
+  type RepairMviewData,
+} from '../jobs/internal.js';
+import { Repairer } from '../repair/repairer.js';
+import { storeVersionReport } from '../versions/reports.js';
+import { dependentMviews } from '../versions/repository.js';
+import type { RepairInfo, TableRef } from '../versions/types.js';
 import { RefreshRunner, type RefreshOutcome } from '../refresh/runner.js';
 
 export interface MvsWorkerDeps {
@@ -49,6 +62,9 @@ export class MvsWorker {
   private readonly runner: RefreshRunner;
   private nodeWorker: Worker | undefined;
   private requestsWorker: Worker | undefined;
+  private repairWorker: Worker | undefined;
+  private readonly repairQueue: Queue;
+  private readonly repairer: Repairer;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly deps: MvsWorkerDeps) {
@@ -58,6 +74,15 @@ export class MvsWorker {
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
     this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
     this.runner = new RefreshRunner({ db: deps.db, logger: this.log, clock: deps.clock, nodeId: deps.nodeId });
+    this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
+    this.repairer = new Repairer({
+      db: deps.db,
+      // Waits up to ~3 s for another worker's repair of the same MV; then the job is re-delayed.
+      redlock: new Redlock([deps.redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 }),
+      prefix: deps.prefix,
+      logger: this.log,
+      clock: deps.clock,
+    });
   }
 
   get queueName(): string {
@@ -79,11 +104,12 @@ export class MvsWorker {
       ...common,
       maxStalledCount: 3,
     });
-    for (const w of [this.nodeWorker, this.requestsWorker]) {
+    this.repairWorker = new Worker(REPAIR_QUEUE, (job, token) => this.processRepair(job, token), { ...common, maxStalledCount: 5 });
+    for (const w of [this.nodeWorker, this.requestsWorker, this.repairWorker]) {
       w.on('error', (err) => this.log.error({ err }, 'worker error'));
       w.on('failed', (job, err) => this.log.warn({ job_id: job?.id, job_name: job?.name, err: err.message }, 'job failed'));
     }
-    await Promise.all([this.nodeWorker.waitUntilReady(), this.requestsWorker.waitUntilReady()]);
+    await Promise.all([this.nodeWorker.waitUntilReady(), this.requestsWorker.waitUntilReady(), this.repairWorker.waitUntilReady()]);
     this.log.info({ queue: this.queueName, concurrency: this.deps.concurrency }, 'worker started');
   }
 
@@ -121,6 +147,7 @@ export class MvsWorker {
         return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
       case 'SUCCESS':
       case 'FAILED':
+      case 'SKIPPED':
         if (outcome.nextTime === null) return { outcome: outcome.kind };
         return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
     }
@@ -171,6 +198,30 @@ export class MvsWorker {
             ? { outcome: outcome.kind, refreshId: outcome.refreshId, rows: outcome.rows, method: outcome.method }
             : { outcome: outcome.kind };
         }
+        case 'report-versions': {
+          const p = parsePayload('report-versions', job.data);
+          const table = this.table(p.table);
+          const out = await storeVersionReport(this.deps.db, table, p, this.deps.clock);
+          if (out.recreated) {
+            await this.repairQueue.addBulk(
+              out.dependents.map((mviewId) => ({
+                name: RECREATE_MVIEW,
+                data: { mviewId, table, ...out.recreated! } satisfies RecreateMviewData,
+                opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+              })),
+            );
+          }
+          const repairs = out.repairInfos.length ? await this.enqueueRepairs(table, out.dependents, out.repairInfos) : 0;
+          log.info({ table: `${table.schema}.${table.name}`, data_changed: p.dataChanged, dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) }, 'versions reported');
+          return { dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) };
+        }
+        case 'repair': {
+          const p = parsePayload('repair', job.data);
+          const table = this.table(p.table);
+          const dependents = await dependentMviews(this.deps.db, table);
+          const repairs = await this.enqueueRepairs(table, dependents, p.partitions);
+          return { dependents: dependents.length, repairs };
+        }
         default:
           parsePayload(job.name, job.data);
           throw new UnrecoverableError(`${job.name} jobs are not supported by this version yet`);
@@ -180,6 +231,55 @@ export class MvsWorker {
       // Bad input will be just as bad next time: fail it for good, naming what was wrong.
       if (err instanceof ValidationError || err instanceof NotFoundError) throw new UnrecoverableError(err.message);
       throw err instanceof Error ? err : new Error(errorMessage(err));
+    }
+  }
+
+  private table(text: string): TableRef {
+    const n = parseDottedName(text, this.deps.defaultSchema, 'table');
+    return { schema: n.schema, name: n.name };
+  }
+
+  /** One repair job per dependent MV, in the order given (chains stay in order per MV). */
+  private async enqueueRepairs(table: TableRef, mviewIds: number[], partitions: RepairInfo[]): Promise<number> {
+    if (mviewIds.length === 0) return 0;
+    await this.repairQueue.addBulk(
+      mviewIds.map((mviewId) => ({
+        name: REPAIR_MVIEW,
+        data: { mviewId, table, partitions } satisfies RepairMviewData,
+        opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+      })),
+    );
+    return mviewIds.length;
+  }
+
+  private async processRepair(job: Job, token: string | undefined): Promise<unknown> {
+    const log = this.log.child({ job_id: job.id, job_name: job.name });
+    try {
+      if (job.name === RECREATE_MVIEW) {
+        const d = job.data as RecreateMviewData;
+        const moved = await this.repairer.moveToNewIdentifier(d.mviewId, d.table, d);
+        log.info({ mview_id: d.mviewId, moved }, 'external base table recreated: MV moved to the new identifier');
+        return { moved };
+      }
+      if (job.name !== REPAIR_MVIEW) throw new UnrecoverableError(`unknown repair job ${JSON.stringify(job.name)}`);
+      const d = job.data as RepairMviewData;
+      const out = await this.repairer.repair(d.mviewId, d.table, d.partitions);
+      log.info({ mview_id: d.mviewId, applied: out.applied, skipped: out.skipped, waiting: out.waiting.length, cas_retries: out.casRetries }, 'repair done');
+      if (out.waiting.length > 0) {
+        const attempt = (d.attempt ?? 0) + 1;
+        if (attempt > MAX_CHAIN_WAITS) {
+          log.warn({ mview_id: d.mviewId, infos: out.waiting }, 'repair infos still ahead of the version map: dropped');
+          return { ...out, dropped: out.waiting.length };
+        }
+        await job.updateData({ ...d, partitions: out.waiting, attempt } satisfies RepairMviewData);
+        return await this.delay(job, token, this.deps.clock.now() + chainRetryDelayMs(attempt));
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
+      // Redlock busy for too long (another worker holds the MV): come back shortly.
+      if ((err as Error).name === 'ExecutionError') return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+      throw err;
     }
   }
 
@@ -195,7 +295,7 @@ export class MvsWorker {
 
   private async doClose(): Promise<void> {
     const grace = this.deps.shutdownGraceMs ?? 30_000;
-    const workers = [this.nodeWorker, this.requestsWorker].filter((w): w is Worker => w !== undefined);
+    const workers = [this.nodeWorker, this.requestsWorker, this.repairWorker].filter((w): w is Worker => w !== undefined);
     let timer: NodeJS.Timeout | undefined;
     const graceful = Promise.all(workers.map((w) => w.close())).then(() => true);
     const timedOut = new Promise<boolean>((r) => {
@@ -209,6 +309,7 @@ export class MvsWorker {
     await this.heartbeat.close().catch((err: unknown) => this.log.warn({ err }, 'could not leave the ring'));
     await this.ringView.close();
     await this.placer.close();
+    await this.repairQueue.close();
     this.log.info('worker stopped');
   }
 }

@@ -120,7 +120,7 @@ describe('metadata migrations', () => {
         spawnSync(process.execPath, [knexBin, 'migrate:latest'], { cwd: root, encoding: 'utf8', env: { ...process.env, DATABASE_URL: url } });
       const first = run();
       expect(first.status, first.stderr).toBe(0);
-      expect(first.stdout).toMatch(/Batch 1 run: 1 migrations/);
+      expect(first.stdout).toMatch(/Batch 1 run: [1-9]\d* migrations/);
       const tablesNow = await other('information_schema.tables').where({ table_schema: database }).pluck('table_name');
       expect(tablesNow).toEqual(expect.arrayContaining([...METADATA_TABLES]));
       // Both entry points share the bookkeeping table: mvsched migrate has nothing left to do.

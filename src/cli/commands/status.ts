@@ -5,7 +5,7 @@ import { HashRing } from '../../ring/hashRing.js';
 import type { CliContext } from '../context.js';
 
 function table(rows: MviewStatus[]): string[] {
-  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS'];
+  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'DATA'];
   const body = rows.map((r) => [
     r.name,
     r.method,
@@ -16,6 +16,7 @@ function table(rows: MviewStatus[]): string[] {
     r.nextTime?.replace('T', ' ').replace('Z', '') ?? '-',
     r.owner ?? '-',
     String(r.failures),
+    r.freshness === 'unversioned' ? '-' : r.freshness,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
