@@ -3,6 +3,9 @@ const ER_LOCK_WAIT_TIMEOUT = 1205; // MariaDB answers NOWAIT / WAIT 0 with this
 const ER_LOCK_NOWAIT = 3572; // MySQL 8 and TiDB
 const ER_LOCK_DEADLOCK = 1213;
 const ER_DUP_ENTRY = 1062;
+// MariaDB with innodb_snapshot_isolation=ON (the default from 11.6): a locking read or write of a
+// row that another transaction changed after this one's snapshot was taken.
+const ER_CHECKREAD = 1020;
 
 function errno(err: unknown): number | undefined {
   const n = (err as { errno?: unknown } | null)?.errno;
@@ -21,4 +24,9 @@ export function isDeadlock(err: unknown): boolean {
 
 export function isDuplicateKey(err: unknown): boolean {
   return errno(err) === ER_DUP_ENTRY;
+}
+
+/** The row changed after this transaction's snapshot (MariaDB innodb_snapshot_isolation=ON). */
+export function isRecordChangedSinceRead(err: unknown): boolean {
+  return errno(err) === ER_CHECKREAD;
 }

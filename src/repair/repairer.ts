@@ -1,6 +1,7 @@
 import type { Redlock } from '@sesamecare-oss/redlock';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
+import { isRecordChangedSinceRead } from '../db/errors.js';
 import type { Logger } from '../log.js';
 import { appendEditLog, readPartitions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
 import type { RepairInfo, TableRef, VersionEntry } from '../versions/types.js';
@@ -27,6 +28,20 @@ export interface RepairerDeps {
 }
 
 export class CasConflict extends Error {}
+
+/**
+ * Run the compare-and-set UPDATE. Under REPEATABLE READ it matches no row when meta_version
+ * moved since our snapshot; with MariaDB's innodb_snapshot_isolation=ON (the default from 11.6)
+ * the server refuses the write instead (ER_CHECKREAD). Both mean the same: another writer won.
+ */
+async function casUpdate(mviewId: number, seen: number, update: () => Promise<number>): Promise<number> {
+  try {
+    return await update();
+  } catch (err) {
+    if (isRecordChangedSinceRead(err)) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
+    throw err;
+  }
+}
 
 /**
  * Applies repairs to MV version maps, one MV at a time (Redlock on the MV), each write fenced
@@ -95,9 +110,11 @@ export class Repairer {
       if (plan.updates.size === 0) return out; // rule 2: no write, no edit-log row
       await beforeWrite?.();
       const newRefreshTime = Math.max(plan.maxNewVersionTime!, mv.version_refresh_time === null ? -Infinity : Number(mv.version_refresh_time));
-      const cas = await trx('mvs_mviews')
-        .where({ mview_id: mviewId, meta_version: seen })
-        .update({ meta_version: seen + 1, version_refresh_time: newRefreshTime });
+      const cas = await casUpdate(mviewId, seen, () =>
+        trx('mvs_mviews')
+          .where({ mview_id: mviewId, meta_version: seen })
+          .update({ meta_version: seen + 1, version_refresh_time: newRefreshTime }),
+      );
       if (cas !== 1) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
       await upsertVersionEntries(trx, mviewId, table, plan.updates);
       await appendEditLog(trx, mviewId, 'REPAIR_VERSION_MAP', {
@@ -131,7 +148,9 @@ export class Repairer {
           if (updated.has(name)) continue;
           moved.set(name, { ...e, version: change.newModifiedTime, lastRefreshTime: change.newModifiedTime });
         }
-        const cas = await trx('mvs_mviews').where({ mview_id: mviewId, meta_version: seen }).update({ meta_version: seen + 1 });
+        const cas = await casUpdate(mviewId, seen, () =>
+          trx('mvs_mviews').where({ mview_id: mviewId, meta_version: seen }).update({ meta_version: seen + 1 }),
+        );
         if (cas !== 1) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
         await trx('mvs_mview_base_tables')
           .where({ mview_id: mviewId, base_table_schema: table.schema, base_table_name: table.name })

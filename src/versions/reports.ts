@@ -12,6 +12,8 @@ export interface ReportOutcome {
   repairInfos: RepairInfo[];
   /** The external table was dropped and recreated: its identifier changed. */
   recreated?: { oldIdent: string; newIdent: string; updatedPartitions: string[]; newModifiedTime: number };
+  /** Partitions whose reported version was older than the stored one (a late report): ignored. */
+  ignoredStale: string[];
 }
 
 /**
@@ -26,8 +28,14 @@ export async function storeVersionReport(db: Knex, table: TableRef, report: Repo
     const before = await readPartitions(trx, table, { forUpdate: true });
     const oldIdent = [...before.values()].find((p) => p.ident !== null)?.ident ?? null;
     const repairInfos: RepairInfo[] = [];
+    const out = { ignored: [] as string[] };
     for (const p of report.partitions) {
       const prev = before.get(p.partitionName);
+      // Reports can arrive out of order; versions of the same partition only move forward.
+      if (prev && prev.partitionId === p.partitionId && p.version < prev.version && !report.tableIdentifier) {
+        out.ignored.push(p.partitionName);
+        continue;
+      }
       await trx('mvs_base_partitions')
         .insert({
           base_table_schema: table.schema,
@@ -53,17 +61,23 @@ export async function storeVersionReport(db: Knex, table: TableRef, report: Repo
         });
       }
     }
-    const out: ReportOutcome = { table, dependents: await dependentMviews(trx, table), repairInfos };
+    const result: ReportOutcome = { table, dependents: await dependentMviews(trx, table), repairInfos, ignoredStale: out.ignored };
     if (report.tableIdentifier && oldIdent && oldIdent !== report.tableIdentifier) {
       // A recreated table starts a new identity: its versions say nothing about the old one's.
-      out.repairInfos = [];
-      out.recreated = {
+      result.repairInfos = [];
+      // Every stored partition of the table now belongs to the new identity, not only the ones
+      // this report named: otherwise the next report under the same identifier would find an
+      // old identifier on an unnamed partition and be taken for another recreation.
+      await trx('mvs_base_partitions')
+        .where({ base_table_schema: table.schema, base_table_name: table.name })
+        .update({ base_table_ident: report.tableIdentifier });
+      result.recreated = {
         oldIdent,
         newIdent: report.tableIdentifier,
         updatedPartitions: report.partitions.map((p) => p.partitionName),
         newModifiedTime: Math.max(...report.partitions.map((p) => p.versionTime)),
       };
     }
-    return out;
+    return result;
   });
 }
