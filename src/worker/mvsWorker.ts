@@ -43,6 +43,17 @@ export interface MvsWorkerDeps {
   shutdownGraceMs?: number;
 }
 
+/**
+ * A transient database error (deadlock, lock wait timeout, lost connection) must not fail a
+ * repair for good: the rest of its chain would wait for it and be dropped.
+ */
+const REPAIR_JOB_OPTS = {
+  removeOnComplete: 1000,
+  removeOnFail: 5000,
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 500 },
+} as const;
+
 /** How long a refresh that found its MV locked waits before it tries again. */
 function deferDelayMs(): number {
   return 300 + Math.floor(Math.random() * 700);
@@ -207,7 +218,7 @@ export class MvsWorker {
               out.dependents.map((mviewId) => ({
                 name: RECREATE_MVIEW,
                 data: { mviewId, table, ...out.recreated! } satisfies RecreateMviewData,
-                opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+                opts: REPAIR_JOB_OPTS,
               })),
             );
           }
@@ -246,7 +257,7 @@ export class MvsWorker {
       mviewIds.map((mviewId) => ({
         name: REPAIR_MVIEW,
         data: { mviewId, table, partitions } satisfies RepairMviewData,
-        opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+        opts: REPAIR_JOB_OPTS,
       })),
     );
     return mviewIds.length;

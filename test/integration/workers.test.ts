@@ -156,8 +156,9 @@ describe('three workers and a planner', () => {
     const failed = await Promise.all(
       jobs.map((j) =>
         waitFor(async () => {
-          const fresh = await requests.getJob(j.id!);
-          return fresh && (await fresh.getState()) === 'failed' ? fresh : undefined;
+          // State first, then the job: a job read before it failed has no failedReason yet.
+          if ((await requests.getJobState(j.id!)) !== 'failed') return undefined;
+          return requests.getJob(j.id!);
         }, { timeoutMs: 15_000, what: `request job ${j.name} ${JSON.stringify(j.data)} to fail` }),
       ),
     );
