@@ -11,6 +11,9 @@ import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
 
+/** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
+const FULL_PASS_EVERY = 20;
+
 /** Longer than the membership poll interval (1 s) plus a run's hand-over. */
 const SWEEP_AFTER_RING_CHANGE_MS = 3_000;
 
@@ -148,10 +151,18 @@ export class Planner {
   }
 
   private async run(): Promise<void> {
+    let quietPasses = 0;
     while (!this.closed) {
-      await this.notifier.wait(this.deps.reconcileIntervalS * 1000);
+      const woken = await this.notifier.wait(this.deps.reconcileIntervalS * 1000);
       if (this.closed) break;
       if (!this.leading) continue;
+      // A last line of defence against drift nobody announced (a job lost to a Redis failover,
+      // a bug): every FULL_PASS_EVERY-th periodic pass compares everything. Incremental passes
+      // cost what changed; this one costs the MV count, a few times an hour at the default.
+      if (!woken && ++quietPasses >= FULL_PASS_EVERY) {
+        quietPasses = 0;
+        this.needFull = true;
+      }
       try {
         await this.pass();
       } catch (err) {

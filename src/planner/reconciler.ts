@@ -194,6 +194,15 @@ export class Reconciler {
     }
   }
 
+  /** The MV's next_time now (null when it should have no job), read at the moment of use. */
+  private async currentDue(id: number): Promise<number | null> {
+    const row = (await this.deps.db('mvs_mviews as m')
+      .join('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
+      .where('m.mview_id', id)
+      .first('m.mview_id', 'm.status', 'ri.next_time')) as DesiredRow | undefined;
+    return row ? desiredDue(row) : null;
+  }
+
   private async apply(id: number, due: number | null, st: ReconcileStats): Promise<void> {
     const current = this.placements.get(id);
     const owner = due === null ? undefined : this.ownerQueue(id);
@@ -205,7 +214,7 @@ export class Reconciler {
       }
       return;
     }
-    const res = await this.deps.placer.ensure(owner, id, due, this.deps.clock.now());
+    const res = await this.deps.placer.ensure(owner, id, due, this.deps.clock.now(), () => this.currentDue(id));
     if (res === 'added') st.added++;
     if (res === 'rescheduled') st.rescheduled++;
     if (current && current.queue !== owner) {

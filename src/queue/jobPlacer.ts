@@ -43,8 +43,18 @@ export class JobPlacer {
     return q;
   }
 
-  /** Make `queueName` hold the MV's job, delayed to dueAt. */
-  async ensure(queueName: string, mviewId: number, dueAt: number, now = Date.now()): Promise<PlaceResult> {
+  /**
+   * Make `queueName` hold the MV's job, delayed to dueAt. `confirmDue` re-reads the MV's
+   * next_time when the queued job disagrees: a worker may have advanced the job after the
+   * caller's read, and moving it back to a past slot would only make it fire for nothing.
+   */
+  async ensure(
+    queueName: string,
+    mviewId: number,
+    dueAt: number,
+    now = Date.now(),
+    confirmDue?: () => Promise<number | null>,
+  ): Promise<PlaceResult> {
     const q = this.queue(queueName);
     const jobId = mviewJobId(mviewId);
     const data: ScheduledRefreshData = { mviewId, dueAt };
@@ -55,8 +65,14 @@ export class JobPlacer {
     }
     const state = await job.getState();
     if (state === 'delayed') {
-      if ((job.data as ScheduledRefreshData).dueAt === dueAt) return 'kept';
-      await job.updateData(data);
+      const queued = (job.data as ScheduledRefreshData).dueAt;
+      if (queued === dueAt) return 'kept';
+      if (confirmDue) {
+        const fresh = await confirmDue();
+        if (fresh === null || fresh === queued) return 'kept';
+        dueAt = fresh;
+      }
+      await job.updateData({ mviewId, dueAt } satisfies ScheduledRefreshData);
       await job.changeDelay(Math.max(0, dueAt - now));
       return 'rescheduled';
     }

@@ -151,13 +151,20 @@ export class RefreshRunner {
       }
 
       const method = chooseMethod(mv, req.method);
-      await db('mvs_mview_refresh_hist')
+      // Find them with a plain read and update by primary key: an UPDATE ... WHERE status =
+      // 'RUNNING' would lock index ranges shared with other MVs' runs and deadlock with them.
+      const abandoned = await db('mvs_mview_refresh_hist')
         .where({ mview_id: req.mviewId, refresh_status: 'RUNNING' })
-        .update({
-          refresh_status: 'FAILED',
-          end_time: new Date(now),
-          failed_reason: 'abandoned: the run stopped before finishing (worker died or lost its connection)',
-        });
+        .pluck('refresh_id');
+      if (abandoned.length) {
+        await db('mvs_mview_refresh_hist')
+          .whereIn('refresh_id', abandoned)
+          .update({
+            refresh_status: 'FAILED',
+            end_time: new Date(now),
+            failed_reason: 'abandoned: the run stopped before finishing (worker died or lost its connection)',
+          });
+      }
       const startMs = clock.now();
       const [refreshId] = (await db('mvs_mview_refresh_hist').insert({
         mview_id: req.mviewId,

@@ -54,6 +54,9 @@ const REPAIR_JOB_OPTS = {
   backoff: { type: 'exponential', delay: 500 },
 } as const;
 
+/** Retry delay of a scheduled job whose run failed for reasons other than the refresh itself. */
+const SCHEDULED_ERROR_RETRY_MS = 5_000;
+
 /** How long a refresh that found its MV locked waits before it tries again. */
 function deferDelayMs(): number {
   return 300 + Math.floor(Math.random() * 700);
@@ -132,12 +135,21 @@ export class MvsWorker {
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
-    const outcome = await this.runner.run({
-      mviewId: data.mviewId,
-      trigger: 'SCHEDULED',
-      jobId: job.id!,
-      scheduledFor: data.dueAt,
-    });
+    let outcome: RefreshOutcome;
+    try {
+      outcome = await this.runner.run({
+        mviewId: data.mviewId,
+        trigger: 'SCHEDULED',
+        jobId: job.id!,
+        scheduledFor: data.dueAt,
+      });
+    } catch (err) {
+      // Not a refresh failure (those are recorded and rescheduled) but one around it: lost
+      // connection, deadlock on metadata. A failed job would be deleted and the MV would stop
+      // refreshing, so keep the job and try again shortly.
+      log.error({ err }, 'scheduled run could not be carried out; retrying shortly');
+      return this.delay(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
+    }
     switch (outcome.kind) {
       case 'DEFERRED':
         return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
