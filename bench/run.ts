@@ -1,0 +1,178 @@
+// Benchmark entry: `npm run bench` (every benchmark) or `npm run bench -- planner dispatch`.
+// Needs DATABASE_URL and REDIS_URL (scripts/devenv.mjs provides throwaway servers); each
+// benchmark makes its own database and BullMQ prefix and removes them when done.
+// Prints a readable report on stdout (progress goes to stderr) and writes bench-results.json.
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { runDispatchLateness } from './dispatchLateness.js';
+import { runPlannerReconcile } from './plannerReconcile.js';
+import { runRepairThroughput } from './repairThroughput.js';
+import {
+  fmtRatio,
+  loadAvg,
+  machineInfo,
+  progress,
+  table,
+  type BenchContext,
+  type BenchOutcome,
+  type GoalCheck,
+} from './support.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+interface RingBalanceResult {
+  output: string;
+  /** getNode throughput rows: lookup -> { perSecM, mapOverThis } */
+  throughput: Array<{ lookup: string; lookupsPerSecM: number; mapOverThis: number }>;
+  freshRingMs: number | null;
+  joinLeaveMs: number | null;
+}
+
+/** bench/ringBalance.ts is a standalone script (no exported main): run it as a child. */
+async function runRingBalance(): Promise<BenchOutcome<RingBalanceResult>> {
+  progress('ring: running bench/ringBalance.ts (about 30-45 s)');
+  const output = await new Promise<string>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/ringBalance.ts'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`bench/ringBalance.ts exited with ${code}`))));
+  });
+  const throughput: RingBalanceResult['throughput'] = [];
+  for (const m of output.matchAll(/^\| (Map<string,string>\.get \(baseline\)|HashRing [^|]+?)\s+\| ([\d.]+) M\s+\| ([\d.]+)x/gm)) {
+    throughput.push({ lookup: m[1]!.trim(), lookupsPerSecM: Number(m[2]), mapOverThis: Number(m[3]) });
+  }
+  const num = (re: RegExp) => {
+    const m = re.exec(output);
+    return m ? Number(m[1]) : null;
+  };
+  const result: RingBalanceResult = {
+    output,
+    throughput,
+    freshRingMs: num(/fresh ring, .*?: ([\d.]+) ms/),
+    joinLeaveMs: num(/one node joins then leaves .*?: ([\d.]+) ms/),
+  };
+  const ring = throughput.find((t) => t.lookup.startsWith('HashRing default'));
+  const goals: GoalCheck[] = ring
+    ? [{ name: 'ring: getNode cost vs Map.get (default ring)', value: ring.mapOverThis, goal: 'informational', met: null }]
+    : [];
+  return { result, goals, report: output.trimEnd() };
+}
+
+const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promise<BenchOutcome> }> = {
+  planner: { title: 'Planner reconcile (bench/plannerReconcile.ts)', run: runPlannerReconcile },
+  dispatch: { title: 'Dispatch lateness (bench/dispatchLateness.ts)', run: runDispatchLateness },
+  ring: { title: 'Hash ring balance and speed (bench/ringBalance.ts)', run: () => runRingBalance() },
+  repair: { title: 'Version repair (bench/repairThroughput.ts)', run: (ctx) => runRepairThroughput(ctx) },
+};
+
+const ALIASES: Record<string, string> = {
+  planner: 'planner',
+  plannerreconcile: 'planner',
+  reconcile: 'planner',
+  dispatch: 'dispatch',
+  dispatchlateness: 'dispatch',
+  lateness: 'dispatch',
+  ring: 'ring',
+  ringbalance: 'ring',
+};
+
+function usage(): string {
+  return [
+    'usage: npm run bench [-- <name> ...]',
+    `  names: ${Object.keys(BENCHES).join(', ')} (default: all, in that order)`,
+    '  env: BENCH_PLANNER_SIZES=10000,100000  BENCH_DISPATCH_MVS=5000  BENCH_DISPATCH_WINDOW_S=60',
+    '       BENCH_DISPATCH_LOW_MVS=1000  BENCH_DISPATCH_LOW=auto|always|never  BENCH_REDIS_HZ=<n>',
+    '       BENCH_KEEP_DB=1 (keep dispatch databases)  BENCH_RESULTS=bench-results.json',
+  ].join('\n');
+}
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2).filter((a) => a !== '--');
+  if (args.includes('-h') || args.includes('--help')) {
+    console.log(usage());
+    return 0;
+  }
+  const names: string[] = [];
+  for (const a of args) {
+    const key = ALIASES[a.toLowerCase().replace(/[^a-z]/g, '')];
+    if (!key) {
+      console.error(`unknown benchmark "${a}"\n${usage()}`);
+      return 2;
+    }
+    if (!names.includes(key)) names.push(key);
+  }
+  if (names.length === 0) names.push(...Object.keys(BENCHES));
+
+  const serverUrl = process.env.DATABASE_URL;
+  const redisUrl = process.env.REDIS_URL;
+  const needServers = names.some((n) => n !== 'ring');
+  if (needServers && (!serverUrl || !redisUrl)) {
+    console.error('DATABASE_URL and REDIS_URL must be set; `npm run bench` starts throwaway servers and sets them.');
+    return 2;
+  }
+  const ctx: BenchContext = { serverUrl: serverUrl ?? '', redisUrl: redisUrl ?? '' };
+  const machine = needServers ? await machineInfo(ctx) : undefined;
+  const started = new Date();
+  console.log(`# mvsched benchmarks — ${started.toISOString()}`);
+  if (machine) {
+    console.log(
+      `machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, node ${machine.node}, ` +
+        `${machine.mariadb}, Redis ${machine.redis}, BullMQ ${machine.bullmq}, load avg ${machine.loadAvgAtStart.join(' ')}`,
+    );
+  }
+  console.log(`running: ${names.join(', ')}\n`);
+
+  const results: Record<string, { title: string; durationS: number; result?: unknown; goals: GoalCheck[]; error?: string }> = {};
+  let failed = false;
+  for (const name of names) {
+    const b = BENCHES[name]!;
+    console.log(`## ${b.title}\n`);
+    const t = performance.now();
+    try {
+      const out = await b.run(ctx);
+      const durationS = Math.round((performance.now() - t) / 100) / 10;
+      console.log(out.report);
+      console.log(`\n(${name} took ${durationS} s)\n`);
+      results[name] = { title: b.title, durationS, result: out.result, goals: out.goals };
+    } catch (err) {
+      failed = true;
+      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
+      console.log(`FAILED: ${msg}\n`);
+      results[name] = { title: b.title, durationS: Math.round((performance.now() - t) / 100) / 10, goals: [], error: msg };
+    }
+  }
+
+  const goals = Object.values(results).flatMap((r) => r.goals);
+  if (goals.length) {
+    console.log('## Goals (ratios against baselines measured in the same run)\n');
+    console.log(
+      table(
+        ['goal', 'measured', 'target', 'met'],
+        goals.map((g) => [
+          g.name,
+          g.value === null ? '-' : g.goal.includes('ms') ? `${g.value.toFixed(1)} ms` : fmtRatio(g.value, 3),
+          g.goal,
+          g.met === null ? `n/a${g.note ? ` (${g.note})` : ''}` : g.met ? `yes${g.note ? ` ${g.note}` : ''}` : `NO${g.note ? ` ${g.note}` : ''}`,
+        ]),
+      ),
+    );
+    console.log('');
+  }
+  const file = process.env.BENCH_RESULTS ?? 'bench-results.json';
+  const path = new URL(file, `file://${root}`).pathname;
+  writeFileSync(
+    path,
+    `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), machine, loadAvgAtEnd: loadAvg(), argv: args, results }, null, 2)}\n`,
+  );
+  console.log(`results written to ${path}`);
+  return failed ? 1 : 0;
+}
+
+process.exitCode = await main();
