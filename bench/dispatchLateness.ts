@@ -18,9 +18,7 @@
 // 64 warm-up MVs run just before each window (cold worker processes); they are reported apart.
 // Redis' `hz` is reported, because it sets BullMQ's dispatch floor (BENCH_REDIS_HZ changes it
 // for the run and restores it afterwards).
-import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { systemClock } from '../src/clock.js';
@@ -59,6 +57,9 @@ import {
   type GoalCheck,
   type MvSpec,
   type Summary,
+  spawnMvsched,
+  stopMvsched,
+  type MvschedProc,
 } from './support.js';
 
 const NODES = ['bench-1', 'bench-2'];
@@ -79,7 +80,6 @@ const WARMUP_BEFORE_MS = 5_000;
 const WARMUP_SPREAD_MS = 3_000;
 const BUCKETS = 6;
 const SAMPLE_MS = 200;
-const bin = fileURLToPath(new URL('../bin/mvsched.js', import.meta.url));
 
 export interface BucketStat {
   fromS: number;
@@ -376,46 +376,13 @@ export async function runRefreshCapacity(ctx: BenchContext): Promise<CapacityPha
 // ---------------------------------------------------------------------------------------------
 // mvsched: in-process planner, 2 worker processes
 
-interface WorkerProc {
-  id: string;
-  child: ChildProcess;
-  exited: Promise<void>;
-  lines: string[];
-  warnings: number;
-  errors: number;
-}
+type WorkerProc = MvschedProc;
 
 function spawnWorker(id: string, env: Record<string, string>): WorkerProc {
-  const child = spawn(process.execPath, [bin, 'worker', '--node-id', id], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const w: WorkerProc = { id, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
-  let buf = '';
-  const onData = (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const line of parts) {
-      if (!line.trim()) continue;
-      if (/"level":40/.test(line)) w.warnings++;
-      else if (/"level":(50|60)/.test(line)) w.errors++;
-      w.lines.push(line);
-      if (w.lines.length > 40) w.lines.shift();
-    }
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  return w;
+  return spawnMvsched(id, ['worker', '--node-id', id], env);
 }
 
-async function stopWorker(w: WorkerProc): Promise<void> {
-  if (w.child.exitCode !== null || w.child.signalCode !== null) return;
-  w.child.kill('SIGTERM');
-  const timer = setTimeout(() => w.child.kill('SIGKILL'), 20_000);
-  await w.exited;
-  clearTimeout(timer);
-}
+const stopWorker = stopMvsched;
 
 interface HistRow {
   refresh_id: number;
@@ -482,7 +449,7 @@ export async function runMvsched(
       const live = await registry.live();
       if (NODES.every((n) => live.includes(n))) break;
       const dead = workers.find((w) => w.child.exitCode !== null);
-      if (dead) throw new Error(`worker ${dead.id} exited during start-up:\n${dead.lines.join('\n')}`);
+      if (dead) throw new Error(`worker ${dead.name} exited during start-up:\n${dead.lines.join('\n')}`);
       if (Date.now() > startDeadline) throw new Error('workers did not join the ring within 60 s');
       await sleep(200);
     }
@@ -533,7 +500,7 @@ export async function runMvsched(
     // CPU use from the first due time on; planner passes made meanwhile.
     const pids: Record<string, number | undefined> = {
       bench: process.pid,
-      ...Object.fromEntries(workers.map((w) => [w.id, w.child.pid])),
+      ...Object.fromEntries(workers.map((w) => [w.name, w.child.pid])),
       ...(await serverPids(bdb.db, redis)),
     };
     let cpu0: CpuSnapshot | undefined;
@@ -580,7 +547,7 @@ export async function runMvsched(
       const done = Number(rows[0]!.mvs);
       const running = Number(rows[0]!.running);
       if (done >= mvs && running === 0) break;
-      for (const w of workers) if (w.child.exitCode !== null) throw new Error(`worker ${w.id} exited:\n${w.lines.join('\n')}`);
+      for (const w of workers) if (w.child.exitCode !== null) throw new Error(`worker ${w.name} exited:\n${w.lines.join('\n')}`);
       if (Date.now() > deadline) {
         timedOut = true;
         progress(`${label}: deadline passed with ${done} / ${mvs} MVs refreshed`);
@@ -691,7 +658,7 @@ export async function runMvsched(
       saturated,
       workerWarnings: workers.reduce((a, w) => a + w.warnings, 0),
       workerErrors: workers.reduce((a, w) => a + w.errors, 0),
-      workerLogTail: workers.flatMap((w) => w.lines.slice(-3).map((l) => `${w.id}: ${l.slice(0, 300)}`)),
+      workerLogTail: workers.flatMap((w) => w.lines.slice(-3).map((l) => `${w.name}: ${l.slice(0, 300)}`)),
     };
   } finally {
     if (sampler) clearInterval(sampler);

@@ -29,11 +29,10 @@
 // Env: BENCH_REPAIR_STEPS=4000 BENCH_REPAIR_WORKERS=1,2,4 BENCH_REPAIR_CONCURRENCY=4
 //      BENCH_REPAIR_STORM_MVS=100 BENCH_REPAIR_STORM_PARTS=100 BENCH_REPAIR_STORM_WORKERS=2
 //      BENCH_REPAIR_MD=/tmp/repair-bench.md  BENCH_REPAIR_ONLY=throughput|storm
-import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Redlock } from '@sesamecare-oss/redlock';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -69,9 +68,11 @@ import {
   type BenchOutcome,
   type CpuUse,
   type GoalCheck,
+  spawnMvsched,
+  stopMvsched,
+  type MvschedProc,
 } from './support.js';
 
-const bin = fileURLToPath(new URL('../bin/mvsched.js', import.meta.url));
 const T0 = 1_767_225_600_000; // 2026-01-01, base of every versionTime
 
 function envInt(name: string, dflt: number): number {
@@ -120,43 +121,9 @@ export function optionsFromEnv(): RepairBenchOptions {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  exited: Promise<void>;
-  lines: string[];
-  warnings: number;
-  errors: number;
-}
+type Proc = MvschedProc;
 
-function spawnMvsched(name: string, args: string[], env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const p: Proc = { name, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
-  let buf = '';
-  const onData = (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const line of parts) {
-      if (!line.trim()) continue;
-      if (/"level":40/.test(line)) p.warnings++;
-      else if (/"level":(50|60)/.test(line)) p.errors++;
-      p.lines.push(line);
-      if (p.lines.length > 40) p.lines.shift();
-    }
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  return p;
-}
-
-async function stopProc(p: Proc): Promise<void> {
-  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
-  p.child.kill('SIGTERM');
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 20_000);
-  await p.exited;
-  clearTimeout(timer);
-}
+const stopProc = stopMvsched;
 
 async function startWorkers(redis: Redis, prefix: string, ids: string[], env: Record<string, string>): Promise<Proc[]> {
   const procs = ids.map((id) => spawnMvsched(`worker ${id}`, ['worker', '--node-id', id], env));

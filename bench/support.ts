@@ -1,3 +1,5 @@
+import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
 // Shared helpers for the benchmarks run by bench/run.ts: throwaway databases and BullMQ prefixes,
 // Redis / MySQL work counters, statistics and report formatting.
 import { randomBytes } from 'node:crypto';
@@ -495,4 +497,50 @@ export async function serverPids(db: Db | undefined, redis: Redis): Promise<{ ma
     // not local
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// mvsched child processes
+
+export interface MvschedProc {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  /** The last 40 output lines. */
+  lines: string[];
+  warnings: number;
+  errors: number;
+}
+
+const mvschedBin = fileURLToPath(new URL('../bin/mvsched.js', import.meta.url));
+
+/** Start `mvsched <args>` as a child process, counting its warning and error log lines. */
+export function spawnMvsched(name: string, args: string[], env: Record<string, string>): MvschedProc {
+  const child = spawn(process.execPath, [mvschedBin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: MvschedProc = { name, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
+  let buf = '';
+  const onData = (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    for (const line of parts) {
+      if (!line.trim()) continue;
+      if (/"level":40/.test(line)) p.warnings++;
+      else if (/"level":(50|60)/.test(line)) p.errors++;
+      p.lines.push(line);
+      if (p.lines.length > 40) p.lines.shift();
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  return p;
+}
+
+/** SIGTERM, then SIGKILL after 20 s. */
+export async function stopMvsched(p: MvschedProc): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  p.child.kill('SIGTERM');
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), 20_000);
+  await p.exited;
+  clearTimeout(timer);
 }

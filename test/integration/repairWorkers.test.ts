@@ -15,7 +15,7 @@ import { listMviewStatus, type MviewStatus } from '../../src/mv/status.js';
 import { REPAIR_QUEUE, REQUESTS_QUEUE } from '../../src/queue/names.js';
 import { planRepair } from '../../src/repair/rules.js';
 import type { RepairInfo, VersionEntry } from '../../src/versions/types.js';
-import { Cluster, inspector, type Proc, type QueueInspector } from '../support/cluster.js';
+import { Cluster, inspector, type Proc, type QueueInspector, logLines } from '../support/cluster.js';
 import { prng, testSeed } from '../support/prng.js';
 import { snapshot } from '../support/snapshot.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
@@ -81,18 +81,6 @@ async function stopWorkers(): Promise<void> {
 }
 
 /** The JSON log lines a process wrote (pino, one object per line). */
-function logLines(p: Proc): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  for (const line of p.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      // a line cut by the output tail buffer
-    }
-  }
-  return out;
-}
 
 /** Nothing left to do on the repair queue (completed jobs may be kept or removed). */
 async function repairQueueIdle(): Promise<boolean> {

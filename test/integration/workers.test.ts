@@ -12,7 +12,7 @@ import type { DdlExecutor } from '../../src/ddl/executor.js';
 import type { RefreshHistRow } from '../../src/mv/repository.js';
 import { mviewRingKey, nodeQueueName, redisKeys, REQUESTS_QUEUE } from '../../src/queue/names.js';
 import { HashRing } from '../../src/ring/hashRing.js';
-import { Cluster, collectJobs, inspector, invariant1Violations, type Proc, type QueueInspector } from '../support/cluster.js';
+import { Cluster, collectJobs, inspector, invariant1Violations, type Proc, type QueueInspector, logLines } from '../support/cluster.js';
 import { snapshot } from '../support/snapshot.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
@@ -75,18 +75,6 @@ async function stopWorkers(ids: string[] = [...workers.keys()]): Promise<void> {
 }
 
 /** The JSON log lines a process wrote (pino, one object per line). */
-function logLines(p: Proc): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  for (const line of p.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      // a line cut by the output tail buffer
-    }
-  }
-  return out;
-}
 
 async function hist(mviewId: number): Promise<RefreshHistRow[]> {
   const rows = (await t.db('mvs_mview_refresh_hist').where({ mview_id: mviewId }).orderBy('refresh_id')) as RefreshHistRow[];

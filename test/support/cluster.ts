@@ -68,6 +68,20 @@ export class Cluster {
   }
 }
 
+/** The JSON log lines a process printed (pino), skipping anything else. */
+export function logLines(p: Proc): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of p.output().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // a line cut by the output tail buffer
+    }
+  }
+  return out;
+}
+
 export interface QueueInspector {
   redis: Redis;
   placer: JobPlacer;
