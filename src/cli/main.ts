@@ -29,7 +29,6 @@ const defaultIo: CliIo = {
   env: process.env,
 };
 
-type Action = (ctx: CliContext, ...args: never[]) => Promise<number>;
 
 /**
  * Build the command tree. Each action receives a context built from the environment only when

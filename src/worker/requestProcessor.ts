@@ -1,0 +1,139 @@
+import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import { MvsError, NotFoundError, ValidationError, errorMessage } from '../errors.js';
+import { RECREATE_MVIEW, REPAIR_MVIEW, type RecreateMviewData, type RepairMviewData } from '../jobs/internal.js';
+import { isRequestJobName, parsePayload } from '../jobs/schemas.js';
+import type { Logger } from '../log.js';
+import { displayName, parseDottedName } from '../mv/identifiers.js';
+import { findMviewByName } from '../mv/repository.js';
+import type { RefreshRunner } from '../refresh/runner.js';
+import { storeVersionReport } from '../versions/reports.js';
+import { dependentMviews } from '../versions/repository.js';
+import type { RepairInfo, TableRef } from '../versions/types.js';
+import { deferDelayMs, delayJob } from './delay.js';
+
+/**
+ * A transient database error (deadlock, lock wait timeout, lost connection) must not fail a
+ * repair for good: the rest of its chain would wait for it and be dropped.
+ */
+const REPAIR_JOB_OPTS = {
+  removeOnComplete: 1000,
+  removeOnFail: 5000,
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 500 },
+} as const;
+
+export interface RequestProcessorDeps {
+  db: Knex;
+  log: Logger;
+  clock: Clock;
+  runner: RefreshRunner;
+  repairQueue: Queue;
+  defaultSchema: string;
+}
+
+/**
+ * Jobs other services put on the `requests` queue (DESIGN.md §3): validated against their
+ * schema (bad input fails for good, naming the field), then carried out.
+ */
+export class RequestProcessor {
+  constructor(private readonly deps: RequestProcessorDeps) {}
+
+  private get log(): Logger {
+    return this.deps.log;
+  }
+
+  private get runner(): RefreshRunner {
+    return this.deps.runner;
+  }
+
+  private get repairQueue(): Queue {
+    return this.deps.repairQueue;
+  }
+
+  private delay(job: Job, token: string | undefined, at: number): Promise<never> {
+    return delayJob(job, token, at);
+  }
+
+  async process(job: Job, token: string | undefined): Promise<unknown> {
+    const log = this.log.child({ job_id: job.id, job_name: job.name });
+    if (!isRequestJobName(job.name)) {
+      throw new UnrecoverableError(`unknown job name ${JSON.stringify(job.name)}; expected refresh, purge, report-versions or repair`);
+    }
+    try {
+      switch (job.name) {
+        case 'refresh': {
+          const p = parsePayload('refresh', job.data);
+          const name = parseDottedName(p.mview, this.deps.defaultSchema, 'mview');
+          const mv = await findMviewByName(this.deps.db, name.schema, name.name);
+          if (!mv) throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
+          const outcome = await this.runner.run({
+            mviewId: mv.mview_id,
+            trigger: p.trigger ?? 'REQUEST',
+            jobId: job.id!,
+            requestedAt: job.timestamp,
+            ...(p.method ? { method: p.method } : {}),
+          });
+          if (outcome.kind === 'DEFERRED') return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+          if (outcome.kind === 'FAILED') throw new MvsError(`refresh of ${displayName(name)} failed: ${outcome.error}`);
+          if (outcome.kind === 'GONE') throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
+          log.info({ mview_id: mv.mview_id, outcome: outcome.kind }, 'refresh request done');
+          return outcome.kind === 'SUCCESS'
+            ? { outcome: outcome.kind, refreshId: outcome.refreshId, rows: outcome.rows, method: outcome.method }
+            : { outcome: outcome.kind };
+        }
+        case 'report-versions': {
+          const p = parsePayload('report-versions', job.data);
+          const table = this.table(p.table);
+          const out = await storeVersionReport(this.deps.db, table, p, this.deps.clock);
+          if (out.recreated) {
+            await this.repairQueue.addBulk(
+              out.dependents.map((mviewId) => ({
+                name: RECREATE_MVIEW,
+                data: { mviewId, table, ...out.recreated! } satisfies RecreateMviewData,
+                opts: REPAIR_JOB_OPTS,
+              })),
+            );
+          }
+          const repairs = out.repairInfos.length ? await this.enqueueRepairs(table, out.dependents, out.repairInfos) : 0;
+          log.info({ table: `${table.schema}.${table.name}`, data_changed: p.dataChanged, dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) }, 'versions reported');
+          return { dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) };
+        }
+        case 'repair': {
+          const p = parsePayload('repair', job.data);
+          const table = this.table(p.table);
+          const dependents = await dependentMviews(this.deps.db, table);
+          const repairs = await this.enqueueRepairs(table, dependents, p.partitions);
+          return { dependents: dependents.length, repairs };
+        }
+        default:
+          parsePayload(job.name, job.data);
+          throw new UnrecoverableError(`${job.name} jobs are not supported by this version yet`);
+      }
+    } catch (err) {
+      if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
+      // Bad input will be just as bad next time: fail it for good, naming what was wrong.
+      if (err instanceof ValidationError || err instanceof NotFoundError) throw new UnrecoverableError(err.message);
+      throw err instanceof Error ? err : new Error(errorMessage(err));
+    }
+  }
+
+  private table(text: string): TableRef {
+    const n = parseDottedName(text, this.deps.defaultSchema, 'table');
+    return { schema: n.schema, name: n.name };
+  }
+
+  /** One repair job per dependent MV, in the order given (chains stay in order per MV). */
+  private async enqueueRepairs(table: TableRef, mviewIds: number[], partitions: RepairInfo[]): Promise<number> {
+    if (mviewIds.length === 0) return 0;
+    await this.repairQueue.addBulk(
+      mviewIds.map((mviewId) => ({
+        name: REPAIR_MVIEW,
+        data: { mviewId, table, partitions } satisfies RepairMviewData,
+        opts: REPAIR_JOB_OPTS,
+      })),
+    );
+    return mviewIds.length;
+  }
+}
