@@ -1,0 +1,77 @@
+import { Queue, QueueEvents, type ConnectionOptions } from 'bullmq';
+import { parsePayload, type PartitionRepairInfo, type RefreshPayload, type ReportVersionsPayload } from '../jobs/schemas.js';
+import { REQUESTS_QUEUE } from '../queue/names.js';
+
+export interface MvsClientOptions {
+  /** ioredis connection options or instance, as BullMQ takes them. */
+  connection: ConnectionOptions;
+  /** The deployment's MVS_PREFIX (default `mvs`). */
+  prefix?: string;
+}
+
+export interface EnqueueResult<R> {
+  jobId: string;
+  /** Resolves with the job's result once a worker has processed it; rejects if it failed. */
+  finished(timeoutMs?: number): Promise<R>;
+}
+
+export interface RefreshResult {
+  outcome: 'SUCCESS' | 'COALESCED';
+  refreshId?: number;
+  rows?: number;
+  method?: string;
+}
+
+/**
+ * Enqueue work for mvsched from another Node service, over BullMQ only (no HTTP). Payloads are
+ * validated before they are sent, with the same schemas the workers use.
+ */
+export class MvsClient {
+  private readonly queue: Queue;
+  private events: QueueEvents | undefined;
+
+  constructor(private readonly opts: MvsClientOptions) {
+    this.queue = new Queue(REQUESTS_QUEUE, { connection: opts.connection, prefix: opts.prefix ?? 'mvs' });
+  }
+
+  private async enqueue<R>(name: string, payload: unknown): Promise<EnqueueResult<R>> {
+    const job = await this.queue.add(name, payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
+    return {
+      jobId: job.id!,
+      finished: async (timeoutMs = 600_000) => {
+        this.events ??= new QueueEvents(REQUESTS_QUEUE, { connection: this.opts.connection, prefix: this.opts.prefix ?? 'mvs' });
+        await this.events.waitUntilReady();
+        return (await job.waitUntilFinished(this.events, timeoutMs)) as R;
+      },
+    };
+  }
+
+  /** Ask for a refresh of `schema.mv` (does not move its schedule). */
+  async refresh(mview: string, opts: Omit<RefreshPayload, 'mview'> = {}): Promise<EnqueueResult<RefreshResult>> {
+    return this.enqueue('refresh', parsePayload('refresh', { mview, ...opts }));
+  }
+
+  /** Purge the MV log of a base table. */
+  async purge(mlog: string): Promise<EnqueueResult<Record<string, unknown>>> {
+    return this.enqueue('purge', parsePayload('purge', { mlog }));
+  }
+
+  /** Report partition versions of a versioned base table. */
+  async reportVersions(
+    table: string,
+    partitions: ReportVersionsPayload['partitions'],
+    opts: { dataChanged: boolean; tableIdentifier?: string },
+  ): Promise<EnqueueResult<{ dependents: number; repairs: number; recreated: boolean }>> {
+    return this.enqueue('report-versions', parsePayload('report-versions', { table, partitions, ...opts }));
+  }
+
+  /** Repair the version maps of the MVs over a table. */
+  async repair(table: string, partitions: PartitionRepairInfo[]): Promise<EnqueueResult<{ dependents: number; repairs: number }>> {
+    return this.enqueue('repair', parsePayload('repair', { table, partitions }));
+  }
+
+  async close(): Promise<void> {
+    await this.events?.close();
+    await this.queue.close();
+  }
+}
