@@ -4,12 +4,15 @@ import type { Knex } from 'knex';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { bearerMatches } from './auth.js';
+import { registerRoutes, type RouteDeps } from './routes.js';
 
 export interface AppDeps {
   db: Knex;
   redis: Redis;
   logger: Logger;
   apiToken: string | undefined;
+  /** The /v1 API; without it only the health endpoints exist. */
+  api?: Omit<RouteDeps, 'db' | 'redis'>;
 }
 
 /** Build the HTTP app without listening, so tests can use app.inject(). */
@@ -40,6 +43,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (problems.length) return reply.code(503).send({ status: 'unavailable', problems });
     return { status: 'ready' };
   });
+
+  if (deps.api) registerRoutes(app, { ...deps.api, db: deps.db, redis: deps.redis });
 
   return app;
 }

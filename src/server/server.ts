@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Closeable } from '../process/lifecycle.js';
-import { createRuntime } from '../app/runtime.js';
+import { createDdlExecutor, createRuntime } from '../app/runtime.js';
 import { buildApp } from './app.js';
 
 /**
@@ -11,7 +11,18 @@ import { buildApp } from './app.js';
  */
 export async function startServer(config: Config, logger: Logger): Promise<{ app: FastifyInstance; url: string; closeables: Closeable[] }> {
   const rt = createRuntime(config, logger, { poolMax: 4 });
-  const app = buildApp({ db: rt.db, redis: rt.redis, logger, apiToken: config.apiToken });
+  const app = buildApp({
+    db: rt.db,
+    redis: rt.redis,
+    logger,
+    apiToken: config.apiToken,
+    api: {
+      prefix: config.prefix,
+      defaultSchema: rt.defaultSchema,
+      ddl: createDdlExecutor(rt, 'server'),
+      ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
+    },
+  });
   const host = config.apiToken ? '0.0.0.0' : '127.0.0.1';
   if (!config.apiToken) logger.warn('MVS_API_TOKEN is not set: listening on 127.0.0.1 only, without authentication');
   const url = await app.listen({ port: config.httpPort, host });

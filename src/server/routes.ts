@@ -1,0 +1,120 @@
+import { Queue } from 'bullmq';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import type { DdlExecutor } from '../ddl/executor.js';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
+import { parsePayload } from '../jobs/schemas.js';
+import { MembershipRegistry } from '../membership/registry.js';
+import { displayName, resolveName } from '../mv/identifiers.js';
+import { findMviewByName, recentHistory } from '../mv/repository.js';
+import { listMviewStatus } from '../mv/status.js';
+import { REQUESTS_QUEUE } from '../queue/names.js';
+import { HashRing } from '../ring/hashRing.js';
+
+export interface RouteDeps {
+  db: Knex;
+  redis: Redis;
+  prefix: string;
+  defaultSchema: string;
+  ddl: DdlExecutor;
+  vnodes?: number;
+}
+
+/** Errors are JSON {error, message}: 400 bad input, 404 unknown, 409 conflict. */
+export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
+  if (err instanceof ValidationError) return reply.code(400).send({ error: 'bad_request', message: err.message });
+  if (err instanceof NotFoundError) return reply.code(404).send({ error: 'not_found', message: err.message });
+  if (err instanceof ConflictError) return reply.code(409).send({ error: 'conflict', message: err.message });
+  throw err;
+}
+
+function body(req: { body: unknown }): Record<string, unknown> {
+  const b = req.body;
+  if (b === undefined || b === null) return {};
+  if (typeof b !== 'object' || Array.isArray(b)) throw new ValidationError('body: expected a JSON object');
+  return b as Record<string, unknown>;
+}
+
+/** The /v1 API of DESIGN.md §3 (MV logs answer 501 until they exist). */
+export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
+  const requests = new Queue(REQUESTS_QUEUE, { connection: deps.redis, prefix: deps.prefix });
+  app.addHook('onClose', async () => {
+    await requests.close();
+  });
+  const registry = new MembershipRegistry(deps.redis, deps.prefix);
+  const ring = async () => {
+    const r = new HashRing(deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
+    r.rebuild(await registry.live());
+    return r;
+  };
+  const enqueue = async (name: string, payload: unknown) => {
+    const job = await requests.add(name, payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
+    return { jobId: job.id, queue: REQUESTS_QUEUE, name };
+  };
+  const mustFind = async (schema: string, name: string) => {
+    const n = resolveName({ schema, name }, deps.defaultSchema, 'materialized view');
+    const mv = await findMviewByName(deps.db, n.schema, n.name);
+    if (!mv) throw new NotFoundError(`materialized view ${displayName(n)} does not exist`);
+    return { n, mv };
+  };
+
+  app.post('/v1/sql', async (req, reply) => {
+    try {
+      const sql = body(req).sql;
+      if (typeof sql !== 'string' || sql.trim() === '') throw new ValidationError('sql: expected a non-empty string');
+      return await deps.ddl.execute(sql);
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get('/v1/mviews', async () => ({ mviews: await listMviewStatus(deps.db, await ring()) }));
+
+  app.get<{ Params: { schema: string; name: string } }>('/v1/mviews/:schema/:name', async (req, reply) => {
+    try {
+      const { n, mv } = await mustFind(req.params.schema, req.params.name);
+      const [status] = await listMviewStatus(deps.db, await ring(), n);
+      return { ...status, definition: mv.mview_definition, history: await recentHistory(deps.db, mv.mview_id, 20) };
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.post<{ Params: { schema: string; name: string } }>('/v1/mviews/:schema/:name/refresh', async (req, reply) => {
+    try {
+      const { n } = await mustFind(req.params.schema, req.params.name);
+      const b = body(req);
+      const payload = parsePayload('refresh', { mview: displayName(n), trigger: 'MANUAL', ...(b.method !== undefined ? { method: b.method } : {}) });
+      return reply.code(202).send(await enqueue('refresh', payload));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get('/v1/mlogs', async () => ({ mlogs: await deps.db('mvs_mlogs').select() }));
+
+  app.post('/v1/mlogs/:schema/:table/purge', async (_req, reply) =>
+    reply.code(501).send({ error: 'not_implemented', message: 'materialized view logs are not supported by this version yet' }),
+  );
+
+  app.post<{ Params: { schema: string; table: string } }>('/v1/base-tables/:schema/:table/versions', async (req, reply) => {
+    try {
+      const table = displayName(resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table'));
+      const payload = parsePayload('report-versions', { ...body(req), table });
+      return reply.code(202).send(await enqueue('report-versions', payload));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.post('/v1/repairs', async (req, reply) => {
+    try {
+      return reply.code(202).send(await enqueue('repair', parsePayload('repair', body(req))));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get('/v1/nodes', async () => ({ nodes: await registry.live() }));
+}

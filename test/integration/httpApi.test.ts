@@ -1,0 +1,134 @@
+import { Queue } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/runtime.js';
+import { migrateLatest } from '../../src/db/migrate.js';
+import { MembershipRegistry } from '../../src/membership/registry.js';
+import { REQUESTS_QUEUE } from '../../src/queue/names.js';
+import { buildApp } from '../../src/server/app.js';
+import { createTestEnv, type TestEnv } from '../support/testEnv.js';
+
+let t: TestEnv;
+let rt: Runtime;
+let app: FastifyInstance;
+let requests: Queue;
+const TOKEN = 'an-api-token-for-the-tests';
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+beforeAll(async () => {
+  t = await createTestEnv('http_api');
+  await migrateLatest(t.db);
+  await t.db.raw('CREATE TABLE orders (id INT PRIMARY KEY, cust INT, amt INT)');
+  await t.db('orders').insert([{ id: 1, cust: 1, amt: 3 }]);
+  rt = createRuntime(t.config, t.logger);
+  app = buildApp({
+    db: rt.db,
+    redis: rt.redis,
+    logger: t.logger,
+    apiToken: TOKEN,
+    api: { prefix: t.prefix, defaultSchema: rt.defaultSchema, ddl: createDdlExecutor(rt, 'test') },
+  });
+  requests = new Queue(REQUESTS_QUEUE, { connection: rt.redis, prefix: t.prefix });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await requests?.close();
+  await rt?.close();
+  await t?.close();
+});
+
+const post = (url: string, payload?: unknown, headers: Record<string, string> = auth) =>
+  app.inject({ method: 'POST', url, headers, ...(payload !== undefined ? { payload: payload as object } : {}) });
+const get = (url: string, headers: Record<string, string> = auth) => app.inject({ method: 'GET', url, headers });
+
+describe('HTTP API /v1', () => {
+  it('POST /v1/sql runs DDL; bad input is 400, a duplicate 409, each with {error, message}', async () => {
+    const ok = await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW by_cust NEXT 3600 AS SELECT cust, SUM(amt) AS total FROM orders GROUP BY cust' });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toMatchObject({ statement: 'createMview', name: `${t.database}.by_cust`, rows: 1 });
+
+    const syntax = await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW x REFRES COMPLETE AS SELECT 1' });
+    expect(syntax.statusCode).toBe(400);
+    expect(syntax.json()).toMatchObject({ error: 'bad_request', message: expect.stringMatching(/^syntax error at line 1, column 28/) });
+
+    const dup = await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW by_cust AS SELECT 1 AS x' });
+    expect(dup.statusCode).toBe(409);
+    expect(dup.json()).toEqual({ error: 'conflict', message: `materialized view ${t.database}.by_cust already exists` });
+
+    const missing = await post('/v1/sql', {});
+    expect(missing.statusCode).toBe(400);
+    expect(missing.json().message).toBe('sql: expected a non-empty string');
+
+    const unknown = await post('/v1/sql', { sql: 'DROP MATERIALIZED VIEW nosuch' });
+    expect(unknown.statusCode).toBe(404);
+  });
+
+  it('GET /v1/mviews and /v1/mviews/:schema/:name show status and history; unknown is 404', async () => {
+    const list = await get('/v1/mviews');
+    expect(list.statusCode).toBe(200);
+    expect(list.json().mviews.map((m: { name: string }) => m.name)).toEqual([`${t.database}.by_cust`]);
+
+    const one = await get(`/v1/mviews/${t.database}/by_cust`);
+    expect(one.statusCode).toBe(200);
+    expect(one.json()).toMatchObject({ name: `${t.database}.by_cust`, method: 'COMPLETE', lastResult: 'SUCCESS', nextSeconds: 3600 });
+    expect(one.json().history).toHaveLength(1);
+    expect(one.json().history[0]).toMatchObject({ refresh_status: 'SUCCESS', refresh_trigger: 'MANUAL' });
+
+    const none = await get(`/v1/mviews/${t.database}/nosuch`);
+    expect(none.statusCode).toBe(404);
+    expect(none.json()).toEqual({ error: 'not_found', message: `materialized view ${t.database}.nosuch does not exist` });
+  });
+
+  it('POST /v1/mviews/:schema/:name/refresh enqueues a manual refresh request (202)', async () => {
+    const res = await post(`/v1/mviews/${t.database}/by_cust/refresh`, { method: 'COMPLETE' });
+    expect(res.statusCode).toBe(202);
+    const job = await requests.getJob(res.json().jobId);
+    expect(job?.name).toBe('refresh');
+    expect(job?.data).toEqual({ mview: `${t.database}.by_cust`, trigger: 'MANUAL', method: 'COMPLETE' });
+
+    expect((await post(`/v1/mviews/${t.database}/nosuch/refresh`)).statusCode).toBe(404);
+    const bad = await post(`/v1/mviews/${t.database}/by_cust/refresh`, { method: 'SLOW' });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().message).toMatch(/^invalid refresh payload: method:/);
+  });
+
+  it('POST /v1/base-tables/:schema/:table/versions and /v1/repairs validate and enqueue', async () => {
+    const partitions = [{ partitionName: 'p1', partitionId: 1, version: 2, versionTime: 1000 }];
+    const ok = await post(`/v1/base-tables/${t.database}/orders/versions`, { partitions, dataChanged: false });
+    expect(ok.statusCode).toBe(202);
+    expect((await requests.getJob(ok.json().jobId))?.data).toEqual({ table: `${t.database}.orders`, partitions, dataChanged: false });
+    const bad = await post(`/v1/base-tables/${t.database}/orders/versions`, { partitions: [{ partitionName: 'p1', partitionId: 1 }], dataChanged: true });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().message).toMatch(/partitions\.0\.version/);
+
+    const info = { partitionId: 1, partitionName: 'p1', lastVersion: 2, newVersion: 3, newVersionTime: 2000 };
+    const rep = await post('/v1/repairs', { table: `${t.database}.orders`, partitions: [info] });
+    expect(rep.statusCode).toBe(202);
+    expect((await requests.getJob(rep.json().jobId))?.name).toBe('repair');
+    const badRep = await post('/v1/repairs', { table: `${t.database}.orders`, partitions: [] });
+    expect(badRep.statusCode).toBe(400);
+    expect(badRep.json().message).toMatch(/^invalid repair payload: partitions:/);
+  });
+
+  it('GET /v1/nodes lists live workers; MV-log endpoints answer until logs exist', async () => {
+    expect((await get('/v1/nodes')).json()).toEqual({ nodes: [] });
+    await new MembershipRegistry(rt.redis, t.prefix).heartbeat('n1', 60_000);
+    expect((await get('/v1/nodes')).json()).toEqual({ nodes: ['n1'] });
+    expect((await get('/v1/mlogs')).json()).toEqual({ mlogs: [] });
+    expect((await post(`/v1/mlogs/${t.database}/orders/purge`)).statusCode).toBe(501);
+  });
+
+  it('needs the bearer token everywhere but /healthz', async () => {
+    expect((await get('/healthz', {})).statusCode).toBe(200);
+    for (const url of ['/v1/mviews', '/v1/nodes', '/readyz']) {
+      expect((await get(url, {})).statusCode, url).toBe(401);
+      expect((await get(url, { authorization: 'Bearer nope' })).statusCode, url).toBe(401);
+    }
+    const noToken = await post('/v1/sql', { sql: 'DROP MATERIALIZED VIEW by_cust' }, {});
+    expect(noToken.statusCode).toBe(401);
+    expect(noToken.json()).toEqual({ error: 'unauthorized', message: 'missing or wrong bearer token' });
+    // Nothing happened without the token.
+    expect((await get(`/v1/mviews/${t.database}/by_cust`)).statusCode).toBe(200);
+  });
+});
