@@ -106,10 +106,6 @@ export class MvsWorker {
     this.log.info({ queue: this.queueName, concurrency: this.deps.concurrency }, 'worker started');
   }
 
-  private delay(job: Job, token: string | undefined, at: number): Promise<never> {
-    return delayJob(job, token, at);
-  }
-
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
@@ -126,11 +122,11 @@ export class MvsWorker {
       // connection, deadlock on metadata. A failed job would be deleted and the MV would stop
       // refreshing, so keep the job and try again shortly.
       log.error({ err }, 'scheduled run could not be carried out; retrying shortly');
-      return this.delay(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
+      return delayJob(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
     }
     switch (outcome.kind) {
       case 'DEFERRED':
-        return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+        return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
       case 'GONE':
         log.info('materialized view dropped: job dropped');
         return { outcome: outcome.kind };
@@ -169,7 +165,7 @@ export class MvsWorker {
       return { outcome: outcome.kind, handedTo: owner };
     }
     await job.updateData({ mviewId, dueAt } satisfies ScheduledRefreshData);
-    return this.delay(job, token, dueAt);
+    return delayJob(job, token, dueAt);
   }
 
   /**

@@ -12,30 +12,18 @@ import { deferDelayMs, delayJob } from './delay.js';
 export class RepairProcessor {
   constructor(private readonly deps: { log: Logger; clock: Clock; repairer: Repairer }) {}
 
-  private get log(): Logger {
-    return this.deps.log;
-  }
-
-  private get repairer(): Repairer {
-    return this.deps.repairer;
-  }
-
-  private delay(job: Job, token: string | undefined, at: number): Promise<never> {
-    return delayJob(job, token, at);
-  }
-
   async process(job: Job, token: string | undefined): Promise<unknown> {
-    const log = this.log.child({ job_id: job.id, job_name: job.name });
+    const log = this.deps.log.child({ job_id: job.id, job_name: job.name });
     try {
       if (job.name === RECREATE_MVIEW) {
         const d = job.data as RecreateMviewData;
-        const moved = await this.repairer.moveToNewIdentifier(d.mviewId, d.table, d);
+        const moved = await this.deps.repairer.moveToNewIdentifier(d.mviewId, d.table, d);
         log.info({ mview_id: d.mviewId, moved }, 'external base table recreated: MV moved to the new identifier');
         return { moved };
       }
       if (job.name !== REPAIR_MVIEW) throw new UnrecoverableError(`unknown repair job ${JSON.stringify(job.name)}`);
       const d = job.data as RepairMviewData;
-      const out = await this.repairer.repair(d.mviewId, d.table, d.partitions);
+      const out = await this.deps.repairer.repair(d.mviewId, d.table, d.partitions);
       log.info({ mview_id: d.mviewId, applied: out.applied, skipped: out.skipped, waiting: out.waiting.length, cas_retries: out.casRetries }, 'repair done');
       if (out.waiting.length > 0) {
         const attempt = (d.attempt ?? 0) + 1;
@@ -44,13 +32,13 @@ export class RepairProcessor {
           return { ...out, dropped: out.waiting.length };
         }
         await job.updateData({ ...d, partitions: out.waiting, attempt } satisfies RepairMviewData);
-        return await this.delay(job, token, this.deps.clock.now() + chainRetryDelayMs(attempt));
+        return await delayJob(job, token, this.deps.clock.now() + chainRetryDelayMs(attempt));
       }
       return out;
     } catch (err) {
       if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
       // Redlock busy for too long (another worker holds the MV): come back shortly.
-      if ((err as Error).name === 'ExecutionError') return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+      if ((err as Error).name === 'ExecutionError') return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
       throw err;
     }
   }

@@ -40,24 +40,8 @@ export interface RequestProcessorDeps {
 export class RequestProcessor {
   constructor(private readonly deps: RequestProcessorDeps) {}
 
-  private get log(): Logger {
-    return this.deps.log;
-  }
-
-  private get runner(): RefreshRunner {
-    return this.deps.runner;
-  }
-
-  private get repairQueue(): Queue {
-    return this.deps.repairQueue;
-  }
-
-  private delay(job: Job, token: string | undefined, at: number): Promise<never> {
-    return delayJob(job, token, at);
-  }
-
   async process(job: Job, token: string | undefined): Promise<unknown> {
-    const log = this.log.child({ job_id: job.id, job_name: job.name });
+    const log = this.deps.log.child({ job_id: job.id, job_name: job.name });
     if (!isRequestJobName(job.name)) {
       throw new UnrecoverableError(`unknown job name ${JSON.stringify(job.name)}; expected refresh, purge, report-versions or repair`);
     }
@@ -68,14 +52,14 @@ export class RequestProcessor {
           const name = parseDottedName(p.mview, this.deps.defaultSchema, 'mview');
           const mv = await findMviewByName(this.deps.db, name.schema, name.name);
           if (!mv) throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
-          const outcome = await this.runner.run({
+          const outcome = await this.deps.runner.run({
             mviewId: mv.mview_id,
             trigger: p.trigger ?? 'REQUEST',
             jobId: job.id!,
             requestedAt: job.timestamp,
             ...(p.method ? { method: p.method } : {}),
           });
-          if (outcome.kind === 'DEFERRED') return this.delay(job, token, this.deps.clock.now() + deferDelayMs());
+          if (outcome.kind === 'DEFERRED') return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
           if (outcome.kind === 'FAILED') throw new MvsError(`refresh of ${displayName(name)} failed: ${outcome.error}`);
           if (outcome.kind === 'GONE') throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
           log.info({ mview_id: mv.mview_id, outcome: outcome.kind }, 'refresh request done');
@@ -88,7 +72,7 @@ export class RequestProcessor {
           const table = this.table(p.table);
           const out = await storeVersionReport(this.deps.db, table, p, this.deps.clock);
           if (out.recreated) {
-            await this.repairQueue.addBulk(
+            await this.deps.repairQueue.addBulk(
               out.dependents.map((mviewId) => ({
                 name: RECREATE_MVIEW,
                 data: { mviewId, table, ...out.recreated! } satisfies RecreateMviewData,
@@ -127,7 +111,7 @@ export class RequestProcessor {
   /** One repair job per dependent MV, in the order given (chains stay in order per MV). */
   private async enqueueRepairs(table: TableRef, mviewIds: number[], partitions: RepairInfo[]): Promise<number> {
     if (mviewIds.length === 0) return 0;
-    await this.repairQueue.addBulk(
+    await this.deps.repairQueue.addBulk(
       mviewIds.map((mviewId) => ({
         name: REPAIR_MVIEW,
         data: { mviewId, table, partitions } satisfies RepairMviewData,
