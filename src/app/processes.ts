@@ -40,6 +40,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
     concurrency: config.workerConcurrency,
     nodeTtlMs: config.nodeTtlS * 1000,
     defaultSchema: rt.defaultSchema,
+    purgeBatch: config.purgeBatch,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });

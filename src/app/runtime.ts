@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { closeRedis, createRedis } from '../queue/redis.js';
 import { redisKeys } from '../queue/names.js';
 import { RefreshRunner } from '../refresh/runner.js';
+import { PurgeRunner } from '../purge/purgeRunner.js';
 
 /** Connections a process needs, built from the config once and closed in reverse order. */
 export interface Runtime {
@@ -27,9 +28,10 @@ export interface Runtime {
 }
 
 export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: number } = {}): Runtime {
-  // A running refresh holds its lock connection and needs another for the build; a worker runs
-  // up to 2 x concurrency jobs (node queue + requests), so the pool must cover twice that.
-  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 4 + 2 });
+  // A running refresh holds its lock connection, and a FAST one a cut snapshot and the gate for
+  // an instant besides, plus one for its statements; a worker runs up to 2 x concurrency jobs
+  // (node queue + requests), so the pool covers three connections for each.
+  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 6 + 2 });
   // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
   // listener would print a stack trace for every reconnect attempt.
   const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');
@@ -73,13 +75,32 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
   };
 }
 
+/** The refresh and purge runners of one process; a refresh triggers its log's IMMEDIATE purge. */
+export function createRunners(
+  deps: { db: Db; logger: Logger; clock: Clock; purgeBatch: number },
+  nodeId: string,
+): { runner: RefreshRunner; purger: PurgeRunner } {
+  const purger = new PurgeRunner({ db: deps.db, logger: deps.logger, clock: deps.clock, nodeId, batchSize: deps.purgeBatch });
+  const runner = new RefreshRunner({
+    db: deps.db,
+    logger: deps.logger,
+    clock: deps.clock,
+    nodeId,
+    purgeImmediate: async (mlogId) => {
+      await purger.run({ mlogId, trigger: 'IMMEDIATE' });
+    },
+  });
+  return { runner, purger };
+}
+
 export function createDdlExecutor(rt: Runtime, nodeId = 'cli'): DdlExecutor {
-  const runner = new RefreshRunner({ db: rt.db, logger: rt.logger, clock: rt.clock, nodeId });
+  const { runner, purger } = createRunners({ ...rt, purgeBatch: rt.config.purgeBatch }, nodeId);
   return new DdlExecutor({
     db: rt.db,
     logger: rt.logger,
     clock: rt.clock,
     runner,
+    purger,
     defaultSchema: rt.defaultSchema,
     notify: (e) => rt.publishDdl(e),
   });

@@ -74,3 +74,10 @@ export function migrationsConfig(): Knex.MigratorConfig {
 export function createDb(url: string, opts: DbOptions = {}): Db {
   return knexFactory(knexConfig(url, opts));
 }
+
+/** The database a knex instance connects to (DATABASE_URL's): the schema of unqualified names. */
+export function connectionDatabase(db: Knex): string {
+  const conn = db.client.config.connection as { database?: string };
+  if (!conn?.database) throw new ConfigError('the database connection names no database', { variable: 'DATABASE_URL' });
+  return conn.database;
+}

@@ -35,4 +35,5 @@ export const METADATA_TABLES = Object.freeze([
   'mvs_base_partitions',
   'mvs_mview_version_map',
   'mvs_edit_log',
+  'mvs_mlog_gates',
 ]);

@@ -11,7 +11,13 @@ import {
   type RefreshTrigger,
 } from '../mv/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
-import { buildComplete } from './completeRefresh.js';
+import { buildComplete, shadowTables } from './completeRefresh.js';
+import { connectionDatabase } from '../db/connect.js';
+import { probeSelect } from '../ddl/evaluate.js';
+import { explainFast, type FastSetup } from '../fast/explain.js';
+import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable } from '../fast/fastRefresh.js';
+import { takeCut } from '../mlog/cut.js';
+import { quoteIdent } from '../mv/identifiers.js';
 import { partitionStale } from '../versions/freshness.js';
 import { baseTableVersions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
 import type { VersionEntry } from '../versions/types.js';
@@ -56,6 +62,21 @@ export interface RefreshRunnerDeps {
   logger: Logger;
   clock: Clock;
   nodeId: string;
+  /** Runs an MV log's purge after a refresh that consumed it, when the log says PURGE IMMEDIATE. */
+  purgeImmediate?: (mlogId: number) => Promise<void>;
+  /** How long a FAST refresh waits for writer transactions in flight to take its cut (s). */
+  cutWaitS?: number;
+}
+
+/** The MV log an MV consumes, and how far it has consumed it. */
+export interface MlogLink {
+  mlogId: number;
+  watermark: number;
+}
+
+export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Promise<MlogLink | undefined> {
+  const row = await db('mvs_mview_base_tables').where({ mview_id: mviewId }).whereNotNull('mlog_id').first('mlog_id', 'consumed_watermark');
+  return row ? { mlogId: toNumber(row.mlog_id), watermark: toNumber(row.consumed_watermark) } : undefined;
 }
 
 function coalescedBy(
@@ -68,19 +89,27 @@ function coalescedBy(
   return undefined;
 }
 
-/** Pick the concrete method for a run; FAST needs an MV log (a later feature). */
-export function chooseMethod(mv: Pick<MviewRow, 'refresh_method' | 'fast_refreshable' | 'fast_reason' | 'table_schema' | 'mview_name'>, requested?: ConcreteMethod): ConcreteMethod {
-  const fast = Boolean(mv.fast_refreshable);
+/**
+ * Pick the concrete method for a run. An MV linked to a log is fast-refreshable once a complete
+ * refresh has recorded its watermark (`fast_refreshable`); until then FAST means that complete
+ * refresh (it is the only way to get there).
+ */
+export function chooseMethod(
+  mv: Pick<MviewRow, 'refresh_method' | 'fast_refreshable' | 'fast_reason' | 'table_schema' | 'mview_name'>,
+  requested?: ConcreteMethod,
+  linked = Boolean(mv.fast_refreshable),
+): ConcreteMethod {
+  const ready = linked && Boolean(mv.fast_refreshable);
   if (requested === 'FAST' || (!requested && mv.refresh_method === 'FAST')) {
-    if (!fast) {
+    if (!linked) {
       throw new ValidationError(
         `${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${mv.fast_reason ?? 'no materialized view log'}`,
       );
     }
-    return 'FAST';
+    return ready ? 'FAST' : 'COMPLETE';
   }
   if (requested === 'COMPLETE') return 'COMPLETE';
-  return mv.refresh_method === 'FORCE' && fast ? 'FAST' : 'COMPLETE';
+  return mv.refresh_method === 'FORCE' && ready ? 'FAST' : 'COMPLETE';
 }
 
 /**
@@ -108,7 +137,8 @@ export class RefreshRunner {
       const served = coalescedBy(seen, req.requestedAt);
       if (served) return served;
     }
-    const lock = await db.transaction();
+    // READ COMMITTED: a FAST run reads log rows committed after this transaction began.
+    const lock = await db.transaction({ isolationLevel: 'read committed' });
     let committed = false;
     try {
       let info: RefreshInfoRow | undefined;
@@ -150,7 +180,8 @@ export class RefreshRunner {
         if (!stale) return await this.skip(lock, mv, req, now, () => (committed = true), log);
       }
 
-      const method = chooseMethod(mv, req.method);
+      const link = await mlogLink(lock, req.mviewId);
+      const method = chooseMethod(mv, req.method, link !== undefined);
       // Find them with a plain read and update by primary key: an UPDATE ... WHERE status =
       // 'RUNNING' would lock index ranges shared with other MVs' runs and deadlock with them.
       const abandoned = await db('mvs_mview_refresh_hist')
@@ -181,7 +212,9 @@ export class RefreshRunner {
       let rows = 0;
       let failure: unknown;
       try {
-        rows = await buildComplete(db, mv);
+        if (!link) rows = await buildComplete(db, mv);
+        else if (method === 'FAST') rows = await this.fast(lock, mv, link, log);
+        else rows = await this.completeLogged(lock, mv, link, log);
       } catch (err) {
         failure = err;
       }
@@ -236,7 +269,15 @@ export class RefreshRunner {
           });
         await lock.commit();
         committed = true;
-        log.info({ refresh_id: refreshId, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
+        log.info({ refresh_id: refreshId, method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
+        if (link && this.deps.purgeImmediate) {
+          const m = await db('mvs_mlogs').where({ mlog_id: link.mlogId }).first('purge_method');
+          if (m?.purge_method === 'IMMEDIATE') {
+            await this.deps.purgeImmediate(link.mlogId).catch((err: unknown) =>
+              log.warn({ mlog_id: link.mlogId, err: errorMessage(err) }, 'immediate purge after refresh failed; the next one will catch up'),
+            );
+          }
+        }
         return { kind: 'SUCCESS', refreshId: toNumber(refreshId), rows, method, nextTime: newNext, startMs, endMs };
       }
 
@@ -263,6 +304,84 @@ export class RefreshRunner {
     } finally {
       if (!committed && !lock.isCompleted()) await lock.rollback().catch(() => {});
     }
+  }
+
+  private async fastSetup(mv: MviewRow): Promise<FastSetup> {
+    const probe = await probeSelect(this.deps.db, mv.mview_definition);
+    const ex = await explainFast(this.deps.db, mv.mview_definition, connectionDatabase(this.deps.db), probe.columns);
+    if (!ex.fast) throw new ValidationError(`${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${ex.reason}`);
+    return ex.setup;
+  }
+
+  /**
+   * FAST: take a consistent cut of the log, apply the rows after the MV's watermark up to it, and
+   * move the watermark, in the lock transaction (under a savepoint, so a failure leaves the MV and
+   * its watermark as they were and the run is still recorded).
+   */
+  private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+    const setup = await this.fastSetup(mv);
+    const cut = await takeCut(this.deps.db, setup.mlog, this.deps.cutWaitS);
+    try {
+      const to = Math.max(cut.highWater, link.watermark);
+      const rows = await lock.transaction(async (sp) => {
+        const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, { from: link.watermark, to });
+        await sp('mvs_mview_base_tables').where({ mview_id: mv.mview_id, mlog_id: link.mlogId }).update({ consumed_watermark: to });
+        return n;
+      });
+      log.debug({ mlog_id: link.mlogId, from: link.watermark, to, rows }, 'fast refresh applied');
+      return rows;
+    } finally {
+      await cut.snapshot.rollback().catch(() => {});
+    }
+  }
+
+  /**
+   * COMPLETE of an MV that consumes a log: built out of place from a snapshot at a cut of the
+   * log, then swapped in. The swap is DDL and cannot share a transaction with the watermark, so
+   * the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
+   * next run is a complete one again, never a FAST run from a stale watermark.
+   */
+  private async completeLogged(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+    const { db } = this.deps;
+    const setup = await this.fastSetup(mv);
+    const schema = quoteIdent(mv.table_schema);
+    const { building, retired } = shadowTables(mv.mview_id);
+    const build = { schema: mv.table_schema, name: building };
+    const buildT = `${schema}.${quoteIdent(building)}`;
+    const oldT = `${schema}.${quoteIdent(retired)}`;
+    const target = `${schema}.${quoteIdent(mv.mview_name)}`;
+    const select = buildSelect(setup, mv.mview_definition);
+    await db.raw(`DROP TABLE IF EXISTS ${buildT}, ${oldT}`);
+    await db.raw(`CREATE TABLE ${buildT} AS SELECT * FROM (${select}) AS __mvs_def LIMIT 0`);
+    let rows: number;
+    let highWater: number;
+    try {
+      await prepareBuildTable(db, build, setup);
+      const cut = await takeCut(db, setup.mlog, this.deps.cutWaitS);
+      try {
+        highWater = cut.highWater;
+        rows = await fillFromSnapshot(db, cut.snapshot, build, allColumns(setup), select, (n) =>
+          log.info({ rows: n }, 'complete refresh: rows copied so far'),
+        );
+      } finally {
+        await cut.snapshot.rollback().catch(() => {});
+      }
+      await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
+      const existing = await db('information_schema.tables').where({ table_schema: mv.table_schema, table_name: mv.mview_name }).first('table_name');
+      if (existing) {
+        await db.raw(`RENAME TABLE ${target} TO ${oldT}, ${buildT} TO ${target}`);
+        await db.raw(`DROP TABLE IF EXISTS ${oldT}`);
+      } else {
+        await db.raw(`RENAME TABLE ${buildT} TO ${target}`);
+      }
+    } catch (err) {
+      await db.raw(`DROP TABLE IF EXISTS ${buildT}`).catch(() => {});
+      throw err;
+    }
+    // A purge never passes this MV's watermark, so rows after the cut are all still in the log.
+    await lock('mvs_mview_base_tables').where({ mview_id: mv.mview_id, mlog_id: link.mlogId }).update({ consumed_watermark: highWater });
+    await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
+    return rows;
   }
 
   /** Record a SKIPPED run: nothing changed in any (versioned) base table since the last one. */

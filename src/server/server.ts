@@ -10,7 +10,7 @@ import { buildApp } from './app.js';
  * to 127.0.0.1 only and says so.
  */
 export async function startServer(config: Config, logger: Logger): Promise<{ app: FastifyInstance; url: string; closeables: Closeable[] }> {
-  const rt = createRuntime(config, logger, { poolMax: 4 });
+  const rt = createRuntime(config, logger, { poolMax: 8 });
   const app = buildApp({
     db: rt.db,
     redis: rt.redis,

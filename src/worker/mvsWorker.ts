@@ -10,7 +10,9 @@ import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
 import { mviewRingKey, nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE, type ScheduledRefreshData } from '../queue/names.js';
 import { Repairer } from '../repair/repairer.js';
-import { RefreshRunner, type RefreshOutcome } from '../refresh/runner.js';
+import type { RefreshRunner, RefreshOutcome } from '../refresh/runner.js';
+import type { PurgeRunner } from '../purge/purgeRunner.js';
+import { createRunners } from '../app/runtime.js';
 import { deferDelayMs, delayJob } from './delay.js';
 import { RepairProcessor } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
@@ -26,6 +28,8 @@ export interface MvsWorkerDeps {
   concurrency: number;
   nodeTtlMs: number;
   defaultSchema: string;
+  /** Rows per DELETE of an MV-log purge (MVS_PURGE_BATCH). */
+  purgeBatch?: number;
   vnodes?: number;
   /** How long close() lets running jobs finish before abandoning them to stalled-job recovery. */
   shutdownGraceMs?: number;
@@ -47,6 +51,7 @@ export class MvsWorker {
   private readonly ringView: RingView;
   private readonly placer: JobPlacer;
   private readonly runner: RefreshRunner;
+  private readonly purger: PurgeRunner;
   private nodeWorker: Worker | undefined;
   private requestsWorker: Worker | undefined;
   private repairWorker: Worker | undefined;
@@ -61,9 +66,11 @@ export class MvsWorker {
     this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
     this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
-    this.runner = new RefreshRunner({ db: deps.db, logger: this.log, clock: deps.clock, nodeId: deps.nodeId });
+    const runners = createRunners({ db: deps.db, logger: this.log, clock: deps.clock, purgeBatch: deps.purgeBatch ?? 10_000 }, deps.nodeId);
+    this.runner = runners.runner;
+    this.purger = runners.purger;
     this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
-    this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, repairQueue: this.repairQueue });
+    this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, purger: this.purger, repairQueue: this.repairQueue });
     this.repairs = new RepairProcessor({
       log: this.log,
       clock: deps.clock,

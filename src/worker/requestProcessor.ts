@@ -8,6 +8,8 @@ import type { Logger } from '../log.js';
 import { displayName, parseDottedName } from '../mv/identifiers.js';
 import { findMviewByName } from '../mv/repository.js';
 import type { RefreshRunner } from '../refresh/runner.js';
+import type { PurgeRunner } from '../purge/purgeRunner.js';
+import { findMlogByTable } from '../mlog/repository.js';
 import { storeVersionReport } from '../versions/reports.js';
 import { dependentMviews } from '../versions/repository.js';
 import type { RepairInfo, TableRef } from '../versions/types.js';
@@ -29,6 +31,7 @@ export interface RequestProcessorDeps {
   log: Logger;
   clock: Clock;
   runner: RefreshRunner;
+  purger: PurgeRunner;
   repairQueue: Queue;
   defaultSchema: string;
 }
@@ -91,9 +94,20 @@ export class RequestProcessor {
           const repairs = await this.enqueueRepairs(table, dependents, p.partitions);
           return { dependents: dependents.length, repairs };
         }
-        default:
-          parsePayload(job.name, job.data);
-          throw new UnrecoverableError(`${job.name} jobs are not supported by this version yet`);
+        case 'purge': {
+          const p = parsePayload('purge', job.data);
+          const table = this.table(p.mlog);
+          const mlog = await findMlogByTable(this.deps.db, table.schema, table.name);
+          if (!mlog) throw new NotFoundError(`there is no materialized view log on ${table.schema}.${table.name}`);
+          const outcome = await this.deps.purger.run({ mlogId: mlog.mlog_id, trigger: 'REQUEST', jobId: job.id! });
+          if (outcome.kind === 'DEFERRED') return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
+          if (outcome.kind === 'FAILED') throw new MvsError(`purge of the log on ${table.schema}.${table.name} failed: ${outcome.error}`);
+          if (outcome.kind === 'GONE') throw new NotFoundError(`there is no materialized view log on ${table.schema}.${table.name}`);
+          log.info({ mlog_id: mlog.mlog_id, outcome: outcome.kind }, 'purge request done');
+          return outcome.kind === 'SUCCESS'
+            ? { outcome: outcome.kind, purgeId: outcome.purgeId, rows: outcome.rows, watermark: outcome.watermark }
+            : { outcome: outcome.kind };
+        }
       }
     } catch (err) {
       if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;

@@ -13,7 +13,7 @@ export async function sqlCommand(ctx: CliContext, stmt: string | undefined, opts
     : [{ text: stmt!, line: 1, column: 1, offset: 0 }];
   // Parse everything first: a syntax error anywhere in a file runs nothing.
   for (const p of pieces) parseStatement(p.text, { line: p.line, column: p.column, offset: p.offset });
-  const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 4 });
+  const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 6 });
   try {
     const ddl = createDdlExecutor(rt);
     for (const p of pieces) {

@@ -1,0 +1,40 @@
+import type { Knex } from 'knex';
+
+// Values that leave the database and go back in (a row copied between connections, a group key
+// matched again) must come back bit for bit: JavaScript numbers round DECIMAL and BIGINT, and
+// Date drops microseconds. So such reads take every value as raw bytes and keep it as the
+// server's text, or as bytes for binary strings; binding that text back lets the server convert
+// it to the column's type exactly.
+
+export type ExactValue = string | Buffer | null;
+
+interface FieldMeta {
+  columnType: number;
+  characterSet: number;
+}
+
+const BINARY_CHARSET = 63;
+// VARCHAR, BIT, TINY/MEDIUM/LONG BLOB, BLOB, VAR_STRING, STRING, GEOMETRY: bytes when binary.
+const BYTE_TYPES = new Set([15, 16, 249, 250, 251, 252, 253, 254, 255]);
+
+function converter(fields: FieldMeta[]): (row: Array<Buffer | null>) => ExactValue[] {
+  const asBytes = fields.map((f) => f.columnType === 16 || f.columnType === 255 || (BYTE_TYPES.has(f.columnType) && f.characterSet === BINARY_CHARSET));
+  return (row) => row.map((v, i) => (v === null ? null : asBytes[i] ? v : v.toString('utf8')));
+}
+
+const RAW = { typeCast: false, rowsAsArray: true } as const;
+
+/** Run a query whose rows come back as arrays of exact values. */
+export async function exactRows(db: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[] = []): Promise<ExactValue[][]> {
+  const [rows, fields] = (await db.raw(sql, bindings as never).options(RAW)) as [Array<Array<Buffer | null>>, FieldMeta[]];
+  const conv = converter(fields);
+  return rows.map(conv);
+}
+
+/** Stream a query's rows as arrays of exact values (the query is planned once for its types). */
+export async function* exactStream(db: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[] = []): AsyncGenerator<ExactValue[]> {
+  const [, fields] = (await db.raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`, bindings as never).options(RAW)) as [unknown, FieldMeta[]];
+  const conv = converter(fields);
+  const stream = db.raw(sql, bindings as never).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
+  for await (const row of stream) yield conv(row);
+}

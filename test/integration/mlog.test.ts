@@ -1,0 +1,173 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/clock.js';
+import { migrateLatest } from '../../src/db/migrate.js';
+import { DdlExecutor } from '../../src/ddl/executor.js';
+import { ConflictError, NotFoundError, ValidationError } from '../../src/errors.js';
+import { createRunners } from '../../src/app/runtime.js';
+import { snapshot } from '../support/snapshot.js';
+import { createTestEnv, type TestEnv } from '../support/testEnv.js';
+
+let t: TestEnv;
+let ddl: DdlExecutor;
+
+beforeAll(async () => {
+  t = await createTestEnv('mlog');
+  await migrateLatest(t.db);
+  const { runner, purger } = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 3 }, 'test-node');
+  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, runner, purger, defaultSchema: t.database, notify: async () => {} });
+});
+
+afterAll(async () => {
+  await t?.close();
+});
+
+type Row = Record<string, unknown>;
+const canon = (rows: Row[]) => rows.map((r) => JSON.stringify(r)).sort();
+async function rows(sql: string): Promise<Row[]> {
+  const [r] = (await t.db.raw(sql)) as [Row[]];
+  return r.map((x) => ({ ...x }));
+}
+async function logRows(table: string): Promise<Row[]> {
+  return rows(`SELECT * FROM \`mlog$${table}\` ORDER BY \`_mlog$seq\``);
+}
+
+describe('MV log DDL and trigger capture', () => {
+  beforeAll(async () => {
+    await t.db.raw('CREATE TABLE cap (id INT PRIMARY KEY, a VARCHAR(10) COLLATE utf8mb4_general_ci NULL, b INT NULL, untracked INT NULL)');
+  });
+
+  it('captures inserts, updates (old and new image) and deletes; untracked updates write nothing', async () => {
+    const res = await ddl.execute('CREATE MATERIALIZED VIEW LOG ON cap (a, b)');
+    expect(res.mlogId).toBeGreaterThan(0);
+    await t.db('cap').insert([
+      { id: 1, a: 'x', b: 1, untracked: 0 },
+      { id: 2, a: null, b: 2, untracked: 0 },
+    ]);
+    await t.db('cap').where({ id: 1 }).update({ untracked: 5 });
+    await t.db('cap').where({ id: 1 }).update({ a: 'X' }); // case-only change is a change
+    await t.db('cap').update({ b: t.db.raw('b + 10') }); // multi-row statement
+    await t.db('cap').where({ id: 2 }).delete();
+    const got = (await logRows('cap')).map(({ ['_mlog$seq']: _s, ...r }) => r);
+    expect(got).toEqual([
+      { id: 1, a: 'x', b: 1, dml_type: 'I', old_new: 1 },
+      { id: 2, a: null, b: 2, dml_type: 'I', old_new: 1 },
+      { id: 1, a: 'x', b: 1, dml_type: 'U', old_new: -1 },
+      { id: 1, a: 'X', b: 1, dml_type: 'U', old_new: 1 },
+      { id: 1, a: 'X', b: 1, dml_type: 'U', old_new: -1 },
+      { id: 1, a: 'X', b: 11, dml_type: 'U', old_new: 1 },
+      { id: 2, a: null, b: 2, dml_type: 'U', old_new: -1 },
+      { id: 2, a: null, b: 12, dml_type: 'U', old_new: 1 },
+      { id: 2, a: null, b: 12, dml_type: 'D', old_new: -1 },
+    ]);
+  });
+
+  it('rolled-back writes leave nothing in the log', async () => {
+    const before = (await logRows('cap')).length;
+    await t.db.transaction(async (trx) => {
+      await trx('cap').insert({ id: 50, a: 'r', b: 1 });
+      await trx.rollback();
+    }).catch(() => {});
+    expect((await logRows('cap')).length).toBe(before);
+  });
+
+  it('error paths change nothing', async () => {
+    await t.db.raw('CREATE TABLE nopk (x INT)');
+    await t.db.raw('CREATE TABLE reserved (id INT PRIMARY KEY, dml_type INT, `_mlog$x` INT, ok INT)');
+    await t.db.raw('CREATE VIEW aview AS SELECT 1 AS x');
+    const cases: Array<[string, new (...a: never[]) => Error, RegExp]> = [
+      ['CREATE MATERIALIZED VIEW LOG ON nopk (x)', ValidationError, /no primary key/],
+      ['CREATE MATERIALIZED VIEW LOG ON cap (nope)', ValidationError, /column nope does not exist/],
+      ['CREATE MATERIALIZED VIEW LOG ON reserved (dml_type)', ValidationError, /reserved/],
+      ['CREATE MATERIALIZED VIEW LOG ON reserved (`_mlog$x`)', ValidationError, /reserved/],
+      ['CREATE MATERIALIZED VIEW LOG ON cap (a)', ConflictError, /already exists/],
+      ['CREATE MATERIALIZED VIEW LOG ON missing_table (a)', NotFoundError, /does not exist/],
+      ['CREATE MATERIALIZED VIEW LOG ON aview (x)', ValidationError, /not a base table/],
+      ['CREATE MATERIALIZED VIEW LOG ON nopk (x) PURGE NEXT 0', ValidationError, /no primary key/],
+      ['DROP MATERIALIZED VIEW LOG ON nopk', NotFoundError, /no materialized view log/],
+      ['PURGE MATERIALIZED VIEW LOG ON nopk', NotFoundError, /no materialized view log/],
+    ];
+    for (const [sql, cls, msg] of cases) {
+      const before = await snapshot(t.db, t.database);
+      const err = await ddl.execute(sql).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, sql).toBeInstanceOf(cls);
+      expect((err as Error).message, sql).toMatch(msg);
+      expect(await snapshot(t.db, t.database), sql).toEqual(before);
+    }
+  });
+});
+
+describe('FAST refresh', () => {
+  beforeAll(async () => {
+    await t.db.raw('CREATE TABLE sales (id INT PRIMARY KEY, g VARCHAR(5) NULL, x INT NULL, y DECIMAL(10,2) NULL, note INT NULL)');
+    await t.db('sales').insert([
+      { id: 1, g: 'a', x: 1, y: '1.50' },
+      { id: 2, g: 'a', x: null, y: '2.25' },
+      { id: 3, g: null, x: 3, y: null },
+      { id: 4, g: 'b', x: 4, y: '4.00' },
+    ]);
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON sales (g, x, y)');
+  });
+
+  const aggDef =
+    'SELECT g, COUNT(*) AS c, COUNT(x) AS cx, SUM(x) AS sx, AVG(y) AS ay, MIN(x) AS mn, MAX(y) AS mx FROM sales WHERE id < 1000 GROUP BY g';
+  const spjDef = 'SELECT id, g, x + 1 AS x1 FROM sales WHERE x IS NULL OR x > 1';
+
+  it('keeps an aggregate MV and an SPJ MV equal to their definitions', async () => {
+    await ddl.execute(`CREATE MATERIALIZED VIEW agg_mv REFRESH FAST AS ${aggDef}`);
+    await ddl.execute(`CREATE MATERIALIZED VIEW spj_mv REFRESH FAST AS ${spjDef}`);
+    const mv = await t.db('mvs_mviews').where({ mview_name: 'agg_mv' }).first();
+    expect(mv.fast_refreshable).toBe(1);
+    const check = async () => {
+      expect(canon(await rows('SELECT * FROM agg_mv'))).toEqual(canon(await rows(aggDef)));
+      expect(canon(await rows('SELECT * FROM spj_mv'))).toEqual(canon(await rows(spjDef)));
+    };
+    await check();
+    const steps: Array<() => Promise<unknown>> = [
+      () => t.db('sales').insert({ id: 5, g: 'c', x: 9, y: '0.10' }), // new group
+      () => t.db('sales').where({ id: 1 }).update({ g: 'b' }), // moves a row between groups
+      () => t.db('sales').where({ id: 4 }).delete(), // removes a MAX / MIN
+      () => t.db('sales').where({ id: 3 }).update({ g: 'a', x: null }), // NULL group -> a; NULL value
+      () => t.db('sales').insert({ id: 6, g: null, x: null, y: null }), // NULL group reappears
+      () => t.db('sales').whereIn('id', [5]).delete(), // group c vanishes
+      () => t.db('sales').insert({ id: 7, g: 'c', x: 1, y: '9.99' }), // and comes back
+      () => t.db('sales').where({ id: 2 }).update({ id: 20 }), // primary key change
+      () => t.db('sales').where({ id: 20 }).update({ note: 1 }), // untracked column
+    ];
+    for (const step of steps) {
+      await step();
+      const r1 = await ddl.execute('REFRESH MATERIALIZED VIEW agg_mv');
+      const r2 = await ddl.execute('REFRESH MATERIALIZED VIEW spj_mv');
+      expect(r1.message).toMatch(/FAST/);
+      expect(r2.message).toMatch(/FAST/);
+      await check();
+    }
+    // The hidden helper columns are invisible to SELECT *.
+    const cols = Object.keys((await rows('SELECT * FROM agg_mv LIMIT 1'))[0]!);
+    expect(cols).toEqual(['g', 'c', 'cx', 'sx', 'ay', 'mn', 'mx']);
+  });
+
+  it('purge stops at the slowest consumer, and a DROP of the log names the FAST MVs', async () => {
+    const logT = 'mlog$sales';
+    await t.db('sales').insert({ id: 100, g: 'z', x: 1, y: '1.00' });
+    await ddl.execute('REFRESH MATERIALIZED VIEW agg_mv'); // spj_mv lags behind
+    const wm = async (name: string) =>
+      Number(
+        (
+          await t.db('mvs_mview_base_tables as b').join('mvs_mviews as m', 'm.mview_id', 'b.mview_id').where('m.mview_name', name).first('b.consumed_watermark')
+        ).consumed_watermark,
+      );
+    const slow = await wm('spj_mv');
+    expect(await wm('agg_mv')).toBeGreaterThan(slow);
+    const res = await ddl.execute('PURGE MATERIALIZED VIEW LOG ON sales');
+    expect(res.rows).toBeGreaterThan(0);
+    const left = (await rows(`SELECT MIN(\`_mlog$seq\`) AS s FROM \`${logT}\``))[0]!.s as number;
+    expect(left).toBe(slow + 1);
+    await expect(ddl.execute('DROP MATERIALIZED VIEW LOG ON sales')).rejects.toThrow(/agg_mv, .*spj_mv|spj_mv, .*agg_mv/);
+    const hist = await t.db('mvs_mlog_purge_hist').orderBy('purge_id', 'desc').first();
+    expect(hist.purge_status).toBe('SUCCESS');
+    expect(Number(hist.purge_watermark)).toBe(slow);
+  });
+});
