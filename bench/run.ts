@@ -6,6 +6,9 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runDispatchLateness } from './dispatchLateness.js';
+import { runFastRefresh } from './fastRefresh.js';
+import { runMlogPurge } from './mlogPurge.js';
+import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRepairThroughput } from './repairThroughput.js';
 import {
@@ -70,6 +73,9 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   dispatch: { title: 'Dispatch lateness (bench/dispatchLateness.ts)', run: runDispatchLateness },
   ring: { title: 'Hash ring balance and speed (bench/ringBalance.ts)', run: () => runRingBalance() },
   repair: { title: 'Version repair (bench/repairThroughput.ts)', run: (ctx) => runRepairThroughput(ctx) },
+  fast: { title: 'FAST vs COMPLETE refresh (bench/fastRefresh.ts)', run: (ctx) => runFastRefresh(ctx) },
+  'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
+  purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -81,6 +87,15 @@ const ALIASES: Record<string, string> = {
   lateness: 'dispatch',
   ring: 'ring',
   ringbalance: 'ring',
+  repair: 'repair',
+  repairthroughput: 'repair',
+  fast: 'fast',
+  fastrefresh: 'fast',
+  mlogwriters: 'mlog-writers',
+  writers: 'mlog-writers',
+  mlogwriter: 'mlog-writers',
+  purge: 'purge',
+  mlogpurge: 'purge',
 };
 
 function usage(): string {
@@ -90,6 +105,9 @@ function usage(): string {
     '  env: BENCH_PLANNER_SIZES=10000,100000  BENCH_DISPATCH_MVS=5000  BENCH_DISPATCH_WINDOW_S=60',
     '       BENCH_DISPATCH_LOW_MVS=1000  BENCH_DISPATCH_LOW=auto|always|never  BENCH_REDIS_HZ=<n>',
     '       BENCH_KEEP_DB=1 (keep dispatch databases)  BENCH_RESULTS=bench-results.json',
+    '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
+    '       BENCH_WRITERS_ROWS=5000 BENCH_WRITERS_ROUNDS=4 BENCH_WRITERS_CONC=4',
+    '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000 BENCH_PURGE_BASELINE_S=10',
   ].join('\n');
 }
 

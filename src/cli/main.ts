@@ -6,6 +6,7 @@ import type { ConfigNeeds } from '../config.js';
 import { migrateCommand } from './commands/migrate.js';
 import { devCommand, plannerCommand, workerCommand } from './commands/processes.js';
 import { refreshCommand } from './commands/refresh.js';
+import { explainMvCommand, purgeCommand } from './commands/mlog.js';
 import { sqlCommand } from './commands/sql.js';
 import { statusCommand } from './commands/status.js';
 import { repairCommand, reportVersionsCommand } from './commands/versions.js';
@@ -93,7 +94,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
 
   program
     .command('sql')
-    .description('run MV DDL: CREATE / ALTER / DROP / REFRESH MATERIALIZED VIEW ...')
+    .description('run MV DDL: CREATE / ALTER / DROP / REFRESH MATERIALIZED VIEW [LOG] ..., PURGE MATERIALIZED VIEW LOG')
     .argument('[statement]', 'one statement')
     .option('-f, --file <file.sql>', 'run every statement of a file, in order')
     .option('--json', 'print results as JSON lines')
@@ -118,6 +119,22 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
         refreshCommand(ctx, mview, opts),
       ),
     );
+
+  program
+    .command('purge')
+    .description("enqueue a purge of a table's MV log (up to what every dependent MV has consumed)")
+    .argument('<table>', 'schema.table or table (the base table of the log)')
+    .option('--wait', 'wait for the purge to finish and print its result')
+    .option('--timeout <seconds>', 'with --wait: give up after this long', '600')
+    .option('--json', 'print JSON')
+    .action(wrap(both, 'purge', (ctx, table: string, opts: { wait?: boolean; json?: boolean; timeout?: string }) => purgeCommand(ctx, table, opts)));
+
+  program
+    .command('explain-mv')
+    .description('tell whether a defining SELECT can be fast-refreshed, and why not')
+    .argument('<select>', 'the SELECT of a materialized view')
+    .option('--json', 'print JSON')
+    .action(wrap({ database: true }, 'explain-mv', (ctx, select: string, opts: { json?: boolean }) => explainMvCommand(ctx, select, opts)));
 
   program
     .command('report-versions')

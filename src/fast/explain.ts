@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { findMlogByTable, logColumns, type MlogRow } from '../mlog/repository.js';
 import { describeBaseTable } from '../mlog/logObjects.js';
 import { analyzeFast, type FastPlan } from './analyze.js';
+import { probeSelect } from '../ddl/evaluate.js';
 
 /** A FAST plan tied to the MV log it reads and to the MV's output column names. */
 export interface FastSetup {
@@ -59,4 +60,26 @@ export async function explainFast(db: Knex, select: string, defaultSchema: strin
     setup.pkOutput = pkOutput;
   }
   return { fast: true, setup };
+}
+
+export interface ExplainResult {
+  fastRefreshable: boolean;
+  reason?: string;
+  kind?: 'aggregate' | 'spj';
+  table?: string;
+  mlog?: string;
+}
+
+/** Can this SELECT be fast-refreshed with the MV logs that exist now, and if not, why not? */
+export async function explainMv(db: Knex, select: string, defaultSchema: string): Promise<ExplainResult> {
+  const probe = await probeSelect(db, select);
+  const ex = await explainFast(db, select, defaultSchema, probe.columns);
+  if (!ex.fast) return { fastRefreshable: false, reason: ex.reason };
+  const { plan, mlog } = ex.setup;
+  return {
+    fastRefreshable: true,
+    kind: plan.kind,
+    table: `${plan.table.schema}.${plan.table.name}`,
+    mlog: `${mlog.table_schema}.${mlog.mlog_name}`,
+  };
 }

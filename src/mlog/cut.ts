@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { isLockNotGranted } from '../db/errors.js';
+import { isDeadlock, isLockNotGranted } from '../db/errors.js';
 import { RetryableError } from '../errors.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import type { MlogRow } from './repository.js';
@@ -28,32 +28,43 @@ export const DEFAULT_CUT_WAIT_S = 10;
  */
 export async function takeCut(db: Knex, mlog: Pick<MlogRow, 'mlog_id' | 'table_schema' | 'mlog_name'>, waitS = DEFAULT_CUT_WAIT_S): Promise<Cut> {
   const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
+  const deadline = Date.now() + waitS * 1000;
   let ok = false;
   try {
-    const gate = await db.transaction();
-    try {
-      await gate.raw('SET SESSION innodb_lock_wait_timeout = ?', [Math.max(1, Math.ceil(waitS))]);
+    for (;;) {
+      const gate = await db.transaction();
       try {
-        await gate.raw('SELECT mlog_id FROM mvs_mlog_gates WHERE mlog_id = ? FOR UPDATE', [mlog.mlog_id]);
-      } catch (err) {
-        if (isLockNotGranted(err)) {
-          throw new RetryableError(
-            `could not take a consistent cut of ${mlog.table_schema}.${mlog.mlog_name}: a writer transaction stayed open longer than ${waitS} s`,
-          );
+        const remainingS = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
+        await gate.raw('SET SESSION innodb_lock_wait_timeout = ?', [remainingS]);
+        try {
+          await gate.raw('SELECT mlog_id FROM mvs_mlog_gates WHERE mlog_id = ? FOR UPDATE', [mlog.mlog_id]);
+        } catch (err) {
+          if (isLockNotGranted(err)) {
+            throw new RetryableError(
+              `could not take a consistent cut of ${mlog.table_schema}.${mlog.mlog_name}: a writer transaction stayed open longer than ${waitS} s`,
+            );
+          }
+          // Our waiting exclusive request holds back writers that have not yet taken the gate; when
+          // a writer holding it waits for a row such a writer has, that is a deadlock, and the
+          // server picks the gate (it has written nothing) as the victim. Let them through, retry.
+          if (isDeadlock(err) && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+            continue;
+          }
+          throw err;
+        } finally {
+          await gate.raw('SET SESSION innodb_lock_wait_timeout = DEFAULT').catch(() => {});
         }
-        throw err;
+        // The snapshot's first read: its read view is created here, while no writer is in flight.
+        const [rows] = (await snapshot.raw(
+          `SELECT COALESCE(MAX(${quoteIdent(SEQ_COLUMN)}), 0) AS h FROM ${quoteIdent(mlog.table_schema)}.${quoteIdent(mlog.mlog_name)}`,
+        )) as [Array<{ h: number | string }>];
+        await gate.commit();
+        ok = true;
+        return { highWater: Number(rows[0]!.h), snapshot };
       } finally {
-        await gate.raw('SET SESSION innodb_lock_wait_timeout = DEFAULT').catch(() => {});
+        if (!gate.isCompleted()) await gate.rollback().catch(() => {});
       }
-      // The snapshot's first read: its read view is created here, while no writer is in flight.
-      const [rows] = (await snapshot.raw(
-        `SELECT COALESCE(MAX(${quoteIdent(SEQ_COLUMN)}), 0) AS h FROM ${quoteIdent(mlog.table_schema)}.${quoteIdent(mlog.mlog_name)}`,
-      )) as [Array<{ h: number | string }>];
-      await gate.commit();
-      ok = true;
-      return { highWater: Number(rows[0]!.h), snapshot };
-    } finally {
-      if (!gate.isCompleted()) await gate.rollback().catch(() => {});
     }
   } finally {
     if (!ok && !snapshot.isCompleted()) await snapshot.rollback().catch(() => {});

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
-import { redisKeys } from '../queue/names.js';
+import { redisKeys, mlogTask, mviewTask } from '../queue/names.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
@@ -111,7 +111,10 @@ export class Planner {
       if (channel !== this.keys.ddlChannel) return;
       try {
         const ev = JSON.parse(message) as { kind?: string; id?: number; change?: string };
-        if (ev.kind === 'mview' && ev.change === 'dropped' && typeof ev.id === 'number') this.droppedIds.add(ev.id);
+        if (ev.change === 'dropped' && typeof ev.id === 'number') {
+          if (ev.kind === 'mview') this.droppedIds.add(mviewTask(ev.id));
+          if (ev.kind === 'mlog') this.droppedIds.add(mlogTask(ev.id));
+        }
       } catch {
         // Any message is a wake-up; a malformed one just carries no detail.
       }

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { HashRing } from '../ring/hashRing.js';
-import { mviewRingKey, nodeQueueName } from '../queue/names.js';
+import { nodeQueueName, taskRingKey, type TaskId } from '../queue/names.js';
 import type { JobPlacer } from '../queue/jobPlacer.js';
 
 /** Where the planner last put an MV's job, and for when. */
@@ -11,11 +11,33 @@ interface Placement {
   dueAt: number;
 }
 
+/** A task (MV refresh or MV-log purge, see TaskId) and when it should next run (null: no job). */
 interface DesiredRow {
+  task: TaskId;
+  due: number | null;
+}
+
+interface MviewDesired {
   mview_id: number | string;
   status: string;
   next_time: Date | null;
 }
+
+interface MlogDesired {
+  mlog_id: number | string;
+  purge_method: string;
+  next_time: Date | null;
+}
+
+const mviewDesired = (r: MviewDesired): DesiredRow => ({
+  task: Number(r.mview_id),
+  due: r.status === 'ACTIVE' && r.next_time ? r.next_time.getTime() : null,
+});
+
+const mlogDesired = (r: MlogDesired): DesiredRow => ({
+  task: -Number(r.mlog_id),
+  due: r.purge_method === 'SCHEDULED' && r.next_time ? r.next_time.getTime() : null,
+});
 
 export interface ReconcileStats {
   kind: 'full' | 'incremental' | 'ring';
@@ -34,13 +56,9 @@ export interface ReconcileStats {
  */
 export const SCAN_OVERLAP_MS = 10_000;
 
-function desiredDue(row: DesiredRow): number | null {
-  return row.status === 'ACTIVE' && row.next_time ? row.next_time.getTime() : null;
-}
-
 /**
- * Makes the node queues hold exactly one delayed job per active MV, in the queue of the MV's
- * owner on the ring, due at next_time (DESIGN.md §4, invariant 1).
+ * Makes the node queues hold exactly one delayed job per active MV (and per MV log with a purge
+ * schedule), in the queue of its owner on the ring, due at next_time (DESIGN.md §4, invariant 1).
  *
  * full(): reads all metadata and every node queue, fixes every difference. Used when the
  * planner starts leading, when Redis lost its data, or when asked.
@@ -72,9 +90,24 @@ export class Reconciler {
     return this.placements.size;
   }
 
-  private ownerQueue(mviewId: number): string | undefined {
-    const node = this.deps.ring.getNode(mviewRingKey(mviewId));
+  private ownerQueue(task: TaskId): string | undefined {
+    const node = this.deps.ring.getNode(taskRingKey(task));
     return node === undefined ? undefined : nodeQueueName(node);
+  }
+
+  /** What should be queued: every MV and MV log, or those whose runtime row changed since `since`. */
+  private async readDesired(since?: Date): Promise<DesiredRow[]> {
+    const mv = this.deps.db('mvs_mviews as m').join('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id');
+    const ml = this.deps.db('mvs_mlogs as l').join('mvs_mlog_purge_info as pi', 'pi.mlog_id', 'l.mlog_id');
+    if (since) {
+      void mv.where('ri.updated_at', '>=', since);
+      void ml.where('pi.updated_at', '>=', since);
+    }
+    const [mvs, mls] = await Promise.all([
+      mv.select('m.mview_id', 'm.status', 'ri.next_time') as Promise<MviewDesired[]>,
+      ml.select('l.mlog_id', 'l.purge_method', 'pi.next_time') as Promise<MlogDesired[]>,
+    ]);
+    return [...mvs.map(mviewDesired), ...mls.map(mlogDesired)];
   }
 
   private async dbNow(): Promise<number> {
@@ -90,9 +123,7 @@ export class Reconciler {
     const t0 = this.deps.clock.now();
     const st = this.stats('full');
     const scanStart = await this.dbNow();
-    const rows = (await this.deps.db('mvs_mviews as m')
-      .join('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
-      .select('m.mview_id', 'm.status', 'ri.next_time')) as DesiredRow[];
+    const rows = await this.readDesired();
     st.examined = rows.length;
 
     const liveQueues = new Set(this.deps.ring.nodes().map(nodeQueueName));
@@ -102,14 +133,12 @@ export class Reconciler {
     const desired = new Map<number, number>();
     this.knownIds = new Set();
     for (const r of rows) {
-      const id = Number(r.mview_id);
-      this.knownIds.add(id);
-      const due = desiredDue(r);
-      if (due !== null) desired.set(id, due);
+      this.knownIds.add(r.task);
+      if (r.due !== null) desired.set(r.task, r.due);
     }
 
     const placements = new Map<number, Placement>();
-    const toAdd = new Map<string, Array<{ mviewId: number; dueAt: number }>>();
+    const toAdd = new Map<string, Array<{ task: TaskId; dueAt: number }>>();
     const now = this.deps.clock.now();
     for (const [id, due] of desired) {
       const owner = this.ownerQueue(id);
@@ -119,7 +148,7 @@ export class Reconciler {
       if (have === undefined && !snap?.ready.has(id) && !snap?.active.has(id)) {
         // Running in a dead node's queue: that run is lost, the new owner takes over now.
         const list = toAdd.get(owner) ?? [];
-        list.push({ mviewId: id, dueAt: due });
+        list.push({ task: id, dueAt: due });
         toAdd.set(owner, list);
         st.added++;
       } else if (have !== undefined && have !== due) {
@@ -156,15 +185,11 @@ export class Reconciler {
     const st = this.stats('incremental');
     const scanStart = await this.dbNow();
     const since = new Date(this.lastScanDbMs - SCAN_OVERLAP_MS);
-    const rows = (await this.deps.db('mvs_mview_refresh_info as ri')
-      .join('mvs_mviews as m', 'm.mview_id', 'ri.mview_id')
-      .where('ri.updated_at', '>=', since)
-      .select('m.mview_id', 'm.status', 'ri.next_time')) as DesiredRow[];
+    const rows = await this.readDesired(since);
     st.examined = rows.length;
     for (const r of rows) {
-      const id = Number(r.mview_id);
-      this.knownIds.add(id);
-      await this.apply(id, desiredDue(r), st);
+      this.knownIds.add(r.task);
+      await this.apply(r.task, r.due, st);
     }
     await this.sweepDeleted(st);
     this.lastScanDbMs = scanStart;
@@ -172,11 +197,11 @@ export class Reconciler {
     return st;
   }
 
-  /** An MV was dropped: remove its job now (the DDL event carries the id). */
-  async forget(mviewId: number): Promise<void> {
+  /** An MV or MV log was dropped: remove its job now (the DDL event carries the id). */
+  async forget(task: TaskId): Promise<void> {
     const st = this.stats('incremental');
-    this.knownIds.delete(mviewId);
-    await this.apply(mviewId, null, st);
+    this.knownIds.delete(task);
+    await this.apply(task, null, st);
   }
 
   /**
@@ -184,9 +209,15 @@ export class Reconciler {
    * when it shows fewer MVs than we know of do we read the id list to find which went.
    */
   private async sweepDeleted(st: ReconcileStats): Promise<void> {
-    const row = (await this.deps.db('mvs_mviews').count({ n: '*' }).first()) as { n: number | string };
-    if (Number(row.n) >= this.knownIds.size) return;
-    const ids = new Set((await this.deps.db('mvs_mviews').pluck('mview_id')).map(Number));
+    const [a, b] = (await Promise.all([
+      this.deps.db('mvs_mviews').count({ n: '*' }).first(),
+      this.deps.db('mvs_mlogs').count({ n: '*' }).first(),
+    ])) as Array<{ n: number | string }>;
+    if (Number(a!.n) + Number(b!.n) >= this.knownIds.size) return;
+    const ids = new Set([
+      ...(await this.deps.db('mvs_mviews').pluck('mview_id')).map(Number),
+      ...(await this.deps.db('mvs_mlogs').pluck('mlog_id')).map((x) => -Number(x)),
+    ]);
     for (const id of [...this.knownIds]) {
       if (ids.has(id)) continue;
       this.knownIds.delete(id);
@@ -194,13 +225,20 @@ export class Reconciler {
     }
   }
 
-  /** The MV's next_time now (null when it should have no job), read at the moment of use. */
-  private async currentDue(id: number): Promise<number | null> {
+  /** The task's next_time now (null when it should have no job), read at the moment of use. */
+  private async currentDue(task: TaskId): Promise<number | null> {
+    if (task < 0) {
+      const row = (await this.deps.db('mvs_mlogs as l')
+        .join('mvs_mlog_purge_info as pi', 'pi.mlog_id', 'l.mlog_id')
+        .where('l.mlog_id', -task)
+        .first('l.mlog_id', 'l.purge_method', 'pi.next_time')) as MlogDesired | undefined;
+      return row ? mlogDesired(row).due : null;
+    }
     const row = (await this.deps.db('mvs_mviews as m')
       .join('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
-      .where('m.mview_id', id)
-      .first('m.mview_id', 'm.status', 'ri.next_time')) as DesiredRow | undefined;
-    return row ? desiredDue(row) : null;
+      .where('m.mview_id', task)
+      .first('m.mview_id', 'm.status', 'ri.next_time')) as MviewDesired | undefined;
+    return row ? mviewDesired(row).due : null;
   }
 
   private async apply(id: number, due: number | null, st: ReconcileStats): Promise<void> {

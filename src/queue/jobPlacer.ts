@@ -1,12 +1,12 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
-import { mviewIdOfJob, mviewJobId, SCHEDULED_REFRESH, type ScheduledRefreshData } from './names.js';
+import { taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
 
 export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
 
 export interface QueueSnapshot {
-  /** mviewId -> due time (epoch ms) of delayed jobs. */
+  /** task -> due time (epoch ms) of delayed jobs (tasks: see TaskId in names.ts). */
   delayed: Map<number, number>;
   /** MVs whose job is ready to run (waiting, prioritized, paused). */
   ready: Set<number>;
@@ -50,60 +50,59 @@ export class JobPlacer {
    */
   async ensure(
     queueName: string,
-    mviewId: number,
+    task: TaskId,
     dueAt: number,
     now = Date.now(),
     confirmDue?: () => Promise<number | null>,
   ): Promise<PlaceResult> {
     const q = this.queue(queueName);
-    const jobId = mviewJobId(mviewId);
-    const data: ScheduledRefreshData = { mviewId, dueAt };
+    const jobId = taskJobId(task);
+    const { name, data } = taskJob(task, dueAt);
     const job = await q.getJob(jobId);
     if (!job) {
-      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
       return 'added';
     }
     const state = await job.getState();
     if (state === 'delayed') {
-      const queued = (job.data as ScheduledRefreshData).dueAt;
+      const queued = (job.data as { dueAt: number }).dueAt;
       if (queued === dueAt) return 'kept';
       if (confirmDue) {
         const fresh = await confirmDue();
         if (fresh === null || fresh === queued) return 'kept';
         dueAt = fresh;
       }
-      await job.updateData({ mviewId, dueAt } satisfies ScheduledRefreshData);
+      await job.updateData(taskJob(task, dueAt).data);
       await job.changeDelay(Math.max(0, dueAt - now));
       return 'rescheduled';
     }
     if (state === 'active') return 'active';
     if (state === 'completed' || state === 'failed' || state === 'unknown') {
       await q.remove(jobId).catch(() => 0);
-      await q.add(SCHEDULED_REFRESH, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
       return 'added';
     }
     // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
     return 'kept';
   }
 
-  async addMany(queueName: string, items: Array<{ mviewId: number; dueAt: number }>, now = Date.now()): Promise<void> {
+  async addMany(queueName: string, items: Array<{ task: TaskId; dueAt: number }>, now = Date.now()): Promise<void> {
     const q = this.queue(queueName);
     for (let i = 0; i < items.length; i += 1000) {
       await q.addBulk(
-        items.slice(i, i + 1000).map(({ mviewId, dueAt }) => ({
-          name: SCHEDULED_REFRESH,
-          data: { mviewId, dueAt } satisfies ScheduledRefreshData,
-          opts: { ...JOB_OPTS, jobId: mviewJobId(mviewId), timestamp: now, delay: Math.max(0, dueAt - now) },
+        items.slice(i, i + 1000).map(({ task, dueAt }) => ({
+          ...taskJob(task, dueAt),
+          opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: Math.max(0, dueAt - now) },
         })),
       );
     }
   }
 
-  /** Remove the MV's job unless it is running; true when nothing is left behind. */
-  async remove(queueName: string, mviewId: number): Promise<boolean> {
-    const removed = await this.queue(queueName).remove(mviewJobId(mviewId));
+  /** Remove the task's job unless it is running; true when nothing is left behind. */
+  async remove(queueName: string, task: TaskId): Promise<boolean> {
+    const removed = await this.queue(queueName).remove(taskJobId(task));
     if (removed === 1) return true;
-    const job = await this.queue(queueName).getJob(mviewJobId(mviewId));
+    const job = await this.queue(queueName).getJob(taskJobId(task));
     return !job;
   }
 
@@ -122,17 +121,17 @@ export class JobPlacer {
     if (!res) return out;
     const delayed = (res[0]?.[1] as string[]) ?? [];
     for (let i = 0; i < delayed.length; i += 2) {
-      const id = mviewIdOfJob(delayed[i]);
+      const id = taskOfJob(delayed[i]);
       if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR));
     }
     for (const idx of [1, 2, 3]) {
       for (const jid of (res[idx]?.[1] as string[]) ?? []) {
-        const id = mviewIdOfJob(jid);
+        const id = taskOfJob(jid);
         if (id !== undefined) out.ready.add(id);
       }
     }
     for (const jid of (res[4]?.[1] as string[]) ?? []) {
-      const id = mviewIdOfJob(jid);
+      const id = taskOfJob(jid);
       if (id !== undefined) out.active.add(id);
     }
     return out;

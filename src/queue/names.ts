@@ -30,11 +30,58 @@ export function mviewRingKey(mviewId: number): string {
 
 /** Name of the scheduled refresh job in node queues. */
 export const SCHEDULED_REFRESH = 'refresh';
+/** Name of the scheduled MV-log purge job in node queues. */
+export const SCHEDULED_PURGE = 'purge';
 
 export interface ScheduledRefreshData {
   mviewId: number;
   /** The slot this job is delayed to (epoch ms). */
   dueAt: number;
+}
+
+export interface ScheduledPurgeData {
+  mlogId: number;
+  dueAt: number;
+}
+
+/** One job per scheduled MV log per node queue, like an MV's. */
+export function mlogJobId(mlogId: number): string {
+  return `mlog-${mlogId}`;
+}
+
+export function mlogRingKey(mlogId: number): string {
+  return `mlog:${mlogId}`;
+}
+
+/**
+ * The planner and the placer keep one scheduled task per MV and per scheduled MV log, keyed by
+ * a number: an MV by its id, an MV log by minus its id. Only these helpers know the encoding.
+ */
+export type TaskId = number;
+
+export const mviewTask = (mviewId: number): TaskId => mviewId;
+export const mlogTask = (mlogId: number): TaskId => -mlogId;
+export const isMlogTask = (task: TaskId): boolean => task < 0;
+
+export function taskJobId(task: TaskId): string {
+  return task < 0 ? mlogJobId(-task) : mviewJobId(task);
+}
+
+export function taskOfJob(jobId: string | undefined): TaskId | undefined {
+  const mv = mviewIdOfJob(jobId);
+  if (mv !== undefined) return mv;
+  const m = /^mlog-(\d+)$/.exec(jobId ?? '');
+  return m ? -Number(m[1]) : undefined;
+}
+
+export function taskRingKey(task: TaskId): string {
+  return task < 0 ? mlogRingKey(-task) : mviewRingKey(task);
+}
+
+export function taskJob(task: TaskId, dueAt: number): { name: string; data: ScheduledRefreshData | ScheduledPurgeData } {
+  return task < 0
+    ? { name: SCHEDULED_PURGE, data: { mlogId: -task, dueAt } }
+    : { name: SCHEDULED_REFRESH, data: { mviewId: task, dueAt } };
 }
 
 /** mvsched's own Redis keys, under the same prefix as its queues. */

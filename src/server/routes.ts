@@ -11,6 +11,9 @@ import { findMviewByName, recentHistory } from '../mv/repository.js';
 import { listMviewStatus } from '../mv/status.js';
 import { REQUESTS_QUEUE } from '../queue/names.js';
 import { HashRing } from '../ring/hashRing.js';
+import { findMlogByTable } from '../mlog/repository.js';
+import { listMlogStatus } from '../mlog/status.js';
+import { explainMv } from '../fast/explain.js';
 
 export interface RouteDeps {
   db: Knex;
@@ -36,7 +39,7 @@ function body(req: { body: unknown }): Record<string, unknown> {
   return b as Record<string, unknown>;
 }
 
-/** The /v1 API of DESIGN.md §3 (MV logs answer 501 until they exist). */
+/** The /v1 API of DESIGN.md §3. */
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   const requests = new Queue(REQUESTS_QUEUE, { connection: deps.redis, prefix: deps.prefix });
   app.addHook('onClose', async () => {
@@ -92,11 +95,29 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     }
   });
 
-  app.get('/v1/mlogs', async () => ({ mlogs: await deps.db('mvs_mlogs').select() }));
+  app.get('/v1/mlogs', async () => ({ mlogs: await listMlogStatus(deps.db) }));
 
-  app.post('/v1/mlogs/:schema/:table/purge', async (_req, reply) =>
-    reply.code(501).send({ error: 'not_implemented', message: 'materialized view logs are not supported by this version yet' }),
-  );
+  app.post<{ Params: { schema: string; table: string } }>('/v1/mlogs/:schema/:table/purge', async (req, reply) => {
+    try {
+      const n = resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table');
+      if (!(await findMlogByTable(deps.db, n.schema, n.name))) {
+        throw new NotFoundError(`there is no materialized view log on ${displayName(n)}`);
+      }
+      return reply.code(202).send(await enqueue('purge', parsePayload('purge', { mlog: displayName(n) })));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.post('/v1/explain-mv', async (req, reply) => {
+    try {
+      const select = body(req).select;
+      if (typeof select !== 'string' || select.trim() === '') throw new ValidationError('select: expected a non-empty string');
+      return await explainMv(deps.db, select, deps.defaultSchema);
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
 
   app.post<{ Params: { schema: string; table: string } }>('/v1/base-tables/:schema/:table/versions', async (req, reply) => {
     try {

@@ -8,7 +8,19 @@ import { NodeHeartbeat } from '../membership/nodeHeartbeat.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
-import { mviewRingKey, nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE, type ScheduledRefreshData } from '../queue/names.js';
+import {
+  mlogTask,
+  mviewTask,
+  nodeQueueName,
+  REPAIR_QUEUE,
+  REQUESTS_QUEUE,
+  SCHEDULED_PURGE,
+  taskJob,
+  taskRingKey,
+  type ScheduledPurgeData,
+  type ScheduledRefreshData,
+  type TaskId,
+} from '../queue/names.js';
 import { Repairer } from '../repair/repairer.js';
 import type { RefreshRunner, RefreshOutcome } from '../refresh/runner.js';
 import type { PurgeRunner } from '../purge/purgeRunner.js';
@@ -114,6 +126,7 @@ export class MvsWorker {
   }
 
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
+    if (job.name === SCHEDULED_PURGE) return this.processScheduledPurge(job, token);
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
     let outcome: RefreshOutcome;
@@ -148,30 +161,58 @@ export class MvsWorker {
           return { outcome: outcome.kind };
         }
         log.info({ next_time: outcome.nextTime }, 'schedule moved: job rescheduled');
-        return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
+        return this.scheduleNext(job, token, mviewTask(data.mviewId), outcome.nextTime, outcome.kind);
       case 'SUCCESS':
       case 'FAILED':
       case 'SKIPPED':
         if (outcome.nextTime === null) return { outcome: outcome.kind };
-        return this.scheduleNext(job, token, data.mviewId, outcome.nextTime, outcome);
+        return this.scheduleNext(job, token, mviewTask(data.mviewId), outcome.nextTime, outcome.kind);
+    }
+  }
+
+  /** A scheduled MV-log purge: the same life cycle as a scheduled refresh. */
+  private async processScheduledPurge(job: Job, token: string | undefined): Promise<unknown> {
+    const data = job.data as ScheduledPurgeData;
+    const log = this.log.child({ job_id: job.id, mlog_id: data.mlogId });
+    let outcome: Awaited<ReturnType<PurgeRunner['run']>>;
+    try {
+      outcome = await this.purger.run({ mlogId: data.mlogId, trigger: 'SCHEDULED', jobId: job.id!, scheduledFor: data.dueAt });
+    } catch (err) {
+      log.error({ err }, 'scheduled purge could not be carried out; retrying shortly');
+      return delayJob(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
+    }
+    switch (outcome.kind) {
+      case 'DEFERRED':
+        return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
+      case 'GONE':
+        log.info('materialized view log dropped: job dropped');
+        return { outcome: outcome.kind };
+      case 'NOT_DUE':
+      case 'SUCCESS':
+      case 'FAILED':
+        if (outcome.nextTime === null) {
+          if (outcome.kind === 'NOT_DUE') log.info('materialized view log has no purge schedule any more: job dropped');
+          return { outcome: outcome.kind };
+        }
+        return this.scheduleNext(job, token, mlogTask(data.mlogId), outcome.nextTime, outcome.kind);
     }
   }
 
   /**
-   * Put the MV's next run in place at once: this same job re-delayed when we still own the MV,
+   * Put the task's next run in place at once: this same job re-delayed when we still own the MV,
    * otherwise a job in the owner's queue (this one then completes and disappears).
    */
-  private async scheduleNext(job: Job, token: string | undefined, mviewId: number, dueAt: number, outcome: RefreshOutcome): Promise<unknown> {
-    const owner = this.ringView.ownerOf(mviewRingKey(mviewId));
+  private async scheduleNext(job: Job, token: string | undefined, task: TaskId, dueAt: number, outcome: string): Promise<unknown> {
+    const owner = this.ringView.ownerOf(taskRingKey(task));
     if (owner !== undefined && owner !== this.deps.nodeId) {
       // Our view of the ring may be up to a poll interval old: the owner may have just expired
       // and had its queue drained. Registering the queue first lets the planner's sweep after
       // that membership change find this job and move it, instead of it sitting there unseen.
       await this.registry.registerNodeQueue(nodeQueueName(owner));
-      await this.placer.ensure(nodeQueueName(owner), mviewId, dueAt, this.deps.clock.now());
-      return { outcome: outcome.kind, handedTo: owner };
+      await this.placer.ensure(nodeQueueName(owner), task, dueAt, this.deps.clock.now());
+      return { outcome, handedTo: owner };
     }
-    await job.updateData({ mviewId, dueAt } satisfies ScheduledRefreshData);
+    await job.updateData(taskJob(task, dueAt).data);
     return delayJob(job, token, dueAt);
   }
 

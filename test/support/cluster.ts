@@ -5,7 +5,7 @@ import type { Knex } from 'knex';
 import { MembershipRegistry } from '../../src/membership/registry.js';
 import { createLogger } from '../../src/log.js';
 import { JobPlacer, type QueueSnapshot } from '../../src/queue/jobPlacer.js';
-import { mviewRingKey, nodeQueueName } from '../../src/queue/names.js';
+import { nodeQueueName, taskRingKey } from '../../src/queue/names.js';
 import { createRedis, closeRedis } from '../../src/queue/redis.js';
 import { HashRing } from '../../src/ring/hashRing.js';
 import type { TestEnv } from './testEnv.js';
@@ -129,14 +129,22 @@ export async function collectJobs(ins: QueueInspector): Promise<Map<number, JobL
 const DUE_SLACK_MS = 100;
 
 /**
- * Invariant 1 (DESIGN.md §4): exactly one pending job per active scheduled MV across all node
- * queues, in its owner's queue on the ring of live nodes, delayed to next_time; none for others.
+ * Invariant 1 (DESIGN.md §4): exactly one pending job per active scheduled MV (and per MV log
+ * with a purge schedule) across all node queues, in its owner's queue on the ring of live nodes,
+ * delayed to next_time; none for others. Tasks are keyed as in TaskId (MV logs negative).
  * Returns a list of violations (empty when it holds).
  */
 export async function invariant1Violations(db: Knex, ins: QueueInspector, vnodes?: number): Promise<string[]> {
-  const rows = (await db('mvs_mviews as m')
+  const mvRows = (await db('mvs_mviews as m')
     .join('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
     .select('m.mview_id', 'm.status', 'ri.next_time')) as Array<{ mview_id: number; status: string; next_time: Date | null }>;
+  const logRows = (await db('mvs_mlogs as l')
+    .join('mvs_mlog_purge_info as pi', 'pi.mlog_id', 'l.mlog_id')
+    .select('l.mlog_id', 'l.purge_method', 'pi.next_time')) as Array<{ mlog_id: number; purge_method: string; next_time: Date | null }>;
+  const rows = [
+    ...mvRows,
+    ...logRows.map((l) => ({ mview_id: -Number(l.mlog_id), status: l.purge_method === 'SCHEDULED' ? 'ACTIVE' : l.purge_method, next_time: l.next_time })),
+  ];
   const live = await ins.registry.live();
   const ring = new HashRing(vnodes !== undefined ? { vnodes } : {});
   ring.rebuild(live);
@@ -159,7 +167,7 @@ export async function invariant1Violations(db: Knex, ins: QueueInspector, vnodes
       continue;
     }
     const loc = locs[0]!;
-    const owner = ring.getNode(mviewRingKey(id));
+    const owner = ring.getNode(taskRingKey(id));
     if (owner === undefined) continue;
     if (loc.queue !== nodeQueueName(owner)) problems.push(`mv ${id} job is in ${loc.queue}, owner is ${owner}`);
     // changeDelay() takes BullMQ's own clock reading, so a rescheduled job may sit a few ms off.

@@ -2,7 +2,32 @@ import { createRuntime } from '../../app/runtime.js';
 import { MembershipRegistry } from '../../membership/registry.js';
 import { listMviewStatus, type MviewStatus } from '../../mv/status.js';
 import { HashRing } from '../../ring/hashRing.js';
+import { listMlogStatus, type MlogStatus } from '../../mlog/status.js';
 import type { CliContext } from '../context.js';
+
+function columns(head: string[], body: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [fmt(head), ...body.map(fmt)];
+}
+
+const utc = (s: string | null | undefined) => s?.replace('T', ' ').replace('Z', '') ?? '-';
+
+function mlogTable(rows: MlogStatus[]): string[] {
+  const head = ['MV LOG', 'ON', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
+  const body = rows.map((r) => [
+    r.log,
+    r.table,
+    r.purgeMethod === 'SCHEDULED' ? `every ${r.purgeIntervalS ?? '-'}s` : r.purgeMethod.toLowerCase(),
+    r.lastPurgeResult ?? '-',
+    utc(r.lastPurgeTime),
+    String(r.lastPurgeRows),
+    String(r.purgeWatermark),
+    utc(r.nextPurgeTime),
+    r.consumers.map((c) => `${c.mview}@${c.consumedWatermark}`).join(', ') || '-',
+  ]);
+  return columns(head, body);
+}
 
 function table(rows: MviewStatus[]): string[] {
   const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'DATA'];
@@ -31,10 +56,15 @@ export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): 
     const ring = new HashRing(ctx.config.vnodes !== undefined ? { vnodes: ctx.config.vnodes } : {});
     ring.rebuild(await new MembershipRegistry(rt.redis, ctx.config.prefix).live());
     const rows = await listMviewStatus(rt.db, ring);
-    if (opts.json) ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows }, null, 2));
-    else if (rows.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
+    const mlogs = await listMlogStatus(rt.db);
+    if (opts.json) ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows, mlogs }, null, 2));
+    else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
     else {
-      for (const line of table(rows)) ctx.out(line);
+      if (rows.length) for (const line of table(rows)) ctx.out(line);
+      if (mlogs.length) {
+        if (rows.length) ctx.out('');
+        for (const line of mlogTable(mlogs)) ctx.out(line);
+      }
       ctx.out(`live nodes: ${ring.nodes().join(', ') || 'none'}`);
     }
     return 0;

@@ -1,0 +1,193 @@
+// Helpers shared by the MV-log benchmarks (bench/fastRefresh.ts, bench/mlogWriters.ts,
+// bench/mlogPurge.ts): an in-process DdlExecutor with its refresh and purge runners, fast bulk
+// loading, direct mysql2 writer connections, and a per-statement SQL timer for phase analysis.
+import { createConnection, type Connection } from 'mysql2/promise';
+import type { Knex } from 'knex';
+import { systemClock } from '../src/clock.js';
+import { createRunners } from '../src/app/runtime.js';
+import { parseDatabaseUrl } from '../src/db/connect.js';
+import { DdlExecutor } from '../src/ddl/executor.js';
+import type { PurgeRunner } from '../src/purge/purgeRunner.js';
+import type { RefreshRunner } from '../src/refresh/runner.js';
+import { benchLogger, fmtInt, progress, type BenchDatabase } from './support.js';
+
+export interface MlogBench {
+  ddl: DdlExecutor;
+  runner: RefreshRunner;
+  purger: PurgeRunner;
+  /** mvs_mviews.mview_id of an MV in the bench database. */
+  mviewId(name: string): Promise<number>;
+  /** mvs_mlogs.mlog_id of the log on a table of the bench database. */
+  mlogId(table: string): Promise<number>;
+}
+
+/** DdlExecutor + runners on the bench database, like test/integration/mlog.test.ts, logger at warn. */
+export function mlogBench(bdb: BenchDatabase, purgeBatch = 10_000): MlogBench {
+  const logger = benchLogger();
+  const { runner, purger } = createRunners({ db: bdb.db, logger, clock: systemClock, purgeBatch }, 'bench');
+  const ddl = new DdlExecutor({ db: bdb.db, logger, clock: systemClock, runner, purger, defaultSchema: bdb.name, notify: async () => {} });
+  return {
+    ddl,
+    runner,
+    purger,
+    async mviewId(name) {
+      const r = await bdb.db('mvs_mviews').where({ table_schema: bdb.name, mview_name: name }).first('mview_id');
+      if (!r) throw new Error(`no MV ${name}`);
+      return Number(r.mview_id);
+    },
+    async mlogId(table) {
+      const r = await bdb.db('mvs_mlogs').where({ table_schema: bdb.name, base_table_name: table }).first('mlog_id');
+      if (!r) throw new Error(`no MV log on ${table}`);
+      return Number(r.mlog_id);
+    },
+  };
+}
+
+/**
+ * Fill `table` with rows n = 0 .. count-1 (`n` is usable in the value expressions), 100,000 rows
+ * per INSERT ... SELECT from a cross join of a digits table (no recursive CTE: that is slower).
+ */
+export async function bulkLoad(
+  db: Knex,
+  table: string,
+  columns: string[],
+  exprs: string[],
+  count: number,
+  opts: { offset?: number; label?: string } = {},
+): Promise<number> {
+  await db.raw('CREATE TABLE IF NOT EXISTS __bench_digits (i TINYINT UNSIGNED PRIMARY KEY)');
+  await db.raw('INSERT IGNORE INTO __bench_digits VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)');
+  const chunk = 100_000;
+  const offset = opts.offset ?? 0;
+  const t = performance.now();
+  for (let base = 0; base < count; base += chunk) {
+    const n = Math.min(chunk, count - base);
+    await db.raw(
+      `INSERT INTO ?? (${columns.map(() => '??').join(', ')}) ` +
+        `SELECT ${exprs.join(', ')} FROM (SELECT d0.i + 10 * d1.i + 100 * d2.i + 1000 * d3.i + 10000 * d4.i + ${base + offset} AS n ` +
+        `FROM __bench_digits d0, __bench_digits d1, __bench_digits d2, __bench_digits d3, __bench_digits d4) AS s WHERE s.n < ${base + offset + n}`,
+      [table, ...columns],
+    );
+    if (opts.label) progress(`${opts.label}: ${fmtInt(base + n)} / ${fmtInt(count)} rows (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+  }
+  return performance.now() - t;
+}
+
+/** A plain mysql2 connection (no knex, no pool): what an application writer would use. */
+export async function writerConnection(url: string): Promise<Connection> {
+  const c = parseDatabaseUrl(url);
+  return createConnection({ host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, timezone: 'Z' });
+}
+
+/** mulberry32: a small seeded PRNG, so every run applies the same changes. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface TimedStatement {
+  sql: string;
+  /** null: knex emitted no response event for it (a streamed SELECT, BEGIN / COMMIT). */
+  ms: number | null;
+}
+
+/**
+ * Times every statement knex runs on `db` (and its transactions) between start() and stop(),
+ * from knex's 'query' event to its 'query-response' / 'query-error'. Statements knex runs
+ * without a response event (BEGIN / COMMIT of a transaction, streams) are listed with ms null.
+ */
+export class SqlTimer {
+  private readonly open = new Map<string, { sql: string; t: number }>();
+  private done: TimedStatement[] = [];
+  private on = false;
+  private readonly onQuery = (q: { __knexQueryUid?: string; sql?: string }) => {
+    if (this.on && q.__knexQueryUid) this.open.set(q.__knexQueryUid, { sql: q.sql ?? '', t: performance.now() });
+  };
+  private readonly onEnd = (...args: unknown[]) => {
+    // query-response: (response, obj, builder); query-error: (err, obj)
+    const q = args[1] as { __knexQueryUid?: string } | undefined;
+    const o = q?.__knexQueryUid ? this.open.get(q.__knexQueryUid) : undefined;
+    if (!o) return;
+    this.open.delete(q!.__knexQueryUid!);
+    this.done.push({ sql: o.sql, ms: performance.now() - o.t });
+  };
+
+  constructor(private readonly db: Knex) {
+    db.on('query', this.onQuery);
+    db.on('query-response', this.onEnd);
+    db.on('query-error', this.onEnd);
+  }
+
+  start(): void {
+    this.done = [];
+    this.open.clear();
+    this.on = true;
+  }
+
+  stop(): TimedStatement[] {
+    this.on = false;
+    const untimed = [...this.open.values()].map((o) => ({ sql: o.sql, ms: null }));
+    this.open.clear();
+    return [...this.done, ...untimed];
+  }
+
+  detach(): void {
+    this.db.removeListener('query', this.onQuery);
+    this.db.removeListener('query-response', this.onEnd);
+    this.db.removeListener('query-error', this.onEnd);
+  }
+}
+
+/** Phase of a refresh statement (RefreshRunner.run + applyFast + takeCut), for the breakdown. */
+export function refreshPhase(sqlRaw: string): string {
+  const sql = sqlRaw.replace(/\s+/g, ' ').trim().toLowerCase();
+  if (/for update nowait/.test(sql) && /mvs_mview_refresh_info/.test(sql)) return 'lock: refresh-info FOR UPDATE NOWAIT';
+  if (/__mvs_probe/.test(sql)) return 'setup: probe definition (SELECT * FROM (def) LIMIT 0)';
+  if (/information_schema/.test(sql)) return 'information_schema lookups';
+  if (/mvs_mlog_gates|innodb_lock_wait_timeout/.test(sql)) return 'cut: gate lock (wait for writers)';
+  if (/^select coalesce\(max\(`_mlog\$seq`\)/.test(sql)) return 'cut: high-water read (snapshot)';
+  if (/create temporary table/.test(sql)) return 'delta: CREATE TEMPORARY TABLE (log GROUP BY + MV join)';
+  if (/drop temporary table/.test(sql)) return 'delta: DROP TEMPORARY TABLE';
+  if (/^update .* join `__mvs_delta/.test(sql)) return 'apply: UPDATE MV groups';
+  if (/^delete m from .* join `__mvs_delta/.test(sql)) return 'apply: DELETE emptied groups';
+  if (/^insert into .* from `__mvs_delta/.test(sql)) return 'apply: INSERT new groups';
+  if (/^select .* from `__mvs_delta/.test(sql)) return 'recompute: find groups whose MIN/MAX left';
+  if (/<=>/.test(sql) && /^select/.test(sql)) return 'recompute: MIN/MAX from the base table';
+  if (/<=>/.test(sql) && /^update/.test(sql)) return 'recompute: UPDATE MV extremes';
+  if (/consumed_watermark/.test(sql) && /^update/.test(sql)) return 'watermark update';
+  if (/mvs_mview_refresh_hist|mvs_mview_refresh_info/.test(sql)) return 'history + refresh-info reads/writes';
+  if (/mvs_mviews|mvs_mview_base_tables|mvs_mlogs|version/.test(sql)) return 'metadata reads';
+  if (/^(savepoint|release savepoint|rollback|commit|begin|start transaction|set transaction)/.test(sql)) return 'transaction control';
+  if (/^(create table|rename table|drop table|alter table)/.test(sql)) return 'complete: DDL (build table, swap, drop)';
+  if (/__mvs_meta/.test(sql)) return 'complete: result-type probe (LIMIT 0)';
+  if (/__mvs_def/.test(sql)) return 'complete: read the definition (streamed to the client)';
+  if (/^insert into .*__mvs_\d+_new/.test(sql)) return 'complete: INSERT build rows';
+  return 'other';
+}
+
+export interface PhaseRow {
+  phase: string;
+  statements: number;
+  ms: number;
+  /** Statements of this phase that could not be timed (streamed SELECTs). */
+  untimed: number;
+}
+
+export function phases(stmts: TimedStatement[], classify: (sql: string) => string): PhaseRow[] {
+  const by = new Map<string, PhaseRow>();
+  for (const s of stmts) {
+    const p = classify(s.sql);
+    const r = by.get(p) ?? { phase: p, statements: 0, ms: 0, untimed: 0 };
+    r.statements++;
+    if (s.ms === null) r.untimed++;
+    else r.ms += s.ms;
+    by.set(p, r);
+  }
+  return [...by.values()].sort((a, b) => b.ms - a.ms);
+}
