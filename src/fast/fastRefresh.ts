@@ -172,7 +172,7 @@ async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: FastSetup, r
   )) as [{ affectedRows: number }];
   // Each touched row's state at the cut is its last image in the range: +1 it exists with these
   // values, -1 it was deleted (or moved to another key, which has its own +1).
-  const last = `SELECT MIN(${a}.${q(SEQ_COLUMN)}) AS __mvs_last FROM ${log} AS ${a} WHERE ${logRange(setup)} GROUP BY ${pk.map((c) => `${a}.${q(c)}`).join(', ')}`;
+  const last = `SELECT MAX(${a}.${q(SEQ_COLUMN)}) AS __mvs_last FROM ${log} AS ${a} WHERE ${logRange(setup)} GROUP BY ${pk.map((c) => `${a}.${q(c)}`).join(', ')}`;
   const exprs = plan.items === null ? setup.starColumns!.map((c) => `${a}.${q(c)}`) : plan.items.map((it) => it.expr);
   const [ins] = (await trx.raw(
     `INSERT INTO ${qt(mv)} (${setup.outputColumns.map(q).join(', ')}) ` +
@@ -279,7 +279,7 @@ async function applyAggregate(
     changed += affected(
       await trx.raw(
         `UPDATE ${qt(mv)} AS m JOIN ${d} AS d ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
-          ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0${groupCols.length ? '' : ' OR TRUE'})`,
+          ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0)`,
       ),
     );
     if (groupCols.length) {

@@ -171,3 +171,85 @@ describe('FAST refresh', () => {
     expect(Number(hist.purge_watermark)).toBe(slow);
   });
 });
+
+describe('FAST eligibility, FORCE, and what holds a purge', () => {
+  beforeAll(async () => {
+    await t.db.raw('CREATE TABLE ev (id INT PRIMARY KEY, k INT NULL, amt INT NULL, secret INT NULL)');
+    await t.db.raw('CREATE TABLE nolog (id INT PRIMARY KEY, k INT NULL)');
+    await t.db('ev').insert([
+      { id: 1, k: 1, amt: 10 },
+      { id: 2, k: 2, amt: 20 },
+    ]);
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON ev (k, amt)');
+  });
+
+  it('refuses REFRESH FAST with the reason, and changes nothing', async () => {
+    const cases: Array<[string, RegExp]> = [
+      ['SELECT k, COUNT(*) AS c FROM nolog GROUP BY k', /has no materialized view log/],
+      ['SELECT k, SUM(secret) AS s FROM ev GROUP BY k', /column secret .* not in its materialized view log/],
+      ['SELECT k, COUNT(DISTINCT amt) AS c FROM ev GROUP BY k', /COUNT\(DISTINCT/],
+      ['SELECT k, COUNT(*) AS c FROM ev GROUP BY k HAVING COUNT(*) > 1', /HAVING/],
+      ['SELECT e.k, COUNT(*) AS c FROM ev e JOIN nolog n ON n.id = e.id GROUP BY e.k', /joins/],
+      ['SELECT k, amt FROM ev', /primary key column id/],
+      ['SELECT id, k FROM ev WHERE amt > RAND()', /RAND\(\) is not deterministic/],
+      ['SELECT k, COUNT(*) AS c FROM ev WHERE k IN (SELECT id FROM nolog) GROUP BY k', /subqueries/],
+      ['SELECT k, GROUP_CONCAT(amt) AS c FROM ev GROUP BY k', /GROUP_CONCAT|not supported/],
+      ['SELECT k + 1 AS k1, COUNT(*) AS c FROM ev GROUP BY k', /neither an aggregate nor a GROUP BY/],
+      ['SELECT DISTINCT id, k FROM ev', /DISTINCT/],
+      ['SELECT id, k FROM ev ORDER BY id LIMIT 1', /ORDER BY|LIMIT/],
+    ];
+    for (const [select, reason] of cases) {
+      const before = await snapshot(t.db, t.database);
+      await expect(ddl.execute(`CREATE MATERIALIZED VIEW bad_mv REFRESH FAST AS ${select}`), select).rejects.toThrow(reason);
+      expect(await snapshot(t.db, t.database), select).toEqual(before);
+    }
+  });
+
+  it('FORCE falls back to COMPLETE with the reason recorded, and becomes FAST when allowed', async () => {
+    await ddl.execute('CREATE MATERIALIZED VIEW force_mv REFRESH FORCE AS SELECT k, COUNT(*) AS c, SUM(secret) AS s FROM ev GROUP BY k');
+    const mv = await t.db('mvs_mviews').where({ mview_name: 'force_mv' }).first();
+    expect(mv.fast_refreshable).toBe(0);
+    expect(mv.fast_reason).toMatch(/secret/);
+    expect((await ddl.execute('REFRESH MATERIALIZED VIEW force_mv')).message).toMatch(/COMPLETE/);
+    await expect(ddl.execute('REFRESH MATERIALIZED VIEW force_mv FAST')).rejects.toThrow(/secret/);
+
+    // A COMPLETE MV switched to FAST: its next refresh is complete (records the watermark), then FAST.
+    await ddl.execute('CREATE MATERIALIZED VIEW switch_mv AS SELECT k, COUNT(*) AS c, MAX(amt) AS m FROM ev GROUP BY k');
+    await ddl.execute('ALTER MATERIALIZED VIEW switch_mv REFRESH FAST');
+    await t.db('ev').insert({ id: 3, k: 1, amt: 99 });
+    expect((await ddl.execute('REFRESH MATERIALIZED VIEW switch_mv')).message).toMatch(/COMPLETE/);
+    await t.db('ev').where({ id: 3 }).delete();
+    expect((await ddl.execute('REFRESH MATERIALIZED VIEW switch_mv')).message).toMatch(/FAST/);
+    expect(canon(await rows('SELECT * FROM switch_mv'))).toEqual(canon(await rows('SELECT k, COUNT(*) AS c, MAX(amt) AS m FROM ev GROUP BY k')));
+    // Back to COMPLETE: it no longer holds the log.
+    await ddl.execute('ALTER MATERIALIZED VIEW switch_mv REFRESH COMPLETE');
+    const link = await t.db('mvs_mview_base_tables as b').join('mvs_mviews as m', 'm.mview_id', 'b.mview_id').where('m.mview_name', 'switch_mv').first('b.mlog_id');
+    expect(link.mlog_id).toBeNull();
+  });
+
+  it('an MV that never consumed the log holds the purge at 0; dropping it releases the log; with no consumer everything goes', async () => {
+    await ddl.execute('CREATE MATERIALIZED VIEW hold_mv REFRESH FAST AS SELECT id, k FROM ev');
+    const mvId = (await t.db('mvs_mviews').where({ mview_name: 'hold_mv' }).first()).mview_id as number;
+    // As if its first build had not happened yet: linked, watermark 0.
+    await t.db('mvs_mview_base_tables').where({ mview_id: mvId }).update({ consumed_watermark: 0 });
+    await t.db('ev').insert({ id: 10, k: 5, amt: 1 });
+    const before = (await logRows('ev')).length;
+    expect(before).toBeGreaterThan(0);
+    const r1 = await ddl.execute('PURGE MATERIALIZED VIEW LOG ON ev');
+    expect(r1.rows).toBe(0);
+    expect((await logRows('ev')).length).toBe(before);
+
+    await ddl.execute('DROP MATERIALIZED VIEW hold_mv');
+    await ddl.execute('DROP MATERIALIZED VIEW force_mv');
+    await ddl.execute('DROP MATERIALIZED VIEW switch_mv');
+    const r2 = await ddl.execute('PURGE MATERIALIZED VIEW LOG ON ev');
+    expect(r2.rows).toBe(before);
+    expect(await logRows('ev')).toEqual([]);
+    // Nothing depends on it any more: it can be dropped, and it takes its table and triggers along.
+    await ddl.execute('DROP MATERIALIZED VIEW LOG ON ev');
+    const [trg] = (await t.db.raw('SELECT trigger_name FROM information_schema.triggers WHERE event_object_schema = ? AND event_object_table = ?', [t.database, 'ev'])) as [unknown[]];
+    expect(trg).toEqual([]);
+    expect(await t.db.schema.hasTable('mlog$ev')).toBe(false);
+    await t.db('ev').insert({ id: 11, k: 1, amt: 1 }); // writes still work
+  });
+});
