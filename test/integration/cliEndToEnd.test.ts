@@ -82,6 +82,44 @@ describe('the CLI against a running cluster', () => {
     expect(hist).toEqual(['MANUAL', 'MANUAL']);
   });
 
+  it('MV logs: `explain-mv`, a FAST MV, `purge --wait`, and logs in `status`', async () => {
+    await t.db.raw('CREATE TABLE clicks (id INT PRIMARY KEY, page INT NULL, ms INT NULL)');
+    const def = 'SELECT page, COUNT(*) AS n, MAX(ms) AS slowest FROM clicks GROUP BY page';
+    const before = await cli(['explain-mv', def]);
+    expect(before.code, before.stderr).toBe(0);
+    expect(before.stdout.trim()).toBe(`FAST refresh: not possible: ${t.database}.clicks has no materialized view log (CREATE MATERIALIZED VIEW LOG ON ${t.database}.clicks (...))`);
+    expect((await cli(['sql', 'CREATE MATERIALIZED VIEW LOG ON clicks (page, ms)'])).code).toBe(0);
+    const after = await cli(['explain-mv', def, '--json']);
+    expect(JSON.parse(after.stdout)).toEqual({ fastRefreshable: true, kind: 'aggregate', table: `${t.database}.clicks`, mlog: `${t.database}.mlog$clicks` });
+    const created = await cli(['sql', `CREATE MATERIALIZED VIEW clicks_mv REFRESH FAST AS ${def}`]);
+    expect(created.code, created.stderr).toBe(0);
+
+    await t.db('clicks').insert([
+      { id: 1, page: 1, ms: 30 },
+      { id: 2, page: 1, ms: 50 },
+      { id: 3, page: null, ms: 5 },
+    ]);
+    const refreshed = await cli(['refresh', 'clicks_mv', '--wait', '--json']);
+    expect(JSON.parse(refreshed.stdout)).toMatchObject({ outcome: 'SUCCESS', method: 'FAST' });
+    const purged = await cli(['purge', 'clicks', '--wait', '--json']);
+    expect(purged.code, purged.stderr).toBe(0);
+    expect(JSON.parse(purged.stdout)).toMatchObject({ outcome: 'SUCCESS', rows: 3 });
+    const status = JSON.parse((await cli(['status', '--json'])).stdout) as { mlogs: Array<Record<string, unknown>> };
+    expect(status.mlogs).toEqual([
+      expect.objectContaining({ table: `${t.database}.clicks`, lastPurgeResult: 'SUCCESS', lastPurgeRows: 3, purgeMethod: 'MANUAL' }),
+    ]);
+    const text = await cli(['status']);
+    expect(text.stdout).toMatch(/MV LOG\s+ON\s+PURGE/);
+    expect(text.stdout).toContain(`${t.database}.clicks_mv@`);
+
+    const missing = await cli(['purge', 'orders', '--wait']);
+    expect(missing.code).toBe(3);
+    expect(missing.stderr.trim()).toBe(`mvsched: there is no materialized view log on ${t.database}.orders`);
+    const refused = await cli(['sql', 'DROP MATERIALIZED VIEW LOG ON clicks']);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain(`${t.database}.clicks_mv`);
+  });
+
   it('runs a script with -f, and a syntax error anywhere runs nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mvsql-'));
     const good = join(dir, 'good.sql');

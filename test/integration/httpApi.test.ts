@@ -111,12 +111,45 @@ describe('HTTP API /v1', () => {
     expect(badRep.json().message).toMatch(/^invalid repair payload: partitions:/);
   });
 
-  it('GET /v1/nodes lists live workers; MV-log endpoints answer until logs exist', async () => {
+  it('GET /v1/nodes lists live workers', async () => {
     expect((await get('/v1/nodes')).json()).toEqual({ nodes: [] });
     await new MembershipRegistry(rt.redis, t.prefix).heartbeat('n1', 60_000);
     expect((await get('/v1/nodes')).json()).toEqual({ nodes: ['n1'] });
+  });
+
+  it('MV logs: list with purge state and consumers, enqueue a purge, explain a definition', async () => {
     expect((await get('/v1/mlogs')).json()).toEqual({ mlogs: [] });
-    expect((await post(`/v1/mlogs/${t.database}/orders/purge`)).statusCode).toBe(404);
+    const missing = await post(`/v1/mlogs/${t.database}/orders/purge`);
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().message).toMatch(/no materialized view log on .*orders/);
+    const explainBefore = await post('/v1/explain-mv', { select: 'SELECT id, cust FROM orders' });
+    expect(explainBefore.json()).toEqual({ fastRefreshable: false, reason: expect.stringMatching(/has no materialized view log/) });
+
+    expect((await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW LOG ON orders (cust) PURGE NEXT 600' })).statusCode).toBe(200);
+    expect((await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW orders_fast REFRESH FAST AS SELECT id, cust FROM orders' })).statusCode).toBe(200);
+    const list = (await get('/v1/mlogs')).json().mlogs as Array<Record<string, unknown>>;
+    expect(list).toHaveLength(1);
+    expect(list[0]).toMatchObject({
+      table: `${t.database}.orders`,
+      log: `${t.database}.mlog$orders`,
+      columns: ['cust'],
+      primaryKey: ['id'],
+      purgeMethod: 'SCHEDULED',
+      purgeIntervalS: 600,
+      consumers: [{ mview: `${t.database}.orders_fast`, refreshMethod: 'FAST', consumedWatermark: expect.any(Number) }],
+    });
+    const purge = await post(`/v1/mlogs/${t.database}/orders/purge`);
+    expect(purge.statusCode).toBe(202);
+    expect((await requests.getJob(purge.json().jobId))?.data).toEqual({ mlog: `${t.database}.orders` });
+    expect((await post('/v1/explain-mv', { select: 'SELECT id, cust FROM orders' })).json()).toEqual({
+      fastRefreshable: true,
+      kind: 'spj',
+      table: `${t.database}.orders`,
+      mlog: `${t.database}.mlog$orders`,
+    });
+    expect((await post('/v1/explain-mv', { select: 'SELECT nope FROM orders' })).statusCode).toBe(400);
+    expect((await post('/v1/explain-mv', {})).json().message).toMatch(/^select:/);
+    expect((await post('/v1/sql', { sql: 'DROP MATERIALIZED VIEW LOG ON orders' })).statusCode).toBe(409);
   });
 
   it('needs the bearer token everywhere but /healthz', async () => {
