@@ -19,8 +19,10 @@ export function findBinary(...names) {
   return undefined;
 }
 
-export function missingServerPackages({ redis = true, mariadb = true } = {}) {
+export function missingServerPackages({ redis = true, mariadb = true, chromium = false } = {}) {
   const missing = [];
+  // The browser test of Bull Board drives Debian's chromium (playwright-core, no bundled browser).
+  if (chromium && !findBinary('chromium')) missing.push('chromium');
   if (redis && !findBinary('redis-server')) missing.push('redis-server');
   if (mariadb && !(findBinary('mariadbd', 'mysqld') && findBinary('mariadb-install-db', 'mysql_install_db') && findBinary('mariadb', 'mysql'))) {
     missing.push('mariadb-server');
@@ -29,7 +31,7 @@ export function missingServerPackages({ redis = true, mariadb = true } = {}) {
 }
 
 /**
- * Install Debian's redis-server / mariadb-server when they are missing. Root installs them;
+ * Install Debian's redis-server / mariadb-server (and chromium for tests) when they are missing. Root installs them;
  * anyone else gets the exact command and an error.
  */
 export function ensureServerPackages(needs, log = console.error) {

@@ -9,6 +9,7 @@ import { closeRedis, createRedis } from '../queue/redis.js';
 import { redisKeys } from '../queue/names.js';
 import { RefreshRunner } from '../refresh/runner.js';
 import { PurgeRunner } from '../purge/purgeRunner.js';
+import type { RunObserver } from '../metrics/runMetrics.js';
 
 /** Connections a process needs, built from the config once and closed in reverse order. */
 export interface Runtime {
@@ -77,15 +78,17 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
 
 /** The refresh and purge runners of one process; a refresh triggers its log's IMMEDIATE purge. */
 export function createRunners(
-  deps: { db: Db; logger: Logger; clock: Clock; purgeBatch: number },
+  deps: { db: Db; logger: Logger; clock: Clock; purgeBatch: number; observer?: RunObserver },
   nodeId: string,
 ): { runner: RefreshRunner; purger: PurgeRunner } {
-  const purger = new PurgeRunner({ db: deps.db, logger: deps.logger, clock: deps.clock, nodeId, batchSize: deps.purgeBatch });
+  const observer = deps.observer ? { observer: deps.observer } : {};
+  const purger = new PurgeRunner({ db: deps.db, logger: deps.logger, clock: deps.clock, nodeId, batchSize: deps.purgeBatch, ...observer });
   const runner = new RefreshRunner({
     db: deps.db,
     logger: deps.logger,
     clock: deps.clock,
     nodeId,
+    ...observer,
     purgeImmediate: async (mlogId) => {
       await purger.run({ mlogId, trigger: 'IMMEDIATE' });
     },
@@ -93,8 +96,8 @@ export function createRunners(
   return { runner, purger };
 }
 
-export function createDdlExecutor(rt: Runtime, nodeId = 'cli'): DdlExecutor {
-  const { runner, purger } = createRunners({ ...rt, purgeBatch: rt.config.purgeBatch }, nodeId);
+export function createDdlExecutor(rt: Runtime, nodeId = 'cli', observer?: RunObserver): DdlExecutor {
+  const { runner, purger } = createRunners({ ...rt, purgeBatch: rt.config.purgeBatch, ...(observer ? { observer } : {}) }, nodeId);
   return new DdlExecutor({
     db: rt.db,
     logger: rt.logger,

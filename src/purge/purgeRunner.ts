@@ -9,6 +9,7 @@ import { SEQ_COLUMN } from '../mlog/names.js';
 import { getMlog, mlogConsumers, type PurgeInfoRow, type PurgeTrigger } from '../mlog/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
 import { DUE_TOLERANCE_MS } from '../refresh/runner.js';
+import type { RunObserver } from '../metrics/runMetrics.js';
 
 export interface PurgeRequest {
   mlogId: number;
@@ -31,6 +32,8 @@ export interface PurgeRunnerDeps {
   nodeId: string;
   /** Rows per DELETE (MVS_PURGE_BATCH): each batch is its own short transaction. */
   batchSize: number;
+  /** Told every outcome (metrics). */
+  observer?: Pick<RunObserver, 'purged'>;
 }
 
 /**
@@ -43,6 +46,12 @@ export class PurgeRunner {
   constructor(private readonly deps: PurgeRunnerDeps) {}
 
   async run(req: PurgeRequest): Promise<PurgeOutcome> {
+    const outcome = await this.runOnce(req);
+    this.deps.observer?.purged(req, outcome);
+    return outcome;
+  }
+
+  private async runOnce(req: PurgeRequest): Promise<PurgeOutcome> {
     const { db, clock, nodeId } = this.deps;
     const log = this.deps.logger.child({ mlog_id: req.mlogId, job_id: req.jobId, trigger: req.trigger });
     const lock = await db.transaction({ isolationLevel: 'read committed' });

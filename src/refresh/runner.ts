@@ -17,6 +17,7 @@ import { probeSelect } from '../ddl/evaluate.js';
 import { explainFast, type FastSetup } from '../fast/explain.js';
 import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable } from '../fast/fastRefresh.js';
 import { takeCut } from '../mlog/cut.js';
+import type { RunObserver } from '../metrics/runMetrics.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { partitionStale } from '../versions/freshness.js';
 import { baseTableVersions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
@@ -66,6 +67,8 @@ export interface RefreshRunnerDeps {
   purgeImmediate?: (mlogId: number) => Promise<void>;
   /** How long a FAST refresh waits for writer transactions in flight to take its cut (s). */
   cutWaitS?: number;
+  /** Told every outcome (metrics). */
+  observer?: Pick<RunObserver, 'refreshed'>;
 }
 
 /** The MV log an MV consumes, and how far it has consumed it. */
@@ -126,6 +129,12 @@ export class RefreshRunner {
   constructor(private readonly deps: RefreshRunnerDeps) {}
 
   async run(req: RefreshRequest): Promise<RefreshOutcome> {
+    const outcome = await this.runOnce(req);
+    this.deps.observer?.refreshed(req, outcome);
+    return outcome;
+  }
+
+  private async runOnce(req: RefreshRequest): Promise<RefreshOutcome> {
     const { db, clock, nodeId } = this.deps;
     const log = this.deps.logger.child({ mview_id: req.mviewId, job_id: req.jobId, trigger: req.trigger });
     // A committed success that started after the request was made already answers it: check

@@ -10,3 +10,21 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const want = createHash('sha256').update(token).digest();
   return timingSafeEqual(given, want);
 }
+
+export const BOARD_COOKIE = 'mvs_token';
+
+/** Constant-time comparison of a presented token (cookie, query) with the configured one. */
+export function tokenMatches(given: string | undefined, token: string): boolean {
+  if (given === undefined) return false;
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+  }
+  return undefined;
+}

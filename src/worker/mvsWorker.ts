@@ -25,6 +25,7 @@ import { Repairer } from '../repair/repairer.js';
 import type { RefreshRunner, RefreshOutcome } from '../refresh/runner.js';
 import type { PurgeRunner } from '../purge/purgeRunner.js';
 import { createRunners } from '../app/runtime.js';
+import { metricsKey, RunMetrics } from '../metrics/runMetrics.js';
 import { deferDelayMs, delayJob } from './delay.js';
 import { RepairProcessor } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
@@ -42,6 +43,8 @@ export interface MvsWorkerDeps {
   defaultSchema: string;
   /** Rows per DELETE of an MV-log purge (MVS_PURGE_BATCH). */
   purgeBatch?: number;
+  /** How often this worker publishes its metrics for the server's /metrics (ms). */
+  metricsPublishMs?: number;
   vnodes?: number;
   /** How long close() lets running jobs finish before abandoning them to stalled-job recovery. */
   shutdownGraceMs?: number;
@@ -64,6 +67,7 @@ export class MvsWorker {
   private readonly placer: JobPlacer;
   private readonly runner: RefreshRunner;
   private readonly purger: PurgeRunner;
+  readonly metrics: RunMetrics;
   private nodeWorker: Worker | undefined;
   private requestsWorker: Worker | undefined;
   private repairWorker: Worker | undefined;
@@ -78,7 +82,11 @@ export class MvsWorker {
     this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
     this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
-    const runners = createRunners({ db: deps.db, logger: this.log, clock: deps.clock, purgeBatch: deps.purgeBatch ?? 10_000 }, deps.nodeId);
+    this.metrics = new RunMetrics({ node: deps.nodeId });
+    const runners = createRunners(
+      { db: deps.db, logger: this.log, clock: deps.clock, purgeBatch: deps.purgeBatch ?? 10_000, observer: this.metrics },
+      deps.nodeId,
+    );
     this.runner = runners.runner;
     this.purger = runners.purger;
     this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
@@ -86,6 +94,7 @@ export class MvsWorker {
     this.repairs = new RepairProcessor({
       log: this.log,
       clock: deps.clock,
+      metrics: this.metrics,
       repairer: new Repairer({
         db: deps.db,
         // Waits up to ~3 s for another worker's repair of the same MV; then the job is re-delayed.
@@ -111,6 +120,7 @@ export class MvsWorker {
     };
     await this.heartbeat.start();
     await this.ringView.start();
+    this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);
     this.nodeWorker = new Worker(this.queueName, (job, token) => this.processScheduled(job, token), common);
     this.requestsWorker = new Worker(REQUESTS_QUEUE, (job, token) => this.requests.process(job, token), {
       ...common,
@@ -240,6 +250,7 @@ export class MvsWorker {
     }
     clearTimeout(timer);
     await this.heartbeat.close().catch((err: unknown) => this.log.warn({ err }, 'could not leave the ring'));
+    await this.metrics.stopPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId));
     await this.ringView.close();
     await this.placer.close();
     await this.repairQueue.close();

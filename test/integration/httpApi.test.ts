@@ -21,7 +21,7 @@ beforeAll(async () => {
   await t.db.raw('CREATE TABLE orders (id INT PRIMARY KEY, cust INT, amt INT)');
   await t.db('orders').insert([{ id: 1, cust: 1, amt: 3 }]);
   rt = createRuntime(t.config, t.logger);
-  app = buildApp({
+  app = await buildApp({
     db: rt.db,
     redis: rt.redis,
     logger: t.logger,

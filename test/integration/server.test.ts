@@ -14,7 +14,7 @@ afterAll(async () => {
 describe('HTTP server base', () => {
   it('answers /healthz and /readyz when MySQL and Redis are up', async () => {
     const redis = createRedis(t.redisUrl);
-    const app = buildApp({ db: t.db, redis, logger: t.logger, apiToken: undefined });
+    const app = await buildApp({ db: t.db, redis, logger: t.logger, apiToken: undefined });
     try {
       expect((await app.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok' });
       const ready = await app.inject({ url: '/readyz' });
@@ -30,7 +30,7 @@ describe('HTTP server base', () => {
     // A connection to a port nobody listens on, which gives up at once.
     const redis = createRedis('redis://127.0.0.1:1', { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true });
     redis.on('error', () => {});
-    const app = buildApp({ db: t.db, redis, logger: t.logger, apiToken: undefined });
+    const app = await buildApp({ db: t.db, redis, logger: t.logger, apiToken: undefined });
     try {
       const res = await app.inject({ url: '/readyz' });
       expect(res.statusCode).toBe(503);
@@ -44,7 +44,7 @@ describe('HTTP server base', () => {
   it('with a token, everything but /healthz needs the bearer token', async () => {
     const redis = createRedis(t.redisUrl);
     const token = 'a-test-token-of-enough-length';
-    const app = buildApp({ db: t.db, redis, logger: t.logger, apiToken: token });
+    const app = await buildApp({ db: t.db, redis, logger: t.logger, apiToken: token });
     try {
       expect((await app.inject({ url: '/healthz' })).statusCode).toBe(200);
       expect((await app.inject({ url: '/readyz' })).statusCode).toBe(401);

@@ -21,7 +21,7 @@ declare module 'vitest' {
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const started: Started[] = [];
-  ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL });
+  ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL, chromium: true });
   const baseDir = join(tmpdir(), `mvsched-test-${process.pid}`);
   const [redis, db] = (await Promise.all([
     process.env.REDIS_URL ? undefined : startRedis({ baseDir }),

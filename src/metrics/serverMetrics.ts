@@ -1,0 +1,103 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { MembershipRegistry } from '../membership/registry.js';
+import { listMviewStatus } from '../mv/status.js';
+import { REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { metricsKeyPattern, RunMetrics } from './runMetrics.js';
+
+type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** A scheduled MV this far past its slot counts as stale even without version reports. */
+const OVERDUE_MS = 60_000;
+const JOB_STATES = ['waiting', 'delayed', 'active', 'prioritized', 'waiting-children', 'failed', 'completed'] as const;
+
+/**
+ * GET /metrics of `mvsched server`: state read at scrape time (queue depths, MVs by state, live
+ * nodes), the server's own runs (DDL REFRESH / PURGE statements), and every worker's run figures
+ * as published to Redis (one series per node), merged with prom-client's AggregatorRegistry.
+ */
+export class ServerMetrics {
+  /** Runs carried out by this process (CREATE / REFRESH / PURGE statements over HTTP). */
+  readonly own = new RunMetrics({ node: 'server' });
+  private readonly membership: MembershipRegistry;
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(private readonly deps: { db: Knex; redis: Redis; prefix: string }) {
+    this.membership = new MembershipRegistry(deps.redis, deps.prefix);
+  }
+
+  private queue(name: string): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.deps.redis, prefix: this.deps.prefix });
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  private async stateRegistry(): Promise<Registry> {
+    const reg = new Registry();
+    const registers = [reg];
+    const live = await this.membership.live();
+    new Gauge({ name: 'mvs_live_nodes', help: 'Worker nodes in the ring', registers }).set(live.length);
+
+    const depth = new Gauge({ name: 'mvs_queue_jobs', help: 'Jobs per queue and state', labelNames: ['queue', 'state'], registers });
+    const names = [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await this.membership.nodeQueues())];
+    await Promise.all(
+      [...new Set(names)].map(async (name) => {
+        const counts = await this.queue(name).getJobCounts(...JOB_STATES);
+        for (const state of JOB_STATES) depth.set({ queue: name, state }, counts[state] ?? 0);
+      }),
+    );
+
+    const byState = new Gauge({ name: 'mvs_mviews', help: 'Materialized views by state (fresh, stale, failing, suspended)', labelNames: ['state'], registers });
+    const counts = { fresh: 0, stale: 0, failing: 0, suspended: 0 };
+    const now = Date.now();
+    for (const mv of await listMviewStatus(this.deps.db, undefined)) {
+      if (mv.status === 'SUSPENDED') counts.suspended++;
+      else if (mv.failures > 0) counts.failing++;
+      else if (mv.freshness === 'stale' || (mv.nextTime !== null && Date.parse(mv.nextTime) < now - OVERDUE_MS)) counts.stale++;
+      else counts.fresh++;
+    }
+    for (const [state, n] of Object.entries(counts)) byState.set({ state }, n);
+
+    const logs = (await this.deps.db('mvs_mlogs').count({ n: '*' }).first()) as { n: number | string };
+    new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(Number(logs.n));
+    return reg;
+  }
+
+  /** Figures published by live workers (a worker that left took its key with it). */
+  private async workerFigures(): Promise<MetricsJson[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.deps.redis.scan(cursor, 'MATCH', metricsKeyPattern(this.deps.prefix), 'COUNT', 200);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    if (!keys.length) return [];
+    const values = await this.deps.redis.mget(...keys);
+    const out: MetricsJson[] = [];
+    for (const v of values) {
+      if (!v) continue;
+      try {
+        out.push(JSON.parse(v) as MetricsJson);
+      } catch {
+        // A half-written or foreign key: skip it rather than fail the scrape.
+      }
+    }
+    return out;
+  }
+
+  async scrape(): Promise<{ contentType: string; body: string }> {
+    const [state, workers, own] = await Promise.all([this.stateRegistry(), this.workerFigures(), this.own.registry.getMetricsAsJSON()]);
+    const merged = AggregatorRegistry.aggregate([await state.getMetricsAsJSON(), own, ...workers] as never);
+    return { contentType: merged.contentType, body: await merged.metrics() };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+  }
+}

@@ -1,0 +1,76 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
+import { Queue } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { MembershipRegistry } from '../membership/registry.js';
+import { nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+
+export const BOARD_PATH = '/admin/queues';
+
+export interface BoardDeps {
+  redis: Redis;
+  prefix: string;
+  logger: Logger;
+  /** MVS_BOARD_WRITE=1: retry, remove, promote jobs from the board. Read-only otherwise. */
+  writable: boolean;
+  /** How often the node-queue list follows membership (ms). */
+  refreshMs?: number;
+}
+
+/**
+ * Bull Board at /admin/queues over every mvsched queue: the shared `requests` and `repair`
+ * queues and one `node-<id>` queue per live worker, kept in step with membership so node queues
+ * appear and disappear as workers join and leave.
+ */
+export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Promise<void> {
+  const serverAdapter = new FastifyAdapter();
+  serverAdapter.setBasePath(BOARD_PATH);
+  const queues = new Map<string, Queue>();
+  const adapter = (name: string) => {
+    let q = queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: deps.redis, prefix: deps.prefix });
+      q.on('error', (err) => deps.logger.warn({ err, queue: name }, 'board queue error'));
+      queues.set(name, q);
+    }
+    return new BullMQAdapter(q, { readOnlyMode: !deps.writable, prefix: '', description: describe(name) });
+  };
+  const registry = new MembershipRegistry(deps.redis, deps.prefix);
+  const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)];
+  let shown = await current();
+  const board = createBullBoard({
+    queues: shown.map(adapter),
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'mvsched' } },
+  });
+  const timer = setInterval(() => {
+    current()
+      .then((names) => {
+        if (names.join('\n') === shown.join('\n')) return;
+        shown = names;
+        board.replaceQueues(names.map(adapter));
+        for (const [name, q] of queues) {
+          if (!names.includes(name)) {
+            queues.delete(name);
+            void q.close();
+          }
+        }
+      })
+      .catch((err: unknown) => deps.logger.warn({ err }, 'could not refresh the board queue list'));
+  }, deps.refreshMs ?? 2_000);
+  timer.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(timer);
+    await Promise.allSettled([...queues.values()].map((q) => q.close()));
+  });
+  await app.register(serverAdapter.registerPlugin(), { prefix: BOARD_PATH });
+}
+
+function describe(name: string): string {
+  if (name === REQUESTS_QUEUE) return 'refresh / purge / report-versions / repair requests from other services';
+  if (name === REPAIR_QUEUE) return 'per-MV version-map repairs (serialized per MV)';
+  return 'scheduled refreshes and purges owned by this node';
+}

@@ -1,0 +1,187 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Queue, QueueEvents } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/runtime.js';
+import { migrateLatest } from '../../src/db/migrate.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
+import { ServerMetrics } from '../../src/metrics/serverMetrics.js';
+import { buildApp } from '../../src/server/app.js';
+import { Cluster, inspector, type Proc, type QueueInspector } from '../support/cluster.js';
+import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
+
+// Bull Board and /metrics of the server, against real worker and planner processes; Bull Board
+// is also opened in a real browser (Debian's chromium through playwright-core).
+
+const TOKEN = 'board-test-token';
+const ARTIFACTS = join(process.cwd(), 'test-artifacts');
+
+let t: TestEnv;
+let rt: Runtime;
+let ddl: DdlExecutor;
+let cluster: Cluster;
+let ins: QueueInspector;
+let app: FastifyInstance;
+let metrics: ServerMetrics;
+let url: string;
+let w2: Proc | undefined;
+
+beforeAll(async () => {
+  t = await createTestEnv('board', { MVS_NODE_TTL_S: '3', MVS_RECONCILE_S: '5' });
+  await migrateLatest(t.db);
+  await t.db.raw('CREATE TABLE orders (id INT PRIMARY KEY, cust INT NULL, amt INT NULL)');
+  await t.db('orders').insert([
+    { id: 1, cust: 1, amt: 5 },
+    { id: 2, cust: 2, amt: 7 },
+  ]);
+  rt = createRuntime(t.config, t.logger);
+  metrics = new ServerMetrics({ db: t.db, redis: rt.redis, prefix: t.prefix });
+  ddl = createDdlExecutor(rt, 'server', metrics.own);
+  app = await buildApp({
+    db: t.db,
+    redis: rt.redis,
+    logger: t.logger,
+    apiToken: TOKEN,
+    api: { prefix: t.prefix, defaultSchema: t.database, ddl },
+    board: { prefix: t.prefix, writable: false, refreshMs: 300 },
+    metrics: () => metrics.scrape(),
+  });
+  url = await app.listen({ port: 0, host: '127.0.0.1' });
+  ins = inspector(t);
+  cluster = new Cluster(t);
+  cluster.planner();
+  cluster.worker('w1');
+  await waitFor(async () => (await ins.registry.live()).join() === 'w1', { timeoutMs: 30_000, what: 'w1 live' });
+});
+
+afterAll(async () => {
+  await cluster?.closeAll();
+  await app?.close();
+  await metrics?.close();
+  await ins?.close();
+  await rt?.close();
+  await t?.close();
+});
+
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+async function boardQueues(): Promise<Array<{ name: string; readOnlyMode: boolean; counts: Record<string, number> }>> {
+  const res = await app.inject({ url: '/admin/queues/api/queues', headers: auth });
+  expect(res.statusCode).toBe(200);
+  return (res.json() as { queues: Array<{ name: string; readOnlyMode: boolean; counts: Record<string, number> }> }).queues;
+}
+
+/** Value of one sample in Prometheus text, e.g. sample(body, 'mvs_live_nodes'). */
+function sample(body: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of body.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const m = /^([^{\s]+)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
+
+describe('Bull Board', () => {
+  it('is behind the token: bearer, or ?token= once (sets a cookie); nothing without', async () => {
+    expect((await app.inject({ url: '/admin/queues' })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/admin/queues/api/queues?token=wrong' })).statusCode).toBe(401);
+    const viaQuery = await app.inject({ url: '/admin/queues?token=' + TOKEN });
+    expect(viaQuery.statusCode).toBe(302);
+    expect(viaQuery.headers.location).toBe('/admin/queues');
+    const cookie = String(viaQuery.headers['set-cookie']).split(';')[0]!;
+    expect((await app.inject({ url: '/admin/queues/api/queues', headers: { cookie } })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/admin/queues/api/queues', headers: { cookie: 'mvs_token=nope' } })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/admin/queues', headers: auth })).statusCode).toBe(200);
+  });
+
+  it('shows every mvsched queue, read-only, and node queues follow membership', async () => {
+    await ddl.execute('CREATE MATERIALIZED VIEW by_cust NEXT 3600 AS SELECT cust, SUM(amt) AS total FROM orders GROUP BY cust');
+    await waitFor(async () => (await boardQueues()).find((q) => q.name === 'node-w1')?.counts.delayed === 1, {
+      timeoutMs: 15_000,
+      what: 'the delayed refresh job of node-w1 on the board',
+    });
+    const qs = await boardQueues();
+    expect(qs.map((q) => q.name).sort()).toEqual(['node-w1', 'repair', 'requests']);
+    expect(qs.every((q) => q.readOnlyMode)).toBe(true);
+    // Read-only: the board refuses to act on jobs.
+    const retry = await app.inject({ method: 'PUT', url: '/admin/queues/api/queues/node-w1/retry/failed', headers: auth });
+    expect(retry.statusCode).toBeGreaterThanOrEqual(400);
+
+    w2 = cluster.worker('w2');
+    await waitFor(async () => (await boardQueues()).some((q) => q.name === 'node-w2'), { timeoutMs: 15_000, what: 'node-w2 on the board' });
+    await cluster.stop(w2, 'SIGTERM');
+    await waitFor(async () => !(await boardQueues()).some((q) => q.name === 'node-w2'), { timeoutMs: 15_000, what: 'node-w2 gone from the board' });
+  });
+
+  it('renders in a real browser with the node queue and the delayed job', async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(`${url}/admin/queues?token=${TOKEN}`);
+      await page.getByText('node-w1').first().waitFor({ timeout: 20_000 });
+      await page.goto(`${url}/admin/queues/queue/node-w1?status=delayed`);
+      await page.getByText('mv-1').first().waitFor({ timeout: 20_000 });
+      await page.screenshot({ path: join(ARTIFACTS, 'bull-board.png'), fullPage: true });
+      const text = await page.locator('body').innerText();
+      expect(text).toContain('refresh');
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+describe('/metrics', () => {
+  it('has runs by result, durations, lateness, queue depths, MVs by state, repairs and live nodes', async () => {
+    await t.db.raw('CREATE TABLE ev (id INT PRIMARY KEY, k INT NULL)');
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON ev (k)');
+    await ddl.execute('CREATE MATERIALIZED VIEW ev_mv REFRESH FAST NEXT 1 AS SELECT k, COUNT(*) AS n FROM ev GROUP BY k');
+    await t.db('ev').insert([{ id: 1, k: 1 }, { id: 2, k: 1 }]);
+    const requests = new Queue('requests', { connection: ins.redis, prefix: t.prefix });
+    const events = new QueueEvents('requests', { connection: ins.redis.duplicate(), prefix: t.prefix });
+    try {
+      await events.waitUntilReady();
+      // A request-driven purge, and a repair (which finds no version map: skipped).
+      const p = await requests.add('purge', { mlog: `${t.database}.ev` });
+      await p.waitUntilFinished(events, 20_000);
+      const r = await requests.add('repair', { table: `${t.database}.orders`, partitions: [{ partitionId: 1, partitionName: 'p', lastVersion: 1, newVersion: 2, newVersionTime: 1 }] });
+      await r.waitUntilFinished(events, 20_000);
+    } finally {
+      await events.close();
+      await requests.close();
+    }
+    const body = await waitFor(
+      async () => {
+        const res = await app.inject({ url: '/metrics', headers: auth });
+        const b = res.body;
+        return (sample(b, 'mvs_refresh_runs_total', { result: 'SUCCESS', method: 'FAST', trigger: 'SCHEDULED', node: 'w1' }) ?? 0) >= 2 &&
+          (sample(b, 'mvs_purge_runs_total', { result: 'SUCCESS', trigger: 'REQUEST', node: 'w1' }) ?? 0) >= 1
+          ? b
+          : undefined;
+      },
+      { timeoutMs: 20_000, what: 'scheduled FAST refreshes and a purge in the scrape' },
+    );
+    expect(sample(body, 'mvs_refresh_runs_total', { result: 'SUCCESS', method: 'COMPLETE', trigger: 'MANUAL', node: 'server' })).toBeGreaterThanOrEqual(2);
+    expect(sample(body, 'mvs_refresh_duration_seconds_count', { method: 'FAST', node: 'w1' })).toBeGreaterThanOrEqual(2);
+    const lateCount = sample(body, 'mvs_dispatch_lateness_seconds_count', { node: 'w1' })!;
+    const lateSum = sample(body, 'mvs_dispatch_lateness_seconds_sum', { node: 'w1' })!;
+    expect(lateCount).toBeGreaterThanOrEqual(2);
+    expect(lateSum / lateCount).toBeLessThan(5); // plausible: scheduled runs start within seconds of their slot
+    expect(sample(body, 'mvs_queue_jobs', { queue: 'node-w1', state: 'delayed' })).toBeGreaterThanOrEqual(1);
+    expect(sample(body, 'mvs_queue_jobs', { queue: 'requests', state: 'active' })).toBe(0);
+    expect(sample(body, 'mvs_mviews', { state: 'fresh' })).toBe(2);
+    expect(sample(body, 'mvs_mviews', { state: 'suspended' })).toBe(0);
+    expect(sample(body, 'mvs_live_nodes')).toBe(1);
+    expect(sample(body, 'mvs_repairs_total', { outcome: 'skipped', node: 'w1' })).toBe(1);
+    expect(body).toMatch(/# TYPE mvs_refresh_duration_seconds histogram/);
+
+    await ddl.execute('ALTER MATERIALIZED VIEW ev_mv SUSPEND');
+    const after = (await app.inject({ url: '/metrics', headers: auth })).body;
+    expect(sample(after, 'mvs_mviews', { state: 'suspended' })).toBe(1);
+    expect((await app.inject({ url: '/metrics' })).statusCode).toBe(401);
+  });
+});
