@@ -80,7 +80,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('run planner, workers and server as child processes, for a laptop')
     .option('--workers <n>', 'number of workers', '2')
     .option('--no-server', 'do not start the HTTP server')
-    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean }) => devCommand(ctx, opts)));
+    .option('--no-demo', 'do not create or run the demo (also MVS_DEMO=0)')
+    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean; demo?: boolean }) => devCommand(ctx, opts)));
 
   program
     .command('server')

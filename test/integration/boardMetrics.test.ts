@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
@@ -119,6 +119,7 @@ describe('Bull Board', () => {
 
   it('renders in a real browser with the node queue and the delayed job', async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
+    expect(existsSync('/usr/bin/chromium'), 'Debian chromium (apt-get install chromium; the test bootstrap installs it as root)').toBe(true);
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

@@ -21,7 +21,13 @@ declare module 'vitest' {
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const started: Started[] = [];
-  ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL, chromium: true });
+  ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL });
+  try {
+    // Only the Bull Board browser test needs it; without it that test fails and says why.
+    ensureServerPackages({ redis: false, mariadb: false, chromium: true });
+  } catch (err) {
+    console.warn(`[mvsched] ${(err as Error).message}`);
+  }
   const baseDir = join(tmpdir(), `mvsched-test-${process.pid}`);
   const [redis, db] = (await Promise.all([
     process.env.REDIS_URL ? undefined : startRedis({ baseDir }),
