@@ -466,6 +466,7 @@ export class DdlExecutor {
         if (isDuplicateKey(err)) throw new ConflictError(`a materialized view log on ${displayName(n)} already exists`);
         throw err;
       });
+    const done: string[] = [];
     try {
       const statements = createLogStatements({
         mlogId,
@@ -476,10 +477,14 @@ export class DdlExecutor {
         shape,
         tracked,
       });
-      for (const sql of statements) await db.raw(sql);
+      for (const st of statements) {
+        await db.raw(st.sql);
+        done.push(st.undo);
+      }
     } catch (err) {
-      // DDL is not transactional: undo by hand, so a failed CREATE leaves nothing behind.
-      await dropLogObjects(db, mlogId, n.schema, logName).catch(() => {});
+      // DDL is not transactional: undo by hand what this statement made (and only that: a
+      // trigger of the same name that was there before is not ours), so nothing is left behind.
+      for (const undo of done.reverse()) await db.raw(undo).catch(() => {});
       await db.transaction(async (trx) => {
         for (const t of ['mvs_mlogs', 'mvs_mlog_purge_info', 'mvs_mlog_gates']) await trx(t).where({ mlog_id: mlogId }).delete();
       });

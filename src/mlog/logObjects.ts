@@ -101,8 +101,14 @@ function gateStatement(spec: LogObjectsSpec): string {
   );
 }
 
-/** The statements that create the log table and its triggers, in order. */
-export function createLogStatements(spec: LogObjectsSpec): string[] {
+export interface LogStatement {
+  sql: string;
+  /** Undoes this statement once it has succeeded. */
+  undo: string;
+}
+
+/** The statements that create the log table and its triggers, in order, each with its undo. */
+export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
   const byName = new Map(spec.shape.columns.map((c) => [c.name, c]));
   const cols = [...spec.shape.primaryKey, ...spec.tracked];
   const base = `${quoteIdent(spec.schema)}.${quoteIdent(spec.table)}`;
@@ -131,15 +137,19 @@ export function createLogStatements(spec: LogObjectsSpec): string[] {
   const trig = (name: string, event: string, body: string) =>
     `CREATE TRIGGER ${quoteIdent(spec.schema)}.${quoteIdent(name)} AFTER ${event} ON ${base} FOR EACH ROW\n` +
     `BEGIN\n  DECLARE __mvs_gate BIGINT;\n${body}\nEND`;
+  const dropTrigger = (name: string) => `DROP TRIGGER IF EXISTS ${quoteIdent(spec.schema)}.${quoteIdent(name)}`;
   return [
-    table,
-    trig(names.insert, 'INSERT', `  ${gateStatement(spec)}\n  ${image('NEW', 'I', 1)}`),
-    trig(
-      names.update,
-      'UPDATE',
-      `  IF NOT (${same}) THEN\n    ${gateStatement(spec)}\n    ${image('OLD', 'U', -1)}\n    ${image('NEW', 'U', 1)}\n  END IF;`,
-    ),
-    trig(names.delete, 'DELETE', `  ${gateStatement(spec)}\n  ${image('OLD', 'D', -1)}`),
+    { sql: table, undo: `DROP TABLE IF EXISTS ${log}` },
+    { sql: trig(names.insert, 'INSERT', `  ${gateStatement(spec)}\n  ${image('NEW', 'I', 1)}`), undo: dropTrigger(names.insert) },
+    {
+      sql: trig(
+        names.update,
+        'UPDATE',
+        `  IF NOT (${same}) THEN\n    ${gateStatement(spec)}\n    ${image('OLD', 'U', -1)}\n    ${image('NEW', 'U', 1)}\n  END IF;`,
+      ),
+      undo: dropTrigger(names.update),
+    },
+    { sql: trig(names.delete, 'DELETE', `  ${gateStatement(spec)}\n  ${image('OLD', 'D', -1)}`), undo: dropTrigger(names.delete) },
   ];
 }
 

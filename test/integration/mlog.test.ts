@@ -99,6 +99,26 @@ describe('MV log DDL and trigger capture', () => {
   });
 });
 
+describe('a CREATE that fails half-way', () => {
+  it('removes what it made and leaves a trigger that was there before alone', async () => {
+    await t.db.raw('CREATE TABLE half (id INT PRIMARY KEY, a INT NULL)');
+    await t.db.raw('CREATE TABLE decoy (id INT PRIMARY KEY)');
+    // The update trigger's name is taken (by the next ids), so the third statement fails after
+    // the log table and the insert trigger were made.
+    const [[status]] = (await t.db.raw("SHOW TABLE STATUS LIKE 'mvs_mlogs'")) as [[{ Auto_increment: number }]];
+    const next = Number(status!.Auto_increment);
+    for (let id = next; id < next + 5; id++) {
+      await t.db.raw(`CREATE TRIGGER mvs_mlog_${id}_upd AFTER UPDATE ON decoy FOR EACH ROW SET @decoy = 1`);
+    }
+    const before = await snapshot(t.db, t.database);
+    await expect(ddl.execute('CREATE MATERIALIZED VIEW LOG ON half (a)')).rejects.toThrow(/could not create the materialized view log on .*half: .*already exists/);
+    expect(await snapshot(t.db, t.database)).toEqual(before);
+    expect(before.triggers[t.database]).toContain(`mvs_mlog_${next}_upd UPDATE ON decoy`);
+    await t.db('half').insert({ id: 1, a: 1 }); // no trigger left on the base table
+    for (let id = next; id < next + 5; id++) await t.db.raw(`DROP TRIGGER mvs_mlog_${id}_upd`);
+  });
+});
+
 describe('FAST refresh', () => {
   beforeAll(async () => {
     await t.db.raw('CREATE TABLE sales (id INT PRIMARY KEY, g VARCHAR(5) NULL, x INT NULL, y DECIMAL(10,2) NULL, note INT NULL)');
