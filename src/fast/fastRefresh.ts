@@ -279,7 +279,7 @@ async function applyAggregate(
     changed += affected(
       await trx.raw(
         `UPDATE ${qt(mv)} AS m JOIN ${d} AS d ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
-          ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0)`,
+          ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0${groupCols.length ? '' : ' OR TRUE'})`,
       ),
     );
     if (groupCols.length) {

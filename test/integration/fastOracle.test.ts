@@ -67,7 +67,7 @@ const SHAPES: Shape[] = [
   },
   {
     name: 'scalar',
-    def: (tbl) => `SELECT COUNT(*) AS c, SUM(x) AS sx, MIN(x) AS mnx, SUM(y) AS sy, MIN(y) AS mny FROM ${tbl} WHERE g IS NOT NULL AND g < 3`,
+    def: (tbl) => `SELECT COUNT(*) AS c, SUM(x) AS sx, MIN(x) AS mnx, SUM(y) AS sy, MIN(y) AS mny FROM ${tbl} WHERE g = 2 AND k < 2`,
   },
   {
     name: 'spj',
@@ -194,7 +194,7 @@ interface Ctx {
   abort: boolean;
   /** Fires on any change of the above. */
   changed: Signal;
-  stats: { commits: number; rollbacks: number; heldAcross: number; lateWriters: number; stmtErrors: number; refreshes: number };
+  stats: { commits: number; rollbacks: number; heldAcross: number; lateWriters: number; dupKeys: number; lockErrors: number; refreshes: number };
 }
 
 const jitter = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -218,8 +218,9 @@ async function writer(conn: Connection, r: Rnd, tbl: string, ops: number, ctx: C
         // A single statement in autocommit mode.
         const [sql, params] = randomStatement(r, tbl);
         await conn.query(sql, params).catch((e: unknown) => {
-          if (![ER_DUP_ENTRY, ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT].includes(errno(e)!)) throw e;
-          ctx.stats.stmtErrors++;
+          if (errno(e) === ER_DUP_ENTRY) ctx.stats.dupKeys++;
+          else if (errno(e) === ER_LOCK_DEADLOCK || errno(e) === ER_LOCK_WAIT_TIMEOUT) ctx.stats.lockErrors++;
+          else throw e;
         });
       } else {
         const holdOpen = r.chance(0.25);
@@ -229,6 +230,7 @@ async function writer(conn: Connection, r: Rnd, tbl: string, ops: number, ctx: C
         const delay = r.chance(0.3) ? 0 : r.int(1, 30);
         await conn.query('START TRANSACTION');
         let failed = false;
+        let done = false;
         try {
           if (late) {
             // Take a snapshot first: a REPEATABLE READ transaction that began before the cut and
@@ -244,11 +246,11 @@ async function writer(conn: Connection, r: Rnd, tbl: string, ops: number, ctx: C
               // A duplicate key undoes that statement only (and its log rows); anything else we
               // expect (deadlock, lock wait timeout) ends the transaction.
               if (errno(e) === ER_DUP_ENTRY) {
-                ctx.stats.stmtErrors++;
+                ctx.stats.dupKeys++;
                 continue;
               }
               if (errno(e) === ER_LOCK_DEADLOCK || errno(e) === ER_LOCK_WAIT_TIMEOUT) {
-                ctx.stats.stmtErrors++;
+                ctx.stats.lockErrors++;
                 failed = true;
                 break;
               }
@@ -261,8 +263,9 @@ async function writer(conn: Connection, r: Rnd, tbl: string, ops: number, ctx: C
             await untilRefreshUnderWay(ctx);
           }
           if (holdOpen) await jitter(delay);
+          done = true;
         } finally {
-          if (failed || rollback || ctx.abort) {
+          if (!done || failed || rollback || ctx.abort) {
             await conn.query('ROLLBACK');
             ctx.stats.rollbacks++;
           } else {
@@ -357,7 +360,7 @@ async function runSeed(run: SeedRun, conns: Connection[]): Promise<Ctx['stats']>
     refresherDone: false,
     abort: false,
     changed: new Signal(),
-    stats: { commits: 0, rollbacks: 0, heldAcross: 0, lateWriters: 0, stmtErrors: 0, refreshes: 0 },
+    stats: { commits: 0, rollbacks: 0, heldAcross: 0, lateWriters: 0, dupKeys: 0, lockErrors: 0, refreshes: 0 },
   };
   const opsPer = Array.from({ length: WRITERS }, () => r.int(10, 16));
   const totalOps = opsPer.reduce((a, b) => a + b, 0);
@@ -426,11 +429,7 @@ async function runSeed(run: SeedRun, conns: Connection[]): Promise<Ctx['stats']>
     ...conns.map((c, w) => writer(c, writerRnds[w]!, tbl, opsPer[w]!, ctx)),
   ]);
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-  if (failed) {
-    const e = failed.reason as Error;
-    if (!e.message.includes(tag)) e.message = `${tag} ${e.message}`;
-    throw e;
-  }
+  if (failed) throw failed.reason;
 
   // Writers stopped, everything committed: one more refresh consumes the whole log ...
   const wm = await refreshOnce('final refresh');
@@ -452,7 +451,7 @@ async function runSeed(run: SeedRun, conns: Connection[]): Promise<Ctx['stats']>
   return ctx.stats;
 }
 
-describe(`FAST refresh oracle (MVS_TEST_SEED=${BASE_SEED})`, () => {
+describe('FAST refresh oracle', () => {
   let conns: Connection[] = [];
 
   beforeAll(async () => {
@@ -470,17 +469,23 @@ describe(`FAST refresh oracle (MVS_TEST_SEED=${BASE_SEED})`, () => {
 
   for (const [si, shape] of SHAPES.entries()) {
     it(`${shape.name}: the MV equals its definition at every refresh's cut`, async () => {
-      const total = { commits: 0, rollbacks: 0, heldAcross: 0, lateWriters: 0, stmtErrors: 0, refreshes: 0 };
+      const total = { commits: 0, rollbacks: 0, heldAcross: 0, lateWriters: 0, dupKeys: 0, lockErrors: 0, refreshes: 0 };
       const started = Date.now();
       for (let i = 0; i < SEEDS_PER_SHAPE; i++) {
         const seed = (BASE_SEED + si * 1_000_003 + i * 7919) >>> 0;
-        const stats = await runSeed({ shape, seed, index: i }, conns);
+        const run = { shape, seed, index: i };
+        const stats = await runSeed(run, conns).catch((e: unknown) => {
+          // Every failure names its seed.
+          if (e instanceof Error && !e.message.includes(label(run))) e.message = `${label(run)} ${e.message}`;
+          throw e;
+        });
         for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += stats[k];
       }
-      t.logger.warn({ shape: shape.name, seeds: SEEDS_PER_SHAPE, base_seed: BASE_SEED, ms: Date.now() - started, ...total }, 'fast oracle');
+      console.info(`fast oracle ${shape.name}: ${SEEDS_PER_SHAPE} seeds from MVS_TEST_SEED=${BASE_SEED} in ${Date.now() - started} ms`, total);
       // The workload did what it is meant to: transactions held open across refreshes, rollbacks.
+      if (SEEDS_PER_SHAPE < 5) return;
       expect(total.heldAcross + total.lateWriters, `${shape.name} MVS_TEST_SEED=${BASE_SEED}`).toBeGreaterThan(0);
       expect(total.rollbacks, `${shape.name} MVS_TEST_SEED=${BASE_SEED}`).toBeGreaterThan(0);
-    });
+    }, 300_000);
   }
 });
