@@ -167,7 +167,7 @@ async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: FastSetup, r
   const bind = [range.from, range.to];
   const touched = `SELECT DISTINCT ${pk.map((c) => `${a}.${q(c)}`).join(', ')} FROM ${log} AS ${a} WHERE ${logRange(setup)}`;
   const [del] = (await trx.raw(
-    `DELETE m FROM ${qt(mv)} AS m JOIN (${touched}) AS k ON ${pkOut.map((p) => `m.${q(p.output)} = k.${q(p.base)}`).join(' AND ')}`,
+    `DELETE m FROM (${touched}) AS k STRAIGHT_JOIN ${qt(mv)} AS m ON ${pkOut.map((p) => `m.${q(p.output)} = k.${q(p.base)}`).join(' AND ')}`,
     bind,
   )) as [{ affectedRows: number }];
   // Each touched row's state at the cut is its last image in the range: +1 it exists with these
@@ -207,7 +207,9 @@ async function applyAggregate(
   const delta = `__mvs_delta_${Number(setup.mlog.mlog_id)}_${mv.name.length}_${process.pid}`.slice(0, 64);
   const d = q(delta);
 
-  // 1. The delta per group, joined with the group's current values in the MV (o_*).
+  // 1. The delta per group, joined with the group's current values in the MV (o_*). Every
+  //    statement below reads the (small) delta first and finds MV rows by their key: the
+  //    optimizer's row estimates for a just-swapped-in MV can be far off.
   const dcols: string[] = plan.groups.map((g, i) => `${g.expr} AS g${i}`);
   dcols.push(`SUM(${on}) AS d_cnt`);
   for (const { a: ag, k } of aggs) {
@@ -234,7 +236,16 @@ async function applyAggregate(
   }
   const joinOn = groupCols.length ? groupCols.map((c, i) => `m.${q(c)} <=> x.g${i}`).join(' AND ') : 'TRUE';
   await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${d}`);
-  await trx.raw(`CREATE TEMPORARY TABLE ${d} AS SELECT x.*, ${ocols.join(', ')} FROM (${agg}) AS x LEFT JOIN ${qt(mv)} AS m ON ${joinOn}`, [range.from, range.to]);
+  const deltaSelect = `SELECT x.*, ${ocols.join(', ')} FROM (${agg}) AS x LEFT JOIN ${qt(mv)} AS m ON ${joinOn}`;
+  try {
+    // In memory: the delta lives for one refresh and needs no undo or redo.
+    await trx.raw(`CREATE TEMPORARY TABLE ${d} ENGINE=MEMORY AS ${deltaSelect}`, [range.from, range.to]);
+  } catch (err) {
+    // BLOB / TEXT group values (or a server without MEMORY): the default engine.
+    if (![1163, 1286, 1114].includes((err as { errno?: number }).errno ?? 0)) throw err;
+    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${d}`);
+    await trx.raw(`CREATE TEMPORARY TABLE ${d} AS ${deltaSelect}`, [range.from, range.to]);
+  }
   try {
     // 2. New values, from the delta row alone (multi-table UPDATE assigns in no set order, so no
     //    expression may read an MV column that the same statement writes).
@@ -278,12 +289,12 @@ async function applyAggregate(
     const affected = (r: unknown) => (r as [{ affectedRows: number }])[0].affectedRows;
     changed += affected(
       await trx.raw(
-        `UPDATE ${qt(mv)} AS m JOIN ${d} AS d ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
+        `UPDATE ${d} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
           ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0${groupCols.length ? '' : ' OR TRUE'})`,
       ),
     );
     if (groupCols.length) {
-      changed += affected(await trx.raw(`DELETE m FROM ${qt(mv)} AS m JOIN ${d} AS d ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
+      changed += affected(await trx.raw(`DELETE m FROM ${d} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
       const insCols = [...groupCols, ...set.map(([c]) => c)];
       const insExprs = [...groupCols.map((_, i) => `d.g${i}`), ...set.map(([, e]) => e)];
       changed += affected(

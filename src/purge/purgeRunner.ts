@@ -108,9 +108,12 @@ export class PurgeRunner {
         log.info({ purge_id: purgeId, watermark, consumers: consumers.length }, 'purge started');
         let lastReport = clock.now();
         for (;;) {
-          const [res] = (await db.raw(`DELETE FROM ${logT} WHERE ${seq} <= ? ORDER BY ${seq} LIMIT ?`, [watermark, this.deps.batchSize])) as [
-            { affectedRows: number },
-          ];
+          // READ COMMITTED: under REPEATABLE READ the last batch would also lock the gap after the
+          // watermark, and writers' log inserts would wait for it.
+          const [res] = (await db.transaction(
+            (trx) => trx.raw(`DELETE FROM ${logT} WHERE ${seq} <= ? ORDER BY ${seq} LIMIT ?`, [watermark, this.deps.batchSize]),
+            { isolationLevel: 'read committed' },
+          )) as [{ affectedRows: number }];
           rows += res.affectedRows;
           if (res.affectedRows < this.deps.batchSize) break;
           if (clock.now() - lastReport > 5_000) {

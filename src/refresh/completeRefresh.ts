@@ -2,6 +2,15 @@ import type { Knex } from 'knex';
 import { quoteIdent } from '../mv/identifiers.js';
 import type { MviewRow } from '../mv/repository.js';
 
+/**
+ * Statistics for a freshly filled table before it is swapped in: InnoDB computed them while it
+ * was empty and RENAME keeps them, so for a while the optimizer would take a big MV for a
+ * one-row table (and a FAST refresh's joins would scan it once per changed group).
+ */
+export async function analyzeForSwap(db: Knex, qualifiedTable: string): Promise<void> {
+  await db.raw(`ANALYZE TABLE ${qualifiedTable}`);
+}
+
 /** Shadow tables of one MV; named by id so any MV name (up to 64 chars) fits. */
 export function shadowTables(mviewId: number): { building: string; retired: string } {
   return { building: `__mvs_${mviewId}_new`, retired: `__mvs_${mviewId}_old` };
@@ -38,6 +47,7 @@ export async function buildComplete(db: Knex, mv: Pick<MviewRow, 'mview_id' | 't
       },
       { isolationLevel: 'read committed' },
     );
+    await analyzeForSwap(db, buildT);
     const existing = await db('information_schema.tables')
       .where({ table_schema: mv.table_schema, table_name: mv.mview_name })
       .first('table_name');

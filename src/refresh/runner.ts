@@ -11,7 +11,7 @@ import {
   type RefreshTrigger,
 } from '../mv/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
-import { buildComplete, shadowTables } from './completeRefresh.js';
+import { analyzeForSwap, buildComplete, shadowTables } from './completeRefresh.js';
 import { connectionDatabase } from '../db/connect.js';
 import { probeSelect } from '../ddl/evaluate.js';
 import { explainFast, type FastSetup } from '../fast/explain.js';
@@ -126,6 +126,13 @@ export function chooseMethod(
  * lock, no other run can be live.
  */
 export class RefreshRunner {
+  /**
+   * FAST plans by MV, keyed by what they depend on: the definition (changes only with the MV's
+   * modify time) and the log (an MV log's columns never change). Saves the analysis and its
+   * round trips on every run.
+   */
+  private readonly setups = new Map<number, { key: string; setup: FastSetup }>();
+
   constructor(private readonly deps: RefreshRunnerDeps) {}
 
   async run(req: RefreshRequest): Promise<RefreshOutcome> {
@@ -315,10 +322,18 @@ export class RefreshRunner {
     }
   }
 
-  private async fastSetup(mv: MviewRow): Promise<FastSetup> {
+  private async fastSetup(mv: MviewRow, link: MlogLink): Promise<FastSetup> {
+    const key = `${mv.mview_modify_time.getTime()}:${link.mlogId}:${mv.mview_definition}`;
+    const cached = this.setups.get(mv.mview_id);
+    if (cached?.key === key) return cached.setup;
     const probe = await probeSelect(this.deps.db, mv.mview_definition);
     const ex = await explainFast(this.deps.db, mv.mview_definition, connectionDatabase(this.deps.db), probe.columns);
     if (!ex.fast) throw new ValidationError(`${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${ex.reason}`);
+    if (ex.setup.mlog.mlog_id !== link.mlogId) {
+      throw new ValidationError(`${mv.table_schema}.${mv.mview_name}: its materialized view log changed; refresh it COMPLETE`);
+    }
+    if (this.setups.size > 10_000) this.setups.clear();
+    this.setups.set(mv.mview_id, { key, setup: ex.setup });
     return ex.setup;
   }
 
@@ -328,7 +343,7 @@ export class RefreshRunner {
    * its watermark as they were and the run is still recorded).
    */
   private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
-    const setup = await this.fastSetup(mv);
+    const setup = await this.fastSetup(mv, link);
     const cut = await takeCut(this.deps.db, setup.mlog, this.deps.cutWaitS);
     try {
       const to = Math.max(cut.highWater, link.watermark);
@@ -352,7 +367,7 @@ export class RefreshRunner {
    */
   private async completeLogged(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
     const { db } = this.deps;
-    const setup = await this.fastSetup(mv);
+    const setup = await this.fastSetup(mv, link);
     const schema = quoteIdent(mv.table_schema);
     const { building, retired } = shadowTables(mv.mview_id);
     const build = { schema: mv.table_schema, name: building };
@@ -375,6 +390,7 @@ export class RefreshRunner {
       } finally {
         await cut.snapshot.rollback().catch(() => {});
       }
+      await analyzeForSwap(db, buildT);
       await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
       const existing = await db('information_schema.tables').where({ table_schema: mv.table_schema, table_name: mv.mview_name }).first('table_name');
       if (existing) {
