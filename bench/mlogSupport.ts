@@ -9,7 +9,8 @@ import { parseDatabaseUrl } from '../src/db/connect.js';
 import { DdlExecutor } from '../src/ddl/executor.js';
 import type { PurgeRunner } from '../src/purge/purgeRunner.js';
 import type { RefreshRunner } from '../src/refresh/runner.js';
-import { benchLogger, fmtInt, progress, type BenchDatabase } from './support.js';
+import { readFileSync } from 'node:fs';
+import { benchLogger, cpuSnapshot, cpuUse, fmtInt, progress, type BenchDatabase, type CpuSnapshot, type CpuUse } from './support.js';
 
 export interface MlogBench {
   ddl: DdlExecutor;
@@ -107,7 +108,9 @@ export class SqlTimer {
   private done: TimedStatement[] = [];
   private on = false;
   private readonly onQuery = (q: { __knexQueryUid?: string; sql?: string }) => {
-    if (this.on && q.__knexQueryUid) this.open.set(q.__knexQueryUid, { sql: q.sql ?? '', t: performance.now() });
+    if (!this.on) return;
+    if (q.__knexQueryUid) this.open.set(q.__knexQueryUid, { sql: q.sql ?? '', t: performance.now() });
+    else this.done.push({ sql: q.sql ?? '', ms: null }); // BEGIN / COMMIT / SAVEPOINT: no response event
   };
   private readonly onEnd = (...args: unknown[]) => {
     // query-response: (response, obj, builder); query-error: (err, obj)
@@ -190,4 +193,39 @@ export function phases(stmts: TimedStatement[], classify: (sql: string) => strin
     by.set(p, r);
   }
   return [...by.values()].sort((a, b) => b.ms - a.ms);
+}
+
+/** Pid of the MariaDB server when it runs on this host (else undefined). */
+export async function mariadbPid(db: Knex): Promise<number | undefined> {
+  try {
+    const [rows] = (await db.raw('SELECT @@pid_file AS f')) as [Array<{ f: string }>];
+    const pid = Number(readFileSync(rows[0]!.f, 'utf8').trim());
+    return pid > 0 && /mariadbd|mysqld/.test(readFileSync(`/proc/${pid}/comm`, 'utf8')) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU used between start() and stop() by mariadbd, this process, and everything else on the host. */
+export class CpuMeter {
+  private a: CpuSnapshot | undefined;
+  constructor(private readonly pids: Record<string, number | undefined>) {}
+
+  static async create(db: Knex): Promise<CpuMeter> {
+    return new CpuMeter({ mariadbd: await mariadbPid(db), bench: process.pid });
+  }
+
+  start(): void {
+    this.a = cpuSnapshot(this.pids);
+  }
+
+  stop(): CpuUse {
+    return cpuUse(this.a!, cpuSnapshot(this.pids));
+  }
+}
+
+export function fmtCpu(u: CpuUse | null | undefined): string {
+  if (!u) return '-';
+  const f = (x: number | null | undefined) => (x === null || x === undefined ? '?' : x.toFixed(2));
+  return `mariadbd ${f(u.byProcess.mariadbd)}, bench process ${f(u.byProcess.bench)}, everything else on the host ${f(u.otherCores)} cores (over ${u.seconds} s)`;
 }

@@ -104,10 +104,10 @@ function usage(): string {
     `  names: ${Object.keys(BENCHES).join(', ')} (default: all, in that order)`,
     '  env: BENCH_PLANNER_SIZES=10000,100000  BENCH_DISPATCH_MVS=5000  BENCH_DISPATCH_WINDOW_S=60',
     '       BENCH_DISPATCH_LOW_MVS=1000  BENCH_DISPATCH_LOW=auto|always|never  BENCH_REDIS_HZ=<n>',
-    '       BENCH_KEEP_DB=1 (keep dispatch databases)  BENCH_RESULTS=bench-results.json',
+    '       BENCH_KEEP_DB=1 (keep dispatch / fast databases)  BENCH_RESULTS=bench-results.json',
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
-    '       BENCH_WRITERS_ROWS=5000 BENCH_WRITERS_ROUNDS=4 BENCH_WRITERS_CONC=4',
-    '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000 BENCH_PURGE_BASELINE_S=10',
+    '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
+    '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
   ].join('\n');
 }
 
