@@ -235,10 +235,10 @@ async function applyAggregate(
     if (ag.fn === 'AVG') ocols.push(`m.${q(`__mvs_sum_${k}`)} AS o${k}_sum`);
   }
   const joinOn = groupCols.length ? groupCols.map((c, i) => `m.${q(c)} <=> x.g${i}`).join(' AND ') : 'TRUE';
-  await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${d}`);
   const deltaSelect = `SELECT x.*, ${ocols.join(', ')} FROM (${agg}) AS x LEFT JOIN ${qt(mv)} AS m ON ${joinOn}`;
   try {
-    // In memory: the delta lives for one refresh and needs no undo or redo.
+    // In memory: the delta lives for one refresh and needs no undo or redo. (It is dropped at
+    // the end; one left by a run that died went with that run's connection.)
     await trx.raw(`CREATE TEMPORARY TABLE ${d} ENGINE=MEMORY AS ${deltaSelect}`, [range.from, range.to]);
   } catch (err) {
     // BLOB / TEXT group values (or a server without MEMORY): the default engine.

@@ -75,11 +75,15 @@ export interface RefreshRunnerDeps {
 export interface MlogLink {
   mlogId: number;
   watermark: number;
+  purgeMethod: string;
 }
 
 export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Promise<MlogLink | undefined> {
-  const row = await db('mvs_mview_base_tables').where({ mview_id: mviewId }).whereNotNull('mlog_id').first('mlog_id', 'consumed_watermark');
-  return row ? { mlogId: toNumber(row.mlog_id), watermark: toNumber(row.consumed_watermark) } : undefined;
+  const row = await db('mvs_mview_base_tables as b')
+    .join('mvs_mlogs as l', 'l.mlog_id', 'b.mlog_id')
+    .where('b.mview_id', mviewId)
+    .first('b.mlog_id', 'b.consumed_watermark', 'l.purge_method');
+  return row ? { mlogId: toNumber(row.mlog_id), watermark: toNumber(row.consumed_watermark), purgeMethod: String(row.purge_method) } : undefined;
 }
 
 function coalescedBy(
@@ -287,8 +291,7 @@ export class RefreshRunner {
         committed = true;
         log.info({ refresh_id: refreshId, method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
         if (link && this.deps.purgeImmediate) {
-          const m = await db('mvs_mlogs').where({ mlog_id: link.mlogId }).first('purge_method');
-          if (m?.purge_method === 'IMMEDIATE') {
+          if (link.purgeMethod === 'IMMEDIATE') {
             await this.deps.purgeImmediate(link.mlogId).catch((err: unknown) =>
               log.warn({ mlog_id: link.mlogId, err: errorMessage(err) }, 'immediate purge after refresh failed; the next one will catch up'),
             );
