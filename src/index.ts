@@ -1,6 +1,6 @@
 // The package's public API: the client for other services and the job payload schemas.
 // Importing it starts nothing.
-export { MvsClient, type MvsClientOptions, type EnqueueResult, type RefreshResult } from './client/mvsClient.js';
+export { MvsClient, type MvsClientOptions, type EnqueueResult, type RefreshResult, type PurgeResult, type JobStatus } from './client/mvsClient.js';
 export {
   partitionRepairInfo,
   partitionVersion,

@@ -22,6 +22,23 @@ export interface RefreshResult {
   method?: string;
 }
 
+export interface PurgeResult {
+  outcome: 'SUCCESS';
+  purgeId: number;
+  rows: number;
+  /** The log was purged up to and including this sequence number. */
+  watermark: number;
+}
+
+export interface JobStatus {
+  jobId: string;
+  /** BullMQ's state: waiting, delayed (waiting for a running one of the same MV), active, completed, failed; unknown once removed. */
+  state: string;
+  name?: string;
+  result?: unknown;
+  failedReason?: string;
+}
+
 /**
  * Enqueue work for mvsched from another Node service, over BullMQ only (no HTTP). Payloads are
  * validated before they are sent, with the same schemas the workers use.
@@ -52,7 +69,7 @@ export class MvsClient {
   }
 
   /** Purge the MV log of a base table. */
-  async purge(mlog: string): Promise<EnqueueResult<Record<string, unknown>>> {
+  async purge(mlog: string): Promise<EnqueueResult<PurgeResult>> {
     return this.enqueue('purge', parsePayload('purge', { mlog }));
   }
 
@@ -68,6 +85,20 @@ export class MvsClient {
   /** Repair the version maps of the MVs over a table. */
   async repair(table: string, partitions: PartitionRepairInfo[]): Promise<EnqueueResult<{ dependents: number; repairs: number }>> {
     return this.enqueue('repair', parsePayload('repair', { table, partitions }));
+  }
+
+  /** Where a job enqueued earlier stands (finished jobs are kept an hour, failed ones a day). */
+  async status(jobId: string): Promise<JobStatus> {
+    const job = await this.queue.getJob(jobId);
+    if (!job) return { jobId, state: 'unknown' };
+    const state = await job.getState();
+    return {
+      jobId,
+      state,
+      name: job.name,
+      ...(state === 'completed' ? { result: job.returnvalue as unknown } : {}),
+      ...(state === 'failed' ? { failedReason: job.failedReason } : {}),
+    };
   }
 
   async close(): Promise<void> {

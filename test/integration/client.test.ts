@@ -49,6 +49,21 @@ describe('MvsClient (import { MvsClient } from "mvsched")', () => {
     expect(await job.finished(60_000)).toEqual({ dependents: 1, repairs: 0, recreated: false });
   });
 
+  it('purges an MV log and tells where a job stands', async () => {
+    const ddl = createDdlExecutor(rt);
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON sales (region, amt)');
+    await t.db('sales').insert({ id: 3, region: 'eu', amt: 1 });
+    const job = await client.purge(`${t.database}.sales`);
+    const result = await job.finished(60_000);
+    expect(result).toMatchObject({ outcome: 'SUCCESS', rows: 1 });
+    expect(result.watermark).toBeGreaterThan(0);
+    expect(await client.status(job.jobId)).toEqual({ jobId: job.jobId, state: 'completed', name: 'purge', result });
+    const bad = await client.purge(`${t.database}.no_log_here`);
+    await expect(bad.finished(60_000)).rejects.toThrow(/no materialized view log/);
+    expect(await client.status(bad.jobId)).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/no_log_here/) });
+    expect(await client.status('no-such-job')).toEqual({ jobId: 'no-such-job', state: 'unknown' });
+  });
+
   it('refuses a malformed payload before sending it, naming the field', async () => {
     await expect(client.refresh('a.b', { method: 'SLOW' as never })).rejects.toThrow(ValidationError);
     await expect(client.refresh('a.b', { method: 'SLOW' as never })).rejects.toThrow(/method/);
