@@ -43,7 +43,9 @@ export function ensureServerPackages(needs, log = console.error) {
   }
   log(`[mvsched] installing ${missing.join(', ')} from Debian packages ...`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...missing]]) {
+  // Headless chromium renders text with whatever fonts there are; without recommends there are none.
+  const extra = missing.includes('chromium') ? ['fonts-liberation'] : [];
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...missing, ...extra]]) {
     const r = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env });
     if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${r.status}); try: ${cmd}`);
   }
