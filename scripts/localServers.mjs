@@ -131,7 +131,10 @@ export async function startRedis({ baseDir }) {
       bin,
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
         '--logfile', logFile, '--maxclients', '10000', '--protected-mode', 'no'],
-      { stdio: 'ignore' },
+      // Its own process group: a Ctrl-C on the terminal reaches the whole foreground group, and
+      // Redis would quit at once while mvsched's processes still need it to shut down cleanly.
+      // Whoever started it stops it (stop() below), after those processes are gone.
+      { stdio: 'ignore', detached: true },
     );
     try {
       await waitReady(child, () => redisPing(port), 'redis-server', logFile, 20_000);
@@ -187,7 +190,7 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
         '--max-connections=2000', '--default-time-zone=+00:00', '--character-set-server=utf8mb4',
         '--collation-server=utf8mb4_general_ci', '--innodb-lock-wait-timeout=20',
         '--max-allowed-packet=64M', '--table-open-cache=4000', '--skip-performance-schema'],
-      { stdio: 'ignore' },
+      { stdio: 'ignore', detached: true }, // as Redis: out of the terminal's process group
     );
     const probe = async () =>
       spawnSync(client, ['--no-defaults', `--socket=${socket}`, '-uroot', '-e', 'SELECT 1'], { stdio: 'ignore' })

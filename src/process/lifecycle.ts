@@ -54,12 +54,28 @@ export function runUntilSignal(items: Closeable[], logger: Logger, timeoutMs = 3
       }
       stopping = true;
       logger.info({ signal }, 'stopping');
+      // Each close is bounded, but several in a row with Redis or MySQL gone could add up, and a
+      // client still retrying a lost server keeps the event loop alive: exit regardless after a
+      // deadline, and shortly after everything was closed.
+      const deadline = setTimeout(() => {
+        logger.error({ timeout_ms: timeoutMs * 2 }, 'could not stop in time: exiting now');
+        process.exit(1);
+      }, timeoutMs * 2);
+      deadline.unref();
+      const exitSoon = (code: number) => {
+        clearTimeout(deadline);
+        setTimeout(() => {
+          logger.warn('connections still open after close: exiting');
+          process.exit(code);
+        }, 2_000).unref();
+        resolve(code);
+      };
       closeAll(items, logger, timeoutMs)
         .then(() => {
           logger.info('stopped');
-          resolve(0);
+          exitSoon(0);
         })
-        .catch(() => resolve(1))
+        .catch(() => exitSoon(1))
         .finally(() => {
           process.off('SIGTERM', onSignal);
           process.off('SIGINT', onSignal);

@@ -53,9 +53,12 @@ export async function devCommand(ctx: CliContext, opts: { workers: string; serve
     stopping = true;
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
   };
+  let demo: { close(): Promise<void> } | undefined;
   const onSignal = () => {
     if (stopping) return;
     ctx.err('mvsched dev: stopping ...');
+    // The demo writer stops first: nothing should keep writing while the rest shuts down.
+    void demo?.close();
     stop();
   };
   process.on('SIGINT', onSignal);
@@ -69,7 +72,8 @@ export async function devCommand(ctx: CliContext, opts: { workers: string; serve
   }
   const demoOn = opts.demo !== false && ctx.env.MVS_DEMO !== '0' && ctx.env.MVS_DEMO !== 'false';
   if (!demoOn) ctx.err('mvsched dev: demo off');
-  const demo = demoOn ? await startDemo(ctx) : undefined;
+  demo = demoOn ? await startDemo(ctx) : undefined;
+  if (stopping) await demo?.close(); // Ctrl-C while the demo was being set up
   const code = await done;
   await demo?.close();
   process.off('SIGINT', onSignal);
