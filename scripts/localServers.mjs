@@ -74,6 +74,26 @@ function exitPromise(child) {
   });
 }
 
+// Servers run in their own process group (see startRedis), so a signal to the terminal's group
+// does not reach them; if the process that started them ends without stopping them (a test
+// runner interrupted with Ctrl-C exits without its teardown), they go with it.
+const running = new Set();
+process.on('exit', () => {
+  for (const child of running) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+function track(child) {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
 async function stopChild(child, graceMs = 20_000) {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const done = exitPromise(child);
@@ -127,7 +147,7 @@ export async function startRedis({ baseDir }) {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const logFile = join(dir, 'redis.log');
-    const child = spawn(
+    const child = track(spawn(
       bin,
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
         '--logfile', logFile, '--maxclients', '10000', '--protected-mode', 'no'],
@@ -135,7 +155,7 @@ export async function startRedis({ baseDir }) {
       // Redis would quit at once while mvsched's processes still need it to shut down cleanly.
       // Whoever started it stops it (stop() below), after those processes are gone.
       { stdio: 'ignore', detached: true },
-    );
+    ));
     try {
       await waitReady(child, () => redisPing(port), 'redis-server', logFile, 20_000);
     } catch (err) {
@@ -181,7 +201,7 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
   }
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const child = spawn(
+    const child = track(spawn(
       server,
       ['--no-defaults', `--datadir=${datadir}`, '--user=root', `--port=${port}`, '--bind-address=127.0.0.1',
         `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
@@ -191,7 +211,7 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
         '--collation-server=utf8mb4_general_ci', '--innodb-lock-wait-timeout=20',
         '--max-allowed-packet=64M', '--table-open-cache=4000', '--skip-performance-schema'],
       { stdio: 'ignore', detached: true }, // as Redis: out of the terminal's process group
-    );
+    ));
     const probe = async () =>
       spawnSync(client, ['--no-defaults', `--socket=${socket}`, '-uroot', '-e', 'SELECT 1'], { stdio: 'ignore' })
         .status === 0;
