@@ -42,6 +42,7 @@ import {
   type BenchContext,
   type BenchOutcome,
   type GoalCheck,
+  envInt,
 } from './support.js';
 
 export interface FastBenchOptions {
@@ -49,13 +50,6 @@ export interface FastBenchOptions {
   groups: number;
   changes: number;
   reps: number;
-}
-
-function envInt(name: string, dflt: number): number {
-  const v = process.env[name];
-  const n = v ? Number(v) : dflt;
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
-  return n;
 }
 
 export function fastOptionsFromEnv(): FastBenchOptions {

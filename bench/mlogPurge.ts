@@ -42,6 +42,7 @@ import {
   type CpuUse,
   type GoalCheck,
   type Summary,
+  envInt,
 } from './support.js';
 
 export interface PurgeBenchOptions {
@@ -50,13 +51,6 @@ export interface PurgeBenchOptions {
   fill: 'direct' | 'triggers';
   batches: number[];
   baselineS: number;
-}
-
-function envInt(name: string, dflt: number): number {
-  const v = process.env[name];
-  const n = v ? Number(v) : dflt;
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
-  return n;
 }
 
 export function purgeOptionsFromEnv(): PurgeBenchOptions {

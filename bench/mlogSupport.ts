@@ -80,17 +80,8 @@ export async function writerConnection(url: string): Promise<Connection> {
   return createConnection({ host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, timezone: 'Z' });
 }
 
-/** mulberry32: a small seeded PRNG, so every run applies the same changes. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seeded, so every run applies the same changes (the tests' PRNG).
+export { prng } from '../test/support/prng.js';
 
 export interface TimedStatement {
   sql: string;

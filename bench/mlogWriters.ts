@@ -33,19 +33,13 @@ import {
   type BenchOutcome,
   type CpuUse,
   type GoalCheck,
+  envInt,
 } from './support.js';
 
 export interface WritersOptions {
   rows: number;
   rounds: number;
   concurrency: number;
-}
-
-function envInt(name: string, dflt: number): number {
-  const v = process.env[name];
-  const n = v ? Number(v) : dflt;
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
-  return n;
 }
 
 export function writersOptionsFromEnv(): WritersOptions {

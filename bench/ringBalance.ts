@@ -3,6 +3,7 @@
 // about the hash functions, reproducible on any machine.
 import { HashRing, DEFAULT_VNODES, DEFAULT_HASH, type HashFn } from '../src/ring/hashRing.js';
 import { crc32Hash, mixedCrc32Hash, fnv1aMixHash } from '../src/ring/placementHash.js';
+import { prng } from '../test/support/prng.js';
 
 // The brief's range, plus the larger counts the balance goal turned out to need.
 const VNODES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
@@ -10,16 +11,7 @@ const NODE_COUNT = 10;
 const KEY_COUNT = 10_000;
 
 // Seeded so the "random-looking" id sets are the same on every run.
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const mulberry32 = prng;
 
 function randStr(rnd: () => number, alphabet: string, len: number): string {
   let s = '';

@@ -47,6 +47,14 @@ export function progress(msg: string): void {
   process.stderr.write(`[bench +${s}s] ${msg}\n`);
 }
 
+/** A positive whole number from the environment (a benchmark knob), else the default. */
+export function envInt(name: string, dflt: number): number {
+  const v = process.env[name];
+  const n = v ? Number(v) : dflt;
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
+  return n;
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Logger for in-process mvsched components: warnings and errors only, on stderr. */

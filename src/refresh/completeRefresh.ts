@@ -26,7 +26,6 @@ export function shadowTables(mviewId: number): { building: string; retired: stri
 export async function buildComplete(db: Knex, mv: Pick<MviewRow, 'mview_id' | 'table_schema' | 'mview_name' | 'mview_definition'>): Promise<number> {
   const schema = quoteIdent(mv.table_schema);
   const { building, retired } = shadowTables(mv.mview_id);
-  const target = `${schema}.${quoteIdent(mv.mview_name)}`;
   const buildT = `${schema}.${quoteIdent(building)}`;
   const oldT = `${schema}.${quoteIdent(retired)}`;
 
@@ -47,19 +46,37 @@ export async function buildComplete(db: Knex, mv: Pick<MviewRow, 'mview_id' | 't
       },
       { isolationLevel: 'read committed' },
     );
-    await analyzeForSwap(db, buildT);
-    const existing = await db('information_schema.tables')
-      .where({ table_schema: mv.table_schema, table_name: mv.mview_name })
-      .first('table_name');
-    if (existing) {
-      await db.raw(`RENAME TABLE ${target} TO ${oldT}, ${buildT} TO ${target}`);
-      await db.raw(`DROP TABLE IF EXISTS ${oldT}`);
-    } else {
-      await db.raw(`RENAME TABLE ${buildT} TO ${target}`);
-    }
+    await swapIn(db, mv);
   } catch (err) {
     await db.raw(`DROP TABLE IF EXISTS ${buildT}`).catch(() => {});
     throw err;
   }
   return rows;
+}
+
+/**
+ * Put a filled build table in the MV's place with one RENAME TABLE (readers see the old table or
+ * the new one), after refreshing its statistics; `beforeSwap` runs just before the rename.
+ */
+export async function swapIn(
+  db: Knex,
+  mv: Pick<MviewRow, 'mview_id' | 'table_schema' | 'mview_name'>,
+  beforeSwap?: () => Promise<void>,
+): Promise<void> {
+  const schema = quoteIdent(mv.table_schema);
+  const { building, retired } = shadowTables(mv.mview_id);
+  const target = `${schema}.${quoteIdent(mv.mview_name)}`;
+  const buildT = `${schema}.${quoteIdent(building)}`;
+  const oldT = `${schema}.${quoteIdent(retired)}`;
+  await analyzeForSwap(db, buildT);
+  await beforeSwap?.();
+  const existing = await db('information_schema.tables')
+    .where({ table_schema: mv.table_schema, table_name: mv.mview_name })
+    .first('table_name');
+  if (existing) {
+    await db.raw(`RENAME TABLE ${target} TO ${oldT}, ${buildT} TO ${target}`);
+    await db.raw(`DROP TABLE IF EXISTS ${oldT}`);
+  } else {
+    await db.raw(`RENAME TABLE ${buildT} TO ${target}`);
+  }
 }

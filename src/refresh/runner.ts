@@ -11,7 +11,7 @@ import {
   type RefreshTrigger,
 } from '../mv/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
-import { analyzeForSwap, buildComplete, shadowTables } from './completeRefresh.js';
+import { buildComplete, shadowTables, swapIn } from './completeRefresh.js';
 import { connectionDatabase } from '../db/connect.js';
 import { probeSelect } from '../ddl/evaluate.js';
 import { explainFast, type FastSetup } from '../fast/explain.js';
@@ -376,7 +376,6 @@ export class RefreshRunner {
     const build = { schema: mv.table_schema, name: building };
     const buildT = `${schema}.${quoteIdent(building)}`;
     const oldT = `${schema}.${quoteIdent(retired)}`;
-    const target = `${schema}.${quoteIdent(mv.mview_name)}`;
     const select = buildSelect(setup, mv.mview_definition);
     await db.raw(`DROP TABLE IF EXISTS ${buildT}, ${oldT}`);
     await db.raw(`CREATE TABLE ${buildT} AS SELECT * FROM (${select}) AS __mvs_def LIMIT 0`);
@@ -393,15 +392,9 @@ export class RefreshRunner {
       } finally {
         await cut.snapshot.rollback().catch(() => {});
       }
-      await analyzeForSwap(db, buildT);
-      await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
-      const existing = await db('information_schema.tables').where({ table_schema: mv.table_schema, table_name: mv.mview_name }).first('table_name');
-      if (existing) {
-        await db.raw(`RENAME TABLE ${target} TO ${oldT}, ${buildT} TO ${target}`);
-        await db.raw(`DROP TABLE IF EXISTS ${oldT}`);
-      } else {
-        await db.raw(`RENAME TABLE ${buildT} TO ${target}`);
-      }
+      await swapIn(db, mv, async () => {
+        await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
+      });
     } catch (err) {
       await db.raw(`DROP TABLE IF EXISTS ${buildT}`).catch(() => {});
       throw err;

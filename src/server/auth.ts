@@ -6,9 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
  */
 export function bearerMatches(header: string | undefined, token: string): boolean {
   if (!header?.startsWith('Bearer ')) return false;
-  const given = createHash('sha256').update(header.slice('Bearer '.length)).digest();
-  const want = createHash('sha256').update(token).digest();
-  return timingSafeEqual(given, want);
+  return tokenMatches(header.slice('Bearer '.length), token);
 }
 
 export const BOARD_COOKIE = 'mvs_token';
