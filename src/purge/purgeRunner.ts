@@ -8,7 +8,7 @@ import { toNumber } from '../mv/repository.js';
 import { SEQ_COLUMN } from '../mlog/names.js';
 import { getMlog, mlogConsumers, type PurgeInfoRow, type PurgeTrigger } from '../mlog/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
-import { DUE_TOLERANCE_MS } from '../refresh/runner.js';
+import { DUE_TOLERANCE_MS } from '../refresh/types.js';
 import type { RunObserver } from '../metrics/runMetrics.js';
 
 export interface PurgeRequest {

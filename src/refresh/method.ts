@@ -1,0 +1,42 @@
+import type { Knex } from 'knex';
+import { ValidationError } from '../errors.js';
+import { toNumber, type MviewRow } from '../mv/repository.js';
+import type { ConcreteMethod } from './types.js';
+
+/** The MV log an MV consumes, and how far it has consumed it. */
+export interface MlogLink {
+  mlogId: number;
+  watermark: number;
+  purgeMethod: string;
+}
+
+export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Promise<MlogLink | undefined> {
+  const row = await db('mvs_mview_base_tables as b')
+    .join('mvs_mlogs as l', 'l.mlog_id', 'b.mlog_id')
+    .where('b.mview_id', mviewId)
+    .first('b.mlog_id', 'b.consumed_watermark', 'l.purge_method');
+  return row ? { mlogId: toNumber(row.mlog_id), watermark: toNumber(row.consumed_watermark), purgeMethod: String(row.purge_method) } : undefined;
+}
+
+/**
+ * Pick the concrete method for a run. An MV linked to a log is fast-refreshable once a complete
+ * refresh has recorded its watermark (`fast_refreshable`); until then FAST means that complete
+ * refresh (it is the only way to get there).
+ */
+export function chooseMethod(
+  mv: Pick<MviewRow, 'refresh_method' | 'fast_refreshable' | 'fast_reason' | 'table_schema' | 'mview_name'>,
+  requested?: ConcreteMethod,
+  linked = Boolean(mv.fast_refreshable),
+): ConcreteMethod {
+  const ready = linked && Boolean(mv.fast_refreshable);
+  if (requested === 'FAST' || (!requested && mv.refresh_method === 'FAST')) {
+    if (!linked) {
+      throw new ValidationError(
+        `${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${mv.fast_reason ?? 'no materialized view log'}`,
+      );
+    }
+    return ready ? 'FAST' : 'COMPLETE';
+  }
+  if (requested === 'COMPLETE') return 'COMPLETE';
+  return mv.refresh_method === 'FORCE' && ready ? 'FAST' : 'COMPLETE';
+}
