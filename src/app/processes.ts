@@ -41,6 +41,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
     nodeTtlMs: config.nodeTtlS * 1000,
     defaultSchema: rt.defaultSchema,
     purgeBatch: config.purgeBatch,
+    cutWaitMs: config.cutWaitMs,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });

@@ -2,9 +2,9 @@ import type { Knex } from 'knex';
 import { isDuplicateKey, isLockNotGranted } from '../db/errors.js';
 import { ConflictError, MvsError, NotFoundError, ValidationError } from '../errors.js';
 import { explainFast } from '../fast/explain.js';
-import { displayName, quoteQualified, resolveName, type ResolvedName } from '../mv/identifiers.js';
+import { assertMviewNameAllowed, displayName, resolveName, type ResolvedName } from '../mv/identifiers.js';
 import { findMviewByName, tableExists, type MviewRow, type RefreshMethod } from '../mv/repository.js';
-import { shadowTables } from '../refresh/completeRefresh.js';
+import { dropMviewTable, dropShadowTables } from '../refresh/completeRefresh.js';
 import type { RefreshOutcome } from '../refresh/runner.js';
 import { nextExecTime } from '../schedule/nextTime.js';
 import type { AlterMviewRefreshStatement, CreateMviewStatement, RefreshMviewStatement, SimpleMviewStatement } from './ast.js';
@@ -34,6 +34,7 @@ export class MviewDdl {
   async create(stmt: CreateMviewStatement): Promise<DdlResult> {
     const { db, clock, defaultSchema } = this.ctx.deps;
     const n = this.name(stmt);
+    assertMviewNameAllowed(n.name);
     const method: RefreshMethod = stmt.method ?? 'COMPLETE';
     if (await findMviewByName(db, n.schema, n.name)) {
       throw new ConflictError(`materialized view ${displayName(n)} already exists`);
@@ -143,11 +144,14 @@ export class MviewDdl {
     await this.dropTables(mviewId, n);
   }
 
-  private async dropTables(mviewId: number, n: ResolvedName): Promise<void> {
-    const { building, retired } = shadowTables(mviewId);
-    await this.ctx.db.raw(
-      `DROP TABLE IF EXISTS ${quoteQualified(n)}, ${quoteQualified({ schema: n.schema, name: building })}, ${quoteQualified({ schema: n.schema, name: retired })}`,
-    );
+  /** The MV's table and its leftovers: only tables mvsched made; says what it left. */
+  private async dropTables(mviewId: number, n: ResolvedName): Promise<string> {
+    const mv = { mview_id: mviewId, table_schema: n.schema, mview_name: n.name };
+    await dropShadowTables(this.ctx.db, mv);
+    const r = await dropMviewTable(this.ctx.db, mv);
+    if (r !== 'foreign') return '';
+    this.ctx.deps.logger.warn({ mview_id: mviewId, mview: displayName(n) }, 'left a table in the MV\'s place that mvsched did not make');
+    return ` (left table ${displayName(n)} in place: mvsched did not make it)`;
   }
 
   /** Lock an MV's refresh-info row, waiting for a running refresh; a long one is a conflict. */
@@ -253,9 +257,9 @@ export class MviewDdl {
         await trx(table).where({ mview_id: current.mview_id }).delete();
       }
     });
-    await this.dropTables(mv.mview_id, n);
+    const left = await this.dropTables(mv.mview_id, n);
     await this.ctx.notify({ kind: 'mview', id: mv.mview_id, change: 'dropped' });
-    return { statement: stmt.kind, name: displayName(n), mviewId: mv.mview_id, message: `dropped materialized view ${displayName(n)}` };
+    return { statement: stmt.kind, name: displayName(n), mviewId: mv.mview_id, message: `dropped materialized view ${displayName(n)}${left}` };
   }
 
   async refresh(stmt: RefreshMviewStatement): Promise<DdlResult> {

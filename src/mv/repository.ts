@@ -43,6 +43,10 @@ export interface RefreshInfoRow {
   refresh_count: number;
   next_time: Date | null;
   updated_at: Date;
+  /** Consecutive consistent cuts that gave up waiting for writers. */
+  cut_timeouts?: number;
+  /** A FORCE MV refreshes COMPLETE without a cut until then. */
+  cut_retry_after?: Date | null;
 }
 
 export interface RefreshHistRow {

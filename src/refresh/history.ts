@@ -75,7 +75,7 @@ function infoCommon(lock: Knex.Transaction, e: RunEnd) {
   };
 }
 
-export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: number): Promise<void> {
+export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: number, extra: Record<string, unknown> = {}): Promise<void> {
   await lock('mvs_mview_refresh_hist')
     .where({ refresh_id: e.refreshId })
     .update({ refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), rows_changed: rows });
@@ -88,10 +88,17 @@ export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: num
       last_failed_reason: null,
       consecutive_failures: 0,
       refresh_count: lock.raw('refresh_count + 1'),
+      ...extra,
     });
 }
 
-export async function recordFailure(lock: Knex.Transaction, e: RunEnd, reason: string, failures: number): Promise<void> {
+export async function recordFailure(
+  lock: Knex.Transaction,
+  e: RunEnd,
+  reason: string,
+  failures: number,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
   await lock('mvs_mview_refresh_hist')
     .where({ refresh_id: e.refreshId })
     .update({ refresh_method: e.method, refresh_status: 'FAILED', end_time: new Date(e.endMs), failed_reason: reason });
@@ -102,6 +109,7 @@ export async function recordFailure(lock: Knex.Transaction, e: RunEnd, reason: s
       last_refresh_result: 'FAILED',
       last_failed_reason: reason,
       consecutive_failures: failures,
+      ...extra,
     });
 }
 

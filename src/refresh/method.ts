@@ -3,19 +3,33 @@ import { ValidationError } from '../errors.js';
 import { toNumber, type MviewRow } from '../mv/repository.js';
 import type { ConcreteMethod } from './types.js';
 
-/** The MV log an MV consumes, and how far it has consumed it. */
+/** The MV log an MV consumes, how far it has consumed it, and what state it is in. */
 export interface MlogLink {
   mlogId: number;
   watermark: number;
   purgeMethod: string;
+  /** The log's base table. */
+  table: { schema: string; name: string };
+  /** BROKEN: the log cannot have captured every change (DESIGN.md §2); with the reason. */
+  broken: string | null;
+  /** Identity of the base table when the MV last read all of it (null: not known yet). */
+  mvToken: number | null;
 }
 
 export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Promise<MlogLink | undefined> {
   const row = await db('mvs_mview_base_tables as b')
     .join('mvs_mlogs as l', 'l.mlog_id', 'b.mlog_id')
     .where('b.mview_id', mviewId)
-    .first('b.mlog_id', 'b.consumed_watermark', 'l.purge_method');
-  return row ? { mlogId: toNumber(row.mlog_id), watermark: toNumber(row.consumed_watermark), purgeMethod: String(row.purge_method) } : undefined;
+    .first('b.mlog_id', 'b.consumed_watermark', 'b.base_table_id', 'l.purge_method', 'l.state', 'l.broken_reason', 'l.table_schema', 'l.base_table_name');
+  if (!row) return undefined;
+  return {
+    mlogId: toNumber(row.mlog_id),
+    watermark: toNumber(row.consumed_watermark),
+    purgeMethod: String(row.purge_method),
+    table: { schema: String(row.table_schema), name: String(row.base_table_name) },
+    broken: row.state === 'BROKEN' ? String(row.broken_reason ?? 'broken') : null,
+    mvToken: row.base_table_id === null || row.base_table_id === undefined ? null : toNumber(row.base_table_id),
+  };
 }
 
 /**

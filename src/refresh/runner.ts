@@ -9,7 +9,8 @@ import type { RunObserver } from '../metrics/runMetrics.js';
 import { baseTableVersions } from '../versions/repository.js';
 import { buildComplete } from './completeRefresh.js';
 import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip, recordSuccess, type RunEnd } from './history.js';
-import { LoggedRefresh } from './logged.js';
+import { CutTimeoutError } from '../mlog/cut.js';
+import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
 import { chooseMethod, mlogLink, type MlogLink } from './method.js';
 import { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
@@ -24,8 +25,8 @@ export interface RefreshRunnerDeps {
   nodeId: string;
   /** Runs an MV log's purge after a refresh that consumed it, when the log says PURGE IMMEDIATE. */
   purgeImmediate?: (mlogId: number) => Promise<void>;
-  /** How long a FAST refresh waits for writer transactions in flight to take its cut (s). */
-  cutWaitS?: number;
+  /** How long a cut waits for writer transactions in flight (MVS_CUT_WAIT_MS). */
+  cutWaitMs?: number;
   /** Told every outcome (metrics). */
   observer?: Pick<RunObserver, 'refreshed'>;
 }
@@ -61,7 +62,7 @@ export class RefreshRunner {
   private readonly logged: LoggedRefresh;
 
   constructor(private readonly deps: RefreshRunnerDeps) {
-    this.logged = new LoggedRefresh({ db: deps.db, ...(deps.cutWaitS !== undefined ? { cutWaitS: deps.cutWaitS } : {}) });
+    this.logged = new LoggedRefresh({ db: deps.db, ...(deps.cutWaitMs !== undefined ? { cutWaitMs: deps.cutWaitMs } : {}) });
   }
 
   async run(req: RefreshRequest): Promise<RefreshOutcome> {
@@ -139,41 +140,46 @@ export class RefreshRunner {
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
 
-    let rows = 0;
+    let done: LoggedOutcome = { rows: 0, method, cut: 'none' };
     let failure: unknown;
     try {
-      if (!link) rows = await buildComplete(db, mv);
-      else if (method === 'FAST') rows = await this.logged.fast(lock, mv, link, log);
-      else rows = await this.logged.complete(lock, mv, link, log);
+      if (!link) done.rows = await buildComplete(db, mv);
+      else {
+        const strict = (req.method ?? mv.refresh_method) === 'FAST';
+        done = await this.logged.refresh(lock, mv, info, link, method, strict, startMs, log);
+      }
     } catch (err) {
       failure = err;
+      if (err instanceof CutTimeoutError) done.cut = 'timed-out';
     }
+    const { rows } = done;
     const endMs = clock.now();
     const nextTime = info.next_time ? info.next_time.getTime() : null;
-    const end: Omit<RunEnd, 'newNext'> = { refreshId, req, method, startMs, endMs };
+    const end: Omit<RunEnd, 'newNext'> = { refreshId, req, method: done.method, startMs, endMs };
+    const cutInfo = cutPatch(done.cut, info, endMs);
 
     if (failure === undefined) {
       // Only scheduled runs move the schedule; manual and requested runs leave next_time.
       const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
       const newNext = req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
       await recordVersionMap(lock, req.mviewId, w.versions);
-      await recordSuccess(lock, { ...end, newNext }, rows);
+      await recordSuccess(lock, { ...end, newNext }, rows, cutInfo);
       await lock.commit();
-      log.info({ refresh_id: refreshId, method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
+      log.info({ refresh_id: refreshId, method: done.method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
       if (link?.purgeMethod === 'IMMEDIATE' && this.deps.purgeImmediate) {
         await this.deps.purgeImmediate(link.mlogId).catch((err: unknown) =>
           log.warn({ mlog_id: link.mlogId, err: errorMessage(err) }, 'immediate purge after refresh failed; the next one will catch up'),
         );
       }
-      return { kind: 'SUCCESS', refreshId, rows, method, nextTime: newNext, startMs, endMs };
+      return { kind: 'SUCCESS', refreshId, rows, method: done.method, nextTime: newNext, startMs, endMs };
     }
 
     const reason = failureReason(failure);
     const failures = toNumber(info.consecutive_failures) + 1;
     const newNext = req.trigger === 'SCHEDULED' ? endMs + retryDelayMs(failures) : nextTime;
-    await recordFailure(lock, { ...end, newNext }, reason, failures);
+    await recordFailure(lock, { ...end, newNext }, reason, failures, cutInfo);
     await lock.commit();
     log.warn({ refresh_id: refreshId, err: reason, failures, next_time: newNext }, 'refresh failed');
-    return { kind: 'FAILED', refreshId, error: reason, method, nextTime: newNext, failures };
+    return { kind: 'FAILED', refreshId, error: reason, method: done.method, nextTime: newNext, failures };
   }
 }

@@ -43,6 +43,8 @@ export interface MvsWorkerDeps {
   defaultSchema: string;
   /** Rows per DELETE of an MV-log purge (MVS_PURGE_BATCH). */
   purgeBatch?: number;
+  /** How long a consistent cut waits for writer transactions in flight (MVS_CUT_WAIT_MS). */
+  cutWaitMs?: number;
   /** How often this worker publishes its metrics for the server's /metrics (ms). */
   metricsPublishMs?: number;
   vnodes?: number;
@@ -84,7 +86,14 @@ export class MvsWorker {
     this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
     this.metrics = new RunMetrics({ node: deps.nodeId });
     const runners = createRunners(
-      { db: deps.db, logger: this.log, clock: deps.clock, purgeBatch: deps.purgeBatch ?? 10_000, observer: this.metrics },
+      {
+        db: deps.db,
+        logger: this.log,
+        clock: deps.clock,
+        purgeBatch: deps.purgeBatch ?? 10_000,
+        observer: this.metrics,
+        ...(deps.cutWaitMs !== undefined ? { cutWaitMs: deps.cutWaitMs } : {}),
+      },
       deps.nodeId,
     );
     this.runner = runners.runner;
