@@ -109,6 +109,7 @@ export function createDdlExecutor(rt: Runtime, nodeId = 'cli', observer?: RunObs
     runner,
     purger,
     defaultSchema: rt.defaultSchema,
+    ddlWaitMs: rt.config.cutWaitMs,
     notify: (e) => rt.publishDdl(e),
   });
 }

@@ -35,6 +35,8 @@ export interface DdlExecutorDeps {
   notify: (event: DdlEvent) => Promise<void>;
   /** How long a REFRESH statement waits for a running refresh of the same MV. */
   refreshWaitMs?: number;
+  /** How long DDL on a user's table (triggers) waits for its open transactions (MVS_CUT_WAIT_MS). */
+  ddlWaitMs?: number;
 }
 
 /** What the statement handlers share: the executor's dependencies and a safe planner wake-up. */
@@ -43,6 +45,10 @@ export class DdlContext {
 
   get db(): Knex {
     return this.deps.db;
+  }
+
+  get ddlWaitMs(): number {
+    return this.deps.ddlWaitMs ?? 2_000;
   }
 
   /** Deadline for waiting on a running refresh / purge of the same object. */

@@ -95,3 +95,12 @@ export function parseDottedName(text: string, defaultSchema: string, what: strin
 export function displayName(n: ResolvedName): string {
   return `${n.schema}.${n.name}`;
 }
+
+/**
+ * The name as mvsched takes it back (CLI arguments, job payloads): `schema.name`, with a part in
+ * backquotes where it needs them (a dot, a space, a backquote, ...): app.`a.b`.
+ */
+export function qualifiedText(n: ResolvedName): string {
+  const part = (s: string) => (/^[A-Za-z0-9_$]+$/.test(s) ? s : quoteIdent(s));
+  return `${part(n.schema)}.${part(n.name)}`;
+}

@@ -7,7 +7,8 @@ export type Executor = Knex | Knex.Transaction;
 
 export type RefreshMethod = 'FAST' | 'COMPLETE' | 'FORCE';
 export type MviewStatus = 'ACTIVE' | 'SUSPENDED';
-export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST';
+/** SYSTEM: a run mvsched forces (a log re-created, a base table truncated or rebuilt). */
+export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST' | 'SYSTEM';
 export type RefreshResult = 'SUCCESS' | 'FAILED' | 'SKIPPED';
 
 export interface MviewRow {

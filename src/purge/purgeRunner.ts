@@ -96,6 +96,9 @@ export class PurgeRunner {
       let watermark = 0;
       let failure: unknown;
       try {
+        if (mlog.state === 'BROKEN') {
+          throw new Error(`the materialized view log on ${mlog.table_schema}.${mlog.base_table_name} is broken (${mlog.broken_reason ?? 'unknown'}); nothing to purge until it is re-created`);
+        }
         // Consumers only ever move forward, and a new consumer is linked (at watermark 0) before
         // its first cut, so a watermark read now stays safe for the whole purge.
         const consumers = await mlogConsumers(db, req.mlogId);

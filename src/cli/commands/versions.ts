@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRuntime } from '../../app/runtime.js';
 import { ValidationError } from '../../errors.js';
 import { parsePayload } from '../../jobs/schemas.js';
-import { displayName, parseDottedName } from '../../mv/identifiers.js';
+import { parseDottedName, qualifiedText } from '../../mv/identifiers.js';
 import type { CliContext } from '../context.js';
 import { enqueueRequest, type EnqueueOptions } from './enqueue.js';
 
@@ -25,7 +25,7 @@ export async function reportVersionsCommand(
 ): Promise<number> {
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 1 });
   try {
-    const name = displayName(parseDottedName(table, rt.defaultSchema, 'table'));
+    const name = qualifiedText(parseDottedName(table, rt.defaultSchema, 'table'));
     const payload = parsePayload('report-versions', {
       table: name,
       partitions: readJsonArray(opts.file),
@@ -44,7 +44,7 @@ export async function reportVersionsCommand(
 export async function repairCommand(ctx: CliContext, table: string, opts: EnqueueOptions & { file: string }): Promise<number> {
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 1 });
   try {
-    const name = displayName(parseDottedName(table, rt.defaultSchema, 'table'));
+    const name = qualifiedText(parseDottedName(table, rt.defaultSchema, 'table'));
     const payload = parsePayload('repair', { table: name, partitions: readJsonArray(opts.file) });
     const result = await enqueueRequest(ctx, rt, 'repair', payload, `repair of ${name}`, opts);
     if (result) ctx.out(opts.json ? JSON.stringify(result) : `repair of ${name}: queued for ${String(result.repairs)} dependent MV(s)`);
