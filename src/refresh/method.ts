@@ -1,5 +1,7 @@
 import type { Knex } from 'knex';
 import { ValidationError } from '../errors.js';
+import { SEQ_COLUMN } from '../mlog/names.js';
+import { quoteIdent } from '../mv/identifiers.js';
 import { toNumber, type MviewRow } from '../mv/repository.js';
 import type { ConcreteMethod } from './types.js';
 
@@ -30,6 +32,20 @@ export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Pr
     broken: row.state === 'BROKEN' ? String(row.broken_reason ?? 'broken') : null,
     mvToken: row.base_table_id === null || row.base_table_id === undefined ? null : toNumber(row.base_table_id),
   };
+}
+
+/** Does the log hold rows past the MV's watermark (changes the MV has not applied)? */
+export async function logBacklog(db: Knex | Knex.Transaction, link: MlogLink): Promise<boolean> {
+  const m = await db('mvs_mlogs').where({ mlog_id: link.mlogId }).first('table_schema', 'mlog_name');
+  if (!m) return false;
+  try {
+    const [rows] = (await db.raw(`SELECT 1 AS x FROM ${quoteIdent(m.table_schema)}.${quoteIdent(m.mlog_name)} WHERE ${quoteIdent(SEQ_COLUMN)} > ? LIMIT 1`, [
+      link.watermark,
+    ])) as [unknown[]];
+    return rows.length > 0;
+  } catch {
+    return true; // a log we cannot read proves nothing: do not skip
+  }
 }
 
 /**

@@ -11,7 +11,7 @@ import { buildComplete } from './completeRefresh.js';
 import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip, recordSuccess, type RunEnd } from './history.js';
 import { CutTimeoutError } from '../mlog/cut.js';
 import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
-import { chooseMethod, mlogLink, type MlogLink } from './method.js';
+import { chooseMethod, logBacklog, mlogLink, type MlogLink } from './method.js';
 import { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
 
@@ -113,7 +113,9 @@ export class RefreshRunner {
       // Read in the lock transaction's snapshot, before the build: the map then never claims a
       // newer version than the data the build reads.
       const versions = await baseTableVersions(lock, req.mviewId);
-      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions))) {
+      const link = await mlogLink(lock, req.mviewId);
+      // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
+      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(link && (await logBacklog(lock, link)))) {
         const next = mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
         const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next);
         await lock.commit();
@@ -121,7 +123,6 @@ export class RefreshRunner {
         log.info({ refresh_id: refreshId, next_time: next }, 'refresh skipped: every base table is versioned and unchanged');
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
-      const link = await mlogLink(lock, req.mviewId);
       const method = chooseMethod(mv, req.method, link !== undefined);
       const outcome = await this.recompute(lock, req, { mv, info, versions, link, method }, log);
       done = true;

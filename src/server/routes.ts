@@ -14,6 +14,8 @@ import { HashRing } from '../ring/hashRing.js';
 import { findMlogByTable } from '../mlog/repository.js';
 import { listMlogStatus } from '../mlog/status.js';
 import { explainMv } from '../fast/explain.js';
+import { systemClock } from '../clock.js';
+import { forgetVersions } from '../versions/forget.js';
 
 export interface RouteDeps {
   db: Knex;
@@ -124,6 +126,16 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       const table = qualifiedText(resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table'));
       const payload = parsePayload('report-versions', { ...body(req), table });
       return reply.code(202).send(await enqueue('report-versions', payload));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.delete<{ Params: { schema: string; table: string } }>('/v1/base-tables/:schema/:table/versions', async (req, reply) => {
+    try {
+      const n = resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table');
+      const out = await forgetVersions(deps.db, n, systemClock);
+      return reply.code(200).send({ table: displayName(n), schema: n.schema, tableName: n.name, partitions: out.partitions, mviews: out.mviews.length });
     } catch (err) {
       return sendError(reply, err);
     }

@@ -29,6 +29,7 @@ import { metricsKey, RunMetrics } from '../metrics/runMetrics.js';
 import { deferDelayMs, delayJob } from './delay.js';
 import { RepairProcessor } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
+import { releasePreviousLife } from './previousLife.js';
 
 export interface MvsWorkerDeps {
   db: Knex;
@@ -126,7 +127,10 @@ export class MvsWorker {
       concurrency: this.deps.concurrency,
       // Scheduled jobs live for the MV's whole life; never let a few crashes fail one for good.
       maxStalledCount: 1000,
+      // Recorded on each job it takes (processedBy): how a next life of this node finds them.
+      name: this.deps.nodeId,
     };
+    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: this.queueName, shared: [REQUESTS_QUEUE, REPAIR_QUEUE] }, this.log);
     await this.heartbeat.start();
     await this.ringView.start();
     this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { createRuntime } from '../../app/runtime.js';
+import { createRuntime, type Runtime } from '../../app/runtime.js';
 import { ValidationError } from '../../errors.js';
+import { forgetVersions } from '../../versions/forget.js';
 import { parsePayload } from '../../jobs/schemas.js';
 import { parseDottedName, qualifiedText } from '../../mv/identifiers.js';
 import type { CliContext } from '../context.js';
@@ -21,14 +22,17 @@ function readJsonArray(file: string): unknown[] {
 export async function reportVersionsCommand(
   ctx: CliContext,
   table: string,
-  opts: EnqueueOptions & { file: string; dataChanged: boolean; tableIdentifier?: string },
+  opts: EnqueueOptions & { file?: string; forget?: boolean; dataChanged: boolean; tableIdentifier?: string },
 ): Promise<number> {
+  if (opts.forget && opts.file) throw new ValidationError('--forget and --file do not go together: forget the versions, or report new ones');
+  if (!opts.forget && !opts.file) throw new ValidationError('report-versions needs --file <f.json> (or --forget)');
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 1 });
   try {
+    if (opts.forget) return await forget(ctx, rt, table, opts);
     const name = qualifiedText(parseDottedName(table, rt.defaultSchema, 'table'));
     const payload = parsePayload('report-versions', {
       table: name,
-      partitions: readJsonArray(opts.file),
+      partitions: readJsonArray(opts.file!),
       dataChanged: opts.dataChanged,
       ...(opts.tableIdentifier ? { tableIdentifier: opts.tableIdentifier } : {}),
     });
@@ -38,6 +42,21 @@ export async function reportVersionsCommand(
   } finally {
     await rt.close();
   }
+}
+
+/** `mvsched report-versions s.t --forget`: done here and now, in one transaction. */
+async function forget(ctx: CliContext, rt: Runtime, table: string, opts: { json?: boolean }): Promise<number> {
+  const n = parseDottedName(table, rt.defaultSchema, 'table');
+  const out = await forgetVersions(rt.db, n, rt.clock);
+  const shown = `${n.schema}.${n.name}`;
+  ctx.out(
+    opts.json
+      ? JSON.stringify({ table: shown, schema: n.schema, tableName: n.name, partitions: out.partitions, mviews: out.mviews.length })
+      : out.partitions
+        ? `${shown} is an ordinary table again: forgot ${out.partitions} reported partition version(s) and the version-map entries of ${out.mviews.length} MV(s)`
+        : `${shown} had no reported versions: nothing to forget`,
+  );
+  return 0;
 }
 
 /** `mvsched repair s.t --file infos.json` */
