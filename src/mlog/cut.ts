@@ -53,13 +53,19 @@ export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAI
   if (logs.length === 0) throw new Error('takeCut needs at least one log');
   const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
   const flavor = await serverFlavor(db);
-  const deadline = Date.now() + waitMs;
+  let deadline = Date.now() + waitMs;
+  let regained = false;
   for (;;) {
     const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
     let ok = false;
     try {
       const highWater = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs });
-      if (highWater) {
+      if (highWater === 'lost') {
+        // The server took the gate back because this process stalled (a pause, a freeze) after it
+        // was granted: that time was not spent waiting for writers, so it gets one more full wait.
+        if (!regained) deadline = Date.now() + waitMs;
+        regained = true;
+      } else if (highWater) {
         ok = true;
         return { highWater, snapshot };
       }
@@ -85,14 +91,15 @@ function timeoutText(logs: CutLog[], waitMs: number): string {
 
 /**
  * One attempt on a connection of its own: gate, snapshot read, release. Returns the high-water
- * marks, or undefined when the attempt must be repeated (deadlock victim, gate lost).
+ * marks, or what to do again: undefined after a deadlock, 'lost' when the server took the gate
+ * back before our COMMIT.
  */
 async function gatedRead(
   db: Knex,
   snapshot: Knex.Transaction,
   logs: CutLog[],
   { flavor, deadline, waitMs }: { flavor: 'mariadb' | 'mysql'; deadline: number; waitMs: number },
-): Promise<Map<number, number> | undefined> {
+): Promise<Map<number, number> | 'lost' | undefined> {
   const remainingMs = Math.max(1, deadline - Date.now());
   const conn: unknown = await db.client.acquireConnection();
   const on = (sql: string, bindings: readonly unknown[] = []) => db.raw(sql, bindings as never).connection(conn as never);
@@ -131,7 +138,7 @@ async function gatedRead(
     } catch {
       // The server ended the gate transaction before our COMMIT (we were idle too long): the
       // gate may have been released before the snapshot read, so this cut proves nothing.
-      return undefined;
+      return 'lost';
     }
     return new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])]));
   } finally {
