@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
 import { mviewFreshness } from '../versions/freshness.js';
+import { loadEdges, mviewNames } from '../pipeline/repository.js';
 
 export interface MviewStatus {
   mviewId: number;
@@ -26,9 +27,55 @@ export interface MviewStatus {
   stalePartitions: string[];
   /** When versions of its base tables were last reported (freshness is per those reports). */
   versionsReportedAt: string | null;
+  /** Database time of the snapshot its contents reflect; lag = now - dataTime, in seconds. */
+  dataTime: string | null;
+  lagSeconds: number | null;
+  /** TARGET LAG: seconds, "DOWNSTREAM", or null (a grid or on demand). */
+  targetLag: number | 'DOWNSTREAM' | null;
+  /** Why its target lag cannot be met now (the leading planner says); null when it is met. */
+  targetUnmetReason: string | null;
+  /** Display names of the MVs it reads, and of the MVs that read it. */
+  dependsOn: string[];
+  readBy: string[];
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+
+type PipelineFields = Pick<MviewStatus, 'dataTime' | 'lagSeconds' | 'targetLag' | 'targetUnmetReason' | 'dependsOn' | 'readBy'>;
+
+function pipelineFields(r: Record<string, unknown>, nowMs: number, deps: { dependsOn: string[]; readBy: string[] } | undefined): PipelineFields {
+  const dataTime = r.data_time as Date | null;
+  return {
+    dataTime: iso(dataTime),
+    lagSeconds: dataTime ? Math.max(0, Math.round((nowMs - dataTime.getTime()) / 100) / 10) : null,
+    targetLag: r.target_downstream ? 'DOWNSTREAM' : r.target_lag === null || r.target_lag === undefined ? null : Number(r.target_lag),
+    targetUnmetReason: (r.target_unmet_reason as string | null) ?? null,
+    dependsOn: deps?.dependsOn ?? [],
+    readBy: deps?.readBy ?? [],
+  };
+}
+
+/** For each MV of `ids`: the MVs it reads and the MVs that read it, by display name, sorted. */
+async function dependencyNames(db: Knex, ids: number[]): Promise<Map<number, { dependsOn: string[]; readBy: string[] }>> {
+  const wanted = new Set(ids);
+  const edges = (await loadEdges(db)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
+  const names = await mviewNames(db, [...new Set(edges.flatMap((e) => [e.reader, e.upstream]))]);
+  const out = new Map<number, { dependsOn: string[]; readBy: string[] }>();
+  const entry = (id: number) => out.get(id) ?? out.set(id, { dependsOn: [], readBy: [] }).get(id)!;
+  for (const e of edges) {
+    const up = names.get(e.upstream);
+    const reader = names.get(e.reader);
+    if (up && reader) {
+      entry(e.reader).dependsOn.push(up);
+      entry(e.upstream).readBy.push(reader);
+    }
+  }
+  for (const v of out.values()) {
+    v.dependsOn.sort();
+    v.readBy.sort();
+  }
+  return out;
+}
 
 /** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
 export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filter?: { schema: string; name: string }): Promise<MviewStatus[]> {
@@ -37,11 +84,14 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
     .select(
       'm.mview_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval',
       'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.next_time', 'ri.consecutive_failures',
-      'ri.last_failed_reason', 'ri.refresh_count',
+      'ri.last_failed_reason', 'ri.refresh_count', 'm.target_lag', 'm.target_downstream', 'ri.data_time', 'ri.target_unmet_reason',
     )
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
   const rows = (await q) as Array<Record<string, unknown>>;
+  const deps = await dependencyNames(db, rows.map((r) => Number(r.mview_id)));
+  const [nowRows] = (await db.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>];
+  const nowMs = nowRows[0]!.t.getTime();
   const out: MviewStatus[] = [];
   for (const r of rows) {
     const id = Number(r.mview_id);
@@ -67,6 +117,7 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
       freshness: !f.versioned ? 'unversioned' : f.stale.length ? 'stale' : 'fresh',
       stalePartitions: f.stale,
       versionsReportedAt: f.reportedAt === null ? null : new Date(f.reportedAt).toISOString(),
+      ...pipelineFields(r, nowMs, deps.get(id)),
     });
   }
   return out;

@@ -90,7 +90,12 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     try {
       const { n } = await mustFind(req.params.schema, req.params.name);
       const b = body(req);
-      const payload = parsePayload('refresh', { mview: qualifiedText(n), trigger: 'MANUAL', ...(b.method !== undefined ? { method: b.method } : {}) });
+      const payload = parsePayload('refresh', {
+        mview: qualifiedText(n),
+        trigger: 'MANUAL',
+        ...(b.method !== undefined ? { method: b.method } : {}),
+        ...(b.cascade !== undefined ? { cascade: b.cascade } : {}),
+      });
       return reply.code(202).send(await enqueue('refresh', payload));
     } catch (err) {
       return sendError(reply, err);

@@ -33,12 +33,13 @@ function mlogTable(rows: MlogStatus[]): string[] {
 }
 
 function table(rows: MviewStatus[]): string[] {
-  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'DATA'];
+  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAG', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'DATA'];
   const body = rows.map((r) => [
     r.name,
     r.method,
     r.status,
-    r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual',
+    scheduleText(r),
+    r.lagSeconds === null ? '-' : `${r.lagSeconds}s`,
     r.lastResult ?? '-',
     r.lastRefreshEnd?.replace('T', ' ').replace('Z', '') ?? '-',
     r.nextTime?.replace('T', ' ').replace('Z', '') ?? '-',
@@ -50,7 +51,18 @@ function table(rows: MviewStatus[]): string[] {
   const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const out = [fmt(head), ...body.map(fmt)];
   for (const r of rows) if (r.lastResult === 'FAILED' && r.lastFailedReason) out.push(`  ${r.name}: ${r.lastFailedReason}`);
+  for (const r of rows) {
+    const parts = [r.dependsOn.length ? `reads ${r.dependsOn.join(', ')}` : '', r.readBy.length ? `read by ${r.readBy.join(', ')}` : ''].filter(Boolean);
+    if (parts.length) out.push(`  ${r.name}: ${parts.join('; ')}`);
+    if (r.targetUnmetReason) out.push(`  ${r.name}: target lag ${String(r.targetLag)}s not met: ${r.targetUnmetReason}`);
+  }
   return out;
+}
+
+function scheduleText(r: MviewStatus): string {
+  if (r.targetLag === 'DOWNSTREAM') return 'lag downstream';
+  if (r.targetLag !== null) return `lag ${r.targetLag}s`;
+  return r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual';
 }
 
 export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
