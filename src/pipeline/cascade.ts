@@ -4,7 +4,7 @@ import { ConflictError, MvsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RefreshOutcome, RefreshRequest, RefreshRunner } from '../refresh/runner.js';
 import type { PipelineNode } from './graph.js';
-import { loadGraph } from './repository.js';
+import { loadUpstreamGraph } from './repository.js';
 
 // REFRESH MATERIALIZED VIEW x CASCADE (DESIGN.md §2 "Pipelines"): x's upstream MVs first, in
 // dependency order, each once and with its own method (trigger UPSTREAM); the caller then
@@ -40,7 +40,7 @@ export const activeUpstream = (n: PipelineNode) => n.status === 'ACTIVE';
  * upstream first. Stops at the first failure, naming the MV. Returns what was done, in order.
  */
 export async function refreshUpstream(deps: CascadeDeps, mviewId: number, include: (n: PipelineNode) => boolean = activeUpstream): Promise<CascadeStep[]> {
-  const graph = await loadGraph(deps.db);
+  const graph = await loadUpstreamGraph(deps.db, mviewId);
   const order = graph.topoOrder(graph.upstreamWhere([mviewId], include));
   const steps: CascadeStep[] = [];
   // Each run must start after the one before it ended, so that it reads that one's contents.

@@ -85,3 +85,32 @@ export async function mviewNames(db: Executor, ids: number[]): Promise<Map<numbe
   const rows = (await db('mvs_mviews').whereIn('mview_id', ids).select('mview_id', 'table_schema', 'mview_name')) as MviewNodeRow[];
   return new Map(rows.map((r) => [Number(r.mview_id), `${r.table_schema}.${r.mview_name}`]));
 }
+
+/**
+ * The MV and every MV upstream of it, with the edges among them: a few queries, one per level,
+ * instead of the whole graph (a cascade or a fixed-schedule run needs only this part).
+ */
+export async function loadUpstreamGraph(db: Executor, mviewId: number): Promise<PipelineGraph> {
+  const root = (await db('mvs_mviews as m').where('m.mview_id', mviewId).first(...NODE_COLUMNS)) as MviewNodeRow | undefined;
+  if (!root) return new PipelineGraph([]);
+  const nodes = new Map<number, PipelineNode>([[mviewId, nodeOf(root)]]);
+  let frontier = [mviewId];
+  while (frontier.length) {
+    const rows = (await db('mvs_mview_base_tables as b')
+      .join('mvs_mviews as m', function () {
+        this.on('m.table_schema', 'b.base_table_schema').andOn('m.mview_name', 'b.base_table_name');
+      })
+      .whereIn('b.mview_id', frontier)
+      .select({ reader: 'b.mview_id' }, ...NODE_COLUMNS)) as Array<MviewNodeRow & { reader: number | string }>;
+    frontier = [];
+    for (const r of rows) {
+      const id = Number(r.mview_id);
+      nodes.get(Number(r.reader))?.upstream.push(id);
+      if (!nodes.has(id)) {
+        nodes.set(id, nodeOf(r));
+        frontier.push(id);
+      }
+    }
+  }
+  return new PipelineGraph(nodes.values());
+}

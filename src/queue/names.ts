@@ -93,5 +93,9 @@ export function redisKeys(prefix: string) {
     ddlChannel: `${prefix}:ddl`,
     plannerLeader: `${prefix}:mvs:planner:leader`,
     plannerEpoch: `${prefix}:mvs:planner:epoch`,
+    /** Pipeline waves (pipeline/ledger.ts): one hash per wave, an index of open waves, a counter. */
+    wave: (waveId: string) => `${prefix}:mvs:wave:${waveId}`,
+    waves: `${prefix}:mvs:waves`,
+    waveSeq: `${prefix}:mvs:wave-seq`,
   };
 }

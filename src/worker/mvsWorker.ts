@@ -1,5 +1,5 @@
 import { Redlock } from '@sesamecare-oss/redlock';
-import { Queue, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
@@ -30,6 +30,10 @@ import { deferDelayMs, delayJob } from './delay.js';
 import { RepairProcessor } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
 import { releasePreviousLife } from './previousLife.js';
+import { WAVE_STEP } from '../pipeline/waveJobs.js';
+import { WaveStepProcessor } from '../pipeline/waveStep.js';
+import { WaveLedger } from '../pipeline/ledger.js';
+import { FixedScheduleOrder } from '../pipeline/fixedOrder.js';
 
 export interface MvsWorkerDeps {
   db: Knex;
@@ -77,6 +81,8 @@ export class MvsWorker {
   private readonly repairQueue: Queue;
   private readonly requests: RequestProcessor;
   private readonly repairs: RepairProcessor;
+  private readonly waveSteps: WaveStepProcessor;
+  private readonly order: FixedScheduleOrder;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly deps: MvsWorkerDeps) {
@@ -100,6 +106,9 @@ export class MvsWorker {
     this.runner = runners.runner;
     this.purger = runners.purger;
     this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
+    const pipeline = { db: deps.db, runner: this.runner, clock: deps.clock, logger: this.log };
+    this.waveSteps = new WaveStepProcessor({ ...pipeline, ledger: new WaveLedger(deps.redis, deps.prefix), placer: this.placer });
+    this.order = new FixedScheduleOrder(pipeline);
     this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, purger: this.purger, repairQueue: this.repairQueue });
     this.repairs = new RepairProcessor({
       log: this.log,
@@ -150,10 +159,14 @@ export class MvsWorker {
 
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
     if (job.name === SCHEDULED_PURGE) return this.processScheduledPurge(job, token);
+    if (job.name === WAVE_STEP) return this.waveSteps.process(job, token);
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
     let outcome: RefreshOutcome;
     try {
+      // Upstream MVs due in the same slot first (pipeline/fixedOrder.ts).
+      const gate = await this.order.before(data.mviewId, data.dueAt, job.id!);
+      if (gate.wait) return delayJob(job, token, this.deps.clock.now() + gate.delayMs);
       outcome = await this.runner.run({
         mviewId: data.mviewId,
         trigger: 'SCHEDULED',
@@ -161,6 +174,7 @@ export class MvsWorker {
         scheduledFor: data.dueAt,
       });
     } catch (err) {
+      if (err instanceof DelayedError) throw err;
       // Not a refresh failure (those are recorded and rescheduled) but one around it: lost
       // connection, deadlock on metadata. A failed job would be deleted and the MV would stop
       // refreshing, so keep the job and try again shortly.
