@@ -7,7 +7,7 @@ import { mviewRingKey, nodeQueueName } from '../queue/names.js';
 import type { HashRing } from '../ring/hashRing.js';
 import type { PipelineNode } from './graph.js';
 import { WaveLedger, type StepResult, type WaveRecord } from './ledger.js';
-import { dueAt, planWave, targetHealth, waveDurationMs, type PlanContext, type WavePlan } from './plan.js';
+import { backoffUntil, dueAt, planWave, targetHealth, waveDurationMs, type PlanContext, type WavePlan } from './plan.js';
 import { PipelineState } from './state.js';
 import { WAVE_JOB_OPTS, WAVE_STEP, waveStepJobId, type WaveStepData } from './waveJobs.js';
 
@@ -87,6 +87,12 @@ export class WaveRunner {
       const health = targetHealth(ctx, t);
       await this.writeReason(t.id, health.reason);
       if (t.status !== 'ACTIVE') continue;
+      // A failure's backoff is kept to the letter (run times are on the workers' clocks, like this one).
+      const hold = backoffUntil(ctx, t);
+      if (hold > now) {
+        next = Math.min(next, hold + this.state.dbOffsetMs);
+        continue;
+      }
       const last = this.lastWaveStart.get(t.id) ?? this.state.runtime.get(t.id)?.lastStartMs ?? null;
       const at = dueAt(ctx, t, last, health.blocked);
       if (at <= dbNow + BATCH_MS) due.push(t);
