@@ -9,6 +9,7 @@ import { runDispatchLateness } from './dispatchLateness.js';
 import { runFastRefresh } from './fastRefresh.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
+import { runPipeline } from './pipeline.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRepairThroughput } from './repairThroughput.js';
 import { runWriterStall } from './writerStall.js';
@@ -78,6 +79,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
+  pipeline: { title: 'Pipelines to a target lag (bench/pipeline.ts)', run: (ctx) => runPipeline(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -100,6 +102,9 @@ const ALIASES: Record<string, string> = {
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
+  pipeline: 'pipeline',
+  pipelines: 'pipeline',
+  targetlag: 'pipeline',
 };
 
 function usage(): string {
@@ -113,6 +118,8 @@ function usage(): string {
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
+    '       BENCH_PIPELINE_CHAINS=200 BENCH_PIPELINE_DIAMONDS=20 BENCH_PIPELINE_MIN_LAG=10 BENCH_PIPELINE_MAX_LAG=60',
+    '       BENCH_PIPELINE_WARMUP_S=60 BENCH_PIPELINE_S=180 BENCH_PIPELINE_WORKERS=2 BENCH_PIPELINE_CONCURRENCY=4',
   ].join('\n');
 }
 
@@ -180,7 +187,7 @@ async function main(): Promise<number> {
         ['goal', 'measured', 'target', 'met'],
         goals.map((g) => [
           g.name,
-          g.value === null ? '-' : g.goal.includes('ms') ? `${g.value.toFixed(1)} ms` : fmtRatio(g.value, 3),
+          g.value === null ? '-' : g.goal.includes('ms') ? `${g.value.toFixed(1)} ms` : g.goal.includes('%') ? `${(g.value * 100).toFixed(2)} %` : fmtRatio(g.value, 3),
           g.goal,
           g.met === null ? `n/a${g.note ? ` (${g.note})` : ''}` : g.met ? `yes${g.note ? ` ${g.note}` : ''}` : `NO${g.note ? ` ${g.note}` : ''}`,
         ]),

@@ -58,7 +58,8 @@ function pipelineFields(r: Record<string, unknown>, nowMs: number, deps: { depen
 /** For each MV of `ids`: the MVs it reads and the MVs that read it, by display name, sorted. */
 async function dependencyNames(db: Knex, ids: number[]): Promise<Map<number, { dependsOn: string[]; readBy: string[] }>> {
   const wanted = new Set(ids);
-  const edges = (await loadEdges(db)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
+  // A page or one MV: only their edges; the whole listing: every edge at once.
+  const edges = (await loadEdges(db, ids.length <= 1000 ? ids : undefined)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
   const names = await mviewNames(db, [...new Set(edges.flatMap((e) => [e.reader, e.upstream]))]);
   const out = new Map<number, { dependsOn: string[]; readBy: string[] }>();
   const entry = (id: number) => out.get(id) ?? out.set(id, { dependsOn: [], readBy: [] }).get(id)!;
@@ -96,7 +97,8 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
   for (const r of rows) {
     const id = Number(r.mview_id);
     const f = await mviewFreshness(db, id);
-    const scheduled = r.status === 'ACTIVE' && r.next_time;
+    // Its scheduled job, or its wave steps (a target lag), go to its owner's queue.
+    const scheduled = r.status === 'ACTIVE' && (r.next_time || r.target_lag !== null || r.target_downstream);
     out.push({
       mviewId: id,
       name: `${String(r.table_schema)}.${String(r.mview_name)}`,

@@ -5,7 +5,7 @@ import { redisKeys } from '../queue/names.js';
 // is planned again from MySQL). Every command touches one key, so it works on a Redis Cluster
 // whatever slots the keys hash to:
 // - `wave:<id>`: a hash per wave; field `s:<mview id>` holds each finished step's result,
-//   `cancel` the reason a wave was called off; it expires on its own after the wave's deadline;
+//   `cancel` the reason a wave was called off; it expires on its own an hour after it opened;
 // - `waves`: a hash of open waves (id -> plan), so a planner that takes over the lead supervises
 //   the waves its predecessor started;
 // - `wave-seq`: the counter wave ids come from.
@@ -19,7 +19,8 @@ export interface WaveRecord {
   id: string;
   /** Planner clock, epoch ms. */
   startMs: number;
-  deadlineMs: number;
+  /** Called off when no step finished for this long. */
+  stallMs: number;
   /** Targets due in this wave. */
   targets: number[];
   steps: Array<{ id: number; preds: number[]; queue: string; target: boolean }>;
@@ -32,8 +33,8 @@ export interface WaveState {
   steps: Map<number, StepResult>;
 }
 
-/** How long a wave's hash outlives its deadline (a straggling step still finds it). */
-const KEEP_AFTER_DEADLINE_S = 600;
+/** A wave's hash expires this long after it opened (the planner closes it long before). */
+const WAVE_TTL_S = 3_600;
 
 // Writes a field only while the wave's hash exists: a step that runs after its wave was closed
 // must not bring the hash back (it would never expire).
@@ -56,10 +57,9 @@ export class WaveLedger {
   }
 
   /** Open a wave: its hash (with its expiry) first, then its entry in the index. */
-  async open(w: WaveRecord, nowMs: number): Promise<void> {
+  async open(w: WaveRecord): Promise<void> {
     const key = this.keys.wave(w.id);
-    const ttl = Math.ceil((w.deadlineMs - nowMs) / 1000) + KEEP_AFTER_DEADLINE_S;
-    await this.redis.multi().hset(key, 'start', String(w.startMs)).expire(key, Math.max(60, ttl)).exec();
+    await this.redis.multi().hset(key, 'start', String(w.startMs)).expire(key, WAVE_TTL_S).exec();
     await this.redis.hset(this.keys.waves, w.id, JSON.stringify(w));
   }
 

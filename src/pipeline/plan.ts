@@ -74,13 +74,15 @@ export function backoffUntil(ctx: PlanContext, t: PipelineNode): number {
 
 /**
  * When the target's next wave must start: as late as it can while `lag <= n` holds until it
- * ends, i.e. data time + n - expected duration - margin; no sooner than MIN_WAVE_GAP_MS after
- * its previous wave (a target held back by a source waves cannot refresh: one wave per target
- * period, not more), and not before a failure's backoff is over.
+ * ends, i.e. data time + n - expected duration - margin, but never less than half the target
+ * after its data time: waves that take more than half the target do not fit in it (reported,
+ * targetHealth), and starting them ever sooner would only add to the load that slows them.
+ * No sooner than MIN_WAVE_GAP_MS after its previous wave (a target held back by a source waves
+ * cannot refresh: one wave per target period, not more), and not before a failure's backoff.
  */
 export function dueAt(ctx: PlanContext, t: PipelineNode, lastWaveStartMs: number | null, blocked: boolean): number {
   const n = (t.targetLagS ?? 0) * 1000;
-  const slack = n - waveDurationMs(ctx, t.id) - marginMs(n);
+  const slack = Math.max(n / 2, n - waveDurationMs(ctx, t.id) - marginMs(n));
   const dt = ctx.runtime(t.id)?.dataTimeMs ?? null;
   let due = dt === null ? ctx.nowMs : dt + slack;
   if (lastWaveStartMs !== null) due = Math.max(due, lastWaveStartMs + (blocked ? Math.max(MIN_WAVE_GAP_MS, slack) : MIN_WAVE_GAP_MS));
@@ -196,9 +198,9 @@ export function targetHealth(ctx: PlanContext, t: PipelineNode): TargetHealth {
     const what = id === t.id ? 'its last refresh failed' : `upstream ${ctx.graph.node(id)!.name} failed, which stops its waves there`;
     return { reason: `${what} (${r.failures} in a row, retried with backoff): ${r.lastFailedReason ?? 'no reason recorded'}`, blocked: false };
   }
-  if (budget < 0) {
+  if (d > n / 2) {
     const parts = [t.id, ...inWaves].map((id) => `${ctx.graph.node(id)!.name} ${secs(ctx.stepMs(id))}`).join(', ');
-    return { reason: `its waves take about ${secs(d)} (${parts}), too long for a target lag of ${secs(n)}`, blocked: false };
+    return { reason: `its waves take about ${secs(d)} (${parts}), more than half its target lag of ${secs(n)}`, blocked: false };
   }
   return { reason: null, blocked: false };
 }

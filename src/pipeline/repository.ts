@@ -42,13 +42,15 @@ export function nodeOf(r: MviewNodeRow, upstream: number[] = [], readsTables = t
   };
 }
 
-/** Every (reader, upstream MV) pair. */
-export async function loadEdges(db: Executor): Promise<Array<{ reader: number; upstream: number }>> {
-  const rows = (await db('mvs_mview_base_tables as b')
+/** Every (reader, upstream MV) pair; with `ids`, those that touch one of them. */
+export async function loadEdges(db: Executor, ids?: number[]): Promise<Array<{ reader: number; upstream: number }>> {
+  const q = db('mvs_mview_base_tables as b')
     .join('mvs_mviews as u', function () {
       this.on('u.table_schema', 'b.base_table_schema').andOn('u.mview_name', 'b.base_table_name');
     })
-    .select({ reader: 'b.mview_id', upstream: 'u.mview_id' })) as Array<{ reader: number | string; upstream: number | string }>;
+    .select({ reader: 'b.mview_id', upstream: 'u.mview_id' });
+  if (ids) void q.where((w) => w.whereIn('b.mview_id', ids).orWhereIn('u.mview_id', ids));
+  const rows = (await q) as Array<{ reader: number | string; upstream: number | string }>;
   return rows.map((r) => ({ reader: Number(r.reader), upstream: Number(r.upstream) }));
 }
 

@@ -12,7 +12,8 @@ const GRAPH_RELOAD_MS = 30_000;
 const SCAN_OVERLAP_MS = 10_000;
 /** Runs remembered per MV; an MV's expected run time is the longest of them (a wave's tail decides). */
 const DURATION_SAMPLES = 8;
-const OVERHEAD_SAMPLES = 32;
+/** Steps remembered for the dispatch overhead; its estimate is their 90th percentile. */
+const OVERHEAD_SAMPLES = 64;
 const DEFAULT_STEP_MS = 500;
 const DEFAULT_OVERHEAD_MS = 300;
 
@@ -111,8 +112,14 @@ export class PipelineState {
     return list?.length ? Math.max(50, ...list) : DEFAULT_STEP_MS;
   }
 
+  /**
+   * The 90th percentile, not the maximum: a wave of many targets at once (after a start-up, say)
+   * queues its steps behind each other, which says nothing about the next wave of one target.
+   */
   get overheadMs(): number {
-    return this.overheads.length ? Math.min(5_000, Math.max(50, ...this.overheads)) : DEFAULT_OVERHEAD_MS;
+    if (this.overheads.length === 0) return DEFAULT_OVERHEAD_MS;
+    const sorted = [...this.overheads].sort((a, b) => a - b);
+    return Math.min(5_000, Math.max(50, sorted[Math.ceil(0.9 * sorted.length) - 1]!));
   }
 
   context(dbNowMs: number): PlanContext {

@@ -29,7 +29,8 @@ export interface WaveStepData {
   next: Array<{ mviewId: number; queue: string; preds: number[] }>;
   /** Planner clock, epoch ms. */
   startMs: number;
-  deadlineMs: number;
+  /** As a scheduled job's: the step is due from the wave's start on (what a node queue's consumer reads). */
+  dueAt: number;
 }
 
 export const WAVE_JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;

@@ -22,8 +22,11 @@ const BATCH_MS = 200;
 /** How often open waves are checked for their end. */
 const SUPERVISE_MS = 250;
 const MAX_SLEEP_MS = 5_000;
-/** A wave is called off this long after its start at the earliest (then 4x its expected duration). */
-const MIN_DEADLINE_MS = 20_000;
+/**
+ * A wave is called off when no step of it finished for this long at least (or 4x its expected
+ * duration): a slow wave that moves is let finish (calling it off would waste what it did).
+ */
+const MIN_STALL_MS = 30_000;
 /** A waiting step's fallback wake-up comes this long after its inputs are expected to end. */
 const FALLBACK_EXTRA_MS = 2_000;
 
@@ -48,6 +51,10 @@ export class WaveRunner {
   private readonly state: PipelineState;
   private readonly ledger: WaveLedger;
   private readonly open = new Map<string, WaveRecord>();
+  /** Per open wave: how many steps had finished when last seen, and since when. */
+  private readonly progress = new Map<string, { done: number; at: number }>();
+  /** MVs with a step in an open wave that has not finished yet: no other wave may take them. */
+  private unfinished = new Set<number>();
   /** Start of each target's last wave, database clock. */
   private readonly lastWaveStart = new Map<number, number>();
   private resumed = false;
@@ -66,6 +73,7 @@ export class WaveRunner {
   leadershipChanged(): void {
     this.resumed = false;
     this.open.clear();
+    this.progress.clear();
     this.state.markDirty();
   }
 
@@ -73,7 +81,10 @@ export class WaveRunner {
   async tick(): Promise<number> {
     const now = this.deps.clock.now();
     if (!this.resumed) {
-      for (const w of await this.ledger.openWaves()) this.open.set(w.id, w);
+      for (const w of await this.ledger.openWaves()) {
+        this.open.set(w.id, w);
+        this.progress.set(w.id, { done: 0, at: now });
+      }
       this.resumed = true;
     }
     await this.state.refresh(now);
@@ -99,7 +110,7 @@ export class WaveRunner {
       else next = Math.min(next, at - BATCH_MS);
     }
     if (due.length) {
-      const plan = planWave(ctx, due, this.busy());
+      const plan = planWave(ctx, due, this.unfinished);
       for (const id of plan.idle) this.lastWaveStart.set(id, dbNow);
       if (plan.steps.length) await this.launch(plan, ctx, now);
     }
@@ -113,12 +124,6 @@ export class WaveRunner {
     for (const w of [...this.open.values()]) {
       if (w.steps.some((s) => gone.has(s.queue))) await this.callOff(w, 'a node running its steps left');
     }
-  }
-
-  private busy(): Set<number> {
-    const out = new Set<number>();
-    for (const w of this.open.values()) for (const s of w.steps) out.add(s.id);
-    return out;
   }
 
   private ownerQueue(mviewId: number): string | undefined {
@@ -135,12 +140,13 @@ export class WaveRunner {
     const w: WaveRecord = {
       id: await this.ledger.nextId(),
       startMs: now,
-      deadlineMs: now + Math.max(MIN_DEADLINE_MS, 4 * expected),
+      stallMs: Math.max(MIN_STALL_MS, 4 * expected),
       targets,
       steps: plan.steps.map((s) => ({ ...s, queue: queues.get(s.id)! })),
     };
-    await this.ledger.open(w, now);
+    await this.ledger.open(w);
     this.open.set(w.id, w);
+    this.progress.set(w.id, { done: 0, at: now });
     const finish = new Map<number, number>();
     // Waiting steps go in first: a first step that finishes at once then finds its readers' jobs.
     const byQueue = new Map<string, Array<{ name: string; data: WaveStepData; opts: object }>>();
@@ -157,7 +163,7 @@ export class WaveRunner {
         preds: s.preds,
         next,
         startMs: w.startMs,
-        deadlineMs: w.deadlineMs,
+        dueAt: w.startMs,
       };
       const delay = s.preds.length ? ready + FALLBACK_EXTRA_MS : 0;
       const group = s.preds.length ? byQueue : readyByQueue;
@@ -167,18 +173,29 @@ export class WaveRunner {
     }
     for (const group of [byQueue, readyByQueue]) for (const [q, jobs] of group) await this.deps.placer.queue(q).addBulk(jobs);
     for (const t of targets) this.lastWaveStart.set(t, ctx.nowMs);
+    for (const st of w.steps) this.unfinished.add(st.id);
     this.stats.waves++;
     this.stats.steps += w.steps.length;
     this.deps.logger.debug({ wave_id: w.id, targets, steps: w.steps.map((s) => s.id), expected_ms: expected }, 'wave started');
   }
 
-  /** Close the waves that ended (every step recorded, or called off); learn how long steps waited. */
+  /**
+   * Close the waves that ended (every step recorded, or called off) and learn how long their
+   * steps waited; call off a wave that stopped progressing; note the steps still to finish.
+   */
   private async supervise(now: number): Promise<void> {
+    const unfinished = new Set<number>();
     for (const w of [...this.open.values()]) {
       const st = await this.ledger.read(w.id);
       const ended = !st.open || st.cancelled !== null || w.steps.every((s) => st.steps.has(s.id));
       if (!ended) {
-        if (now > w.deadlineMs) await this.callOff(w, 'its deadline passed');
+        const p = this.progress.get(w.id) ?? { done: 0, at: now };
+        if (st.steps.size > p.done) this.progress.set(w.id, { done: st.steps.size, at: now });
+        else if (now - p.at > w.stallMs) {
+          await this.callOff(w, `no step finished for ${Math.round((now - p.at) / 1000)} s`);
+          continue;
+        }
+        for (const s of w.steps) if (!st.steps.has(s.id)) unfinished.add(s.id);
         continue;
       }
       for (const s of w.steps) {
@@ -192,9 +209,15 @@ export class WaveRunner {
         this.stats.failedWaves++;
         this.deps.logger.info({ wave_id: w.id, failed: failed.map(([id, r]) => ({ mview_id: id, reason: (r as { reason: string }).reason })) }, 'wave stopped below a failed step');
       }
-      await this.ledger.close(w.id);
-      this.open.delete(w.id);
+      await this.close(w.id);
     }
+    this.unfinished = unfinished;
+  }
+
+  private async close(waveId: string): Promise<void> {
+    await this.ledger.close(waveId);
+    this.open.delete(waveId);
+    this.progress.delete(waveId);
   }
 
   private async callOff(w: WaveRecord, why: string): Promise<void> {
@@ -205,8 +228,7 @@ export class WaveRunner {
     for (const s of w.steps) {
       if (!st.steps.has(s.id)) await this.deps.placer.queue(s.queue).remove(waveStepJobId(w.id, s.id)).catch(() => 0);
     }
-    await this.ledger.close(w.id);
-    this.open.delete(w.id);
+    await this.close(w.id);
   }
 
   private async writeReason(id: number, reason: string | null): Promise<void> {

@@ -23,8 +23,11 @@ import { waveStepJobId, type WaveStepData } from './waveJobs.js';
 // - A failed or cancelled input cancels the steps that read it, down the wave; the planner backs
 //   the wave's targets off (pipeline/plan.ts).
 
-/** A step that finds an input unfinished looks again this much later (promotion usually comes first). */
-export const STEP_POLL_MS = 1_000;
+/**
+ * A step that finds an input unfinished looks again this much later: promotion wakes it first;
+ * this only covers a promotion lost with a worker that died in between.
+ */
+export const STEP_POLL_MS = 5_000;
 /** A step whose run failed for reasons around the refresh (connection lost) tries again after this. */
 const STEP_ERROR_RETRY_MS = 2_000;
 
@@ -53,10 +56,8 @@ export class WaveStepProcessor {
     }
     const stopped = d.preds.find((p) => state.steps.has(p) && state.steps.get(p)!.r !== 'done');
     if (stopped !== undefined) return this.finish(d, { r: 'cancelled', reason: `upstream step ${stopped} did not refresh` }, log);
-    if (d.preds.some((p) => !state.steps.has(p))) {
-      if (clock.now() > d.deadlineMs) return this.finish(d, { r: 'cancelled', reason: 'its inputs did not finish before the wave\'s deadline' }, log);
-      return delayJob(job, token, clock.now() + STEP_POLL_MS);
-    }
+    // Waits as long as the wave is open: the planner calls off a wave that stopped progressing.
+    if (d.preds.some((p) => !state.steps.has(p))) return delayJob(job, token, clock.now() + STEP_POLL_MS);
     // It must start after each input ended, so that it reads what they wrote.
     const after = Math.max(d.startMs, ...d.preds.map((p) => (state.steps.get(p) as Extract<StepResult, { r: 'done' }>).end));
     const fresh = await this.freshRun(d.mviewId, after);
@@ -66,7 +67,6 @@ export class WaveStepProcessor {
     try {
       outcome = await this.deps.runner.run({ mviewId: d.mviewId, trigger: d.target ? 'SCHEDULED' : 'UPSTREAM', wave: true, jobId: job.id!, scheduledFor: d.startMs });
     } catch (err) {
-      if (clock.now() > d.deadlineMs) return this.finish(d, { r: 'failed', reason: errorMessage(err) }, log);
       log.warn({ err: errorMessage(err) }, 'wave step could not be carried out; retrying shortly');
       return delayJob(job, token, clock.now() + STEP_ERROR_RETRY_MS);
     }

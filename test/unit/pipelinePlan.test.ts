@@ -174,8 +174,15 @@ describe('why a target cannot be met', () => {
     });
   });
 
-  it('says when its waves take longer than the target allows', () => {
-    const c = ctx(chain(), { 1: rt(NOW - 100), 2: rt(NOW - 100) }, { stepMs: 2500 });
-    expect(targetHealth(c, c.graph.node(2)!).reason).toBe('its waves take about 5.2 s (s.m2 2.5 s, s.m1 2.5 s), too long for a target lag of 5 s');
+  it('says when its waves take more than half the target (they do not fit in it)', () => {
+    const slow = ctx(chain(), { 1: rt(NOW - 100), 2: rt(NOW - 100) }, { stepMs: 1300 });
+    expect(targetHealth(slow, slow.graph.node(2)!).reason).toBe('its waves take about 2.8 s (s.m2 1.3 s, s.m1 1.3 s), more than half its target lag of 5 s');
+    const fits = ctx(chain(), { 1: rt(NOW - 100), 2: rt(NOW - 100) }, { stepMs: 1100 });
+    expect(targetHealth(fits, fits.graph.node(2)!).reason).toBeNull();
+  });
+
+  it('never starts waves closer than half the target, however long they are expected to take', () => {
+    const c = ctx(chain(), { 1: rt(NOW - 100), 2: rt(NOW - 100) }, { stepMs: 4000 });
+    expect(dueAt(c, c.graph.node(2)!, null, false)).toBe(NOW - 100 + 2500);
   });
 });
