@@ -156,6 +156,18 @@ export async function runPipeline(ctx: BenchContext): Promise<BenchOutcome> {
     const windowEnd = w1[0]!.t;
     writing = false;
     await writer;
+    // Let the waves started in the window finish (none starts once the planner is gone), so that
+    // each is counted whole: its upstream runs and its target's.
+    await stopMvsched(procs[0]!);
+    progress('pipeline: planner stopped; waiting for the waves in flight to finish');
+    let last = -1;
+    for (let stable = 0, i = 0; stable < 5 && i < 180; i++) {
+      const [r] = (await db.raw("SELECT COUNT(*) AS n, SUM(refresh_status = 'RUNNING') AS running FROM mvs_mview_refresh_hist")) as [Array<{ n: number; running: string | null }>];
+      const n = Number(r[0]!.n);
+      stable = n === last && Number(r[0]!.running ?? 0) === 0 ? stable + 1 : 0;
+      last = n;
+      await sleep(1000);
+    }
 
     // Waves from the history: the runs of one wave share its id in their job id.
     const hist = (await db('mvs_mview_refresh_hist')

@@ -35,6 +35,8 @@ export function waveRefreshed(n: PipelineNode): boolean {
 export class PipelineGraph {
   private readonly nodes = new Map<number, PipelineNode>();
   private readonly readerMap = new Map<number, number[]>();
+  /** waveUpstream's answers: the graph does not change once built (a DDL builds a new one). */
+  private readonly waveUpstreamMemo = new Map<number, ReadonlySet<number>>();
 
   constructor(nodes: Iterable<PipelineNode>) {
     for (const n of nodes) this.nodes.set(n.id, n);
@@ -108,6 +110,16 @@ export class PipelineGraph {
       stack.push(...n.upstream);
     }
     return out;
+  }
+
+  /** What waves refresh for `id`: upstreamWhere(waveRefreshed), remembered (the planner asks every tick). */
+  waveUpstream(id: number): ReadonlySet<number> {
+    let set = this.waveUpstreamMemo.get(id);
+    if (!set) {
+      set = this.upstreamWhere([id], waveRefreshed);
+      this.waveUpstreamMemo.set(id, set);
+    }
+    return set;
   }
 
   /**

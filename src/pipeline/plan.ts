@@ -44,18 +44,26 @@ export function marginMs(targetMs: number): number {
   return Math.min(10_000, Math.max(500, targetMs * 0.1)) + PLANNER_SLACK_MS;
 }
 
+/** Wave durations per context (one planner tick asks for each target's more than once). */
+const durations = new WeakMap<PlanContext, Map<number, number>>();
+
 /**
  * Expected duration of a wave for `targetId`: the longest path, in run time plus dispatch
  * overhead per step, through the MVs waves refresh for it, ending with the target itself.
  */
 export function waveDurationMs(ctx: PlanContext, targetId: number): number {
-  const set = ctx.graph.upstreamWhere([targetId], waveRefreshed);
+  let memo = durations.get(ctx);
+  if (!memo) durations.set(ctx, (memo = new Map()));
+  const known = memo.get(targetId);
+  if (known !== undefined) return known;
+  const set = new Set(ctx.graph.waveUpstream(targetId));
   set.add(targetId);
   const finish = new Map<number, number>();
   for (const id of ctx.graph.topoOrder(set)) {
     const before = Math.max(0, ...ctx.graph.upstream(id).filter((u) => set.has(u)).map((u) => finish.get(u)!));
     finish.set(id, before + ctx.overheadMs + ctx.stepMs(id));
   }
+  memo.set(targetId, finish.get(targetId)!);
   return finish.get(targetId)!;
 }
 
@@ -65,7 +73,7 @@ export function waveDurationMs(ctx: PlanContext, targetId: number): number {
  */
 export function backoffUntil(ctx: PlanContext, t: PipelineNode): number {
   let until = 0;
-  for (const id of [t.id, ...ctx.graph.upstreamWhere([t.id], waveRefreshed)]) {
+  for (const id of [t.id, ...ctx.graph.waveUpstream(t.id)]) {
     const r = ctx.runtime(id);
     if (r?.lastResult === 'FAILED' && r.failures > 0 && r.lastEndMs !== null) until = Math.max(until, r.lastEndMs + retryDelayMs(r.failures));
   }
@@ -183,7 +191,7 @@ const secs = (ms: number) => `${Math.round(ms / 100) / 10} s`;
 export function targetHealth(ctx: PlanContext, t: PipelineNode): TargetHealth {
   if (t.status === 'SUSPENDED') return { reason: 'it is SUSPENDED', blocked: true };
   const n = (t.targetLagS ?? 0) * 1000;
-  const inWaves = ctx.graph.upstreamWhere([t.id], waveRefreshed);
+  const inWaves = ctx.graph.waveUpstream(t.id);
   const d = waveDurationMs(ctx, t.id);
   const budget = n - d - marginMs(n);
   const outside = new Set<number>();

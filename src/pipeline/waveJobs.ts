@@ -33,4 +33,15 @@ export interface WaveStepData {
   dueAt: number;
 }
 
+/**
+ * A step's BullMQ priority: the earliest deadline (data time + target, in whole seconds) of the
+ * targets it serves, so that where steps queue up behind each other the most urgent run first
+ * (earliest deadline first). BullMQ priorities are 1..2^21-1, lower first: seconds wrap every
+ * 23 days, when for a moment steps queued just before the wrap come after those queued just
+ * after it. (Scheduled jobs of grid MVs carry no priority and come before any step.)
+ */
+export function deadlinePriority(deadlineMs: number): number {
+  return 1 + (Math.floor(deadlineMs / 1000) % 2_000_000);
+}
+
 export const WAVE_JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;

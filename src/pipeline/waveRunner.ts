@@ -9,7 +9,7 @@ import type { PipelineNode } from './graph.js';
 import { WaveLedger, type StepResult, type WaveRecord } from './ledger.js';
 import { backoffUntil, dueAt, planWave, targetHealth, waveDurationMs, type PlanContext, type WavePlan } from './plan.js';
 import { PipelineState } from './state.js';
-import { WAVE_JOB_OPTS, WAVE_STEP, waveStepJobId, type WaveStepData } from './waveJobs.js';
+import { deadlinePriority, WAVE_JOB_OPTS, WAVE_STEP, waveStepJobId, type WaveStepData } from './waveJobs.js';
 
 // The planner's side of pipelines (DESIGN.md §2 "Pipelines", invariant 7): on each tick it reads
 // what changed, closes the waves that finished, works out when each target-lag MV must start
@@ -148,6 +148,11 @@ export class WaveRunner {
     this.open.set(w.id, w);
     this.progress.set(w.id, { done: 0, at: now });
     const finish = new Map<number, number>();
+    const deadline = new Map<number, number>();
+    for (const t of targets) {
+      const d = (ctx.runtime(t)?.dataTimeMs ?? ctx.nowMs) + (ctx.graph.node(t)!.targetLagS ?? 0) * 1000;
+      for (const id of [t, ...ctx.graph.waveUpstream(t)]) if (queues.has(id)) deadline.set(id, Math.min(deadline.get(id) ?? d, d));
+    }
     // Waiting steps go in first: a first step that finishes at once then finds its readers' jobs.
     const byQueue = new Map<string, Array<{ name: string; data: WaveStepData; opts: object }>>();
     const readyByQueue = new Map<string, Array<{ name: string; data: WaveStepData; opts: object }>>();
@@ -168,7 +173,8 @@ export class WaveRunner {
       const delay = s.preds.length ? ready + FALLBACK_EXTRA_MS : 0;
       const group = s.preds.length ? byQueue : readyByQueue;
       const list = group.get(s.queue) ?? [];
-      list.push({ name: WAVE_STEP, data, opts: { ...WAVE_JOB_OPTS, jobId: waveStepJobId(w.id, s.id), delay } });
+      const priority = deadlinePriority(deadline.get(s.id) ?? ctx.nowMs);
+      list.push({ name: WAVE_STEP, data, opts: { ...WAVE_JOB_OPTS, jobId: waveStepJobId(w.id, s.id), delay, priority } });
       group.set(s.queue, list);
     }
     for (const group of [byQueue, readyByQueue]) for (const [q, jobs] of group) await this.deps.placer.queue(q).addBulk(jobs);

@@ -141,7 +141,7 @@ describe('pipelines on fixed schedules and when things go wrong', () => {
   it('reports an unmet target while an upstream is SUSPENDED, and stops refreshing what cannot get fresher', async () => {
     await t.db.raw('CREATE TABLE su_raw (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)');
     await ddl.execute('CREATE MATERIALIZED VIEW su_a TARGET LAG DOWNSTREAM AS SELECT COUNT(*) AS n FROM su_raw');
-    await ddl.execute('CREATE MATERIALIZED VIEW su_b TARGET LAG 3 AS SELECT n FROM su_a');
+    await ddl.execute('CREATE MATERIALIZED VIEW su_b TARGET LAG 5 AS SELECT n FROM su_a');
     await waitFor(async () => (await history(['su_b'])).filter(isWave).length >= 1, { timeoutMs: 30_000, what: 'a wave of su_b' });
     expect((await status('su_b')).targetUnmetReason).toBeNull();
 
@@ -151,7 +151,7 @@ describe('pipelines on fixed schedules and when things go wrong', () => {
     // The CLI's status and the API read the same field.
     await sleep(1_500); // a wave already running may still finish
     const since = await lastRefreshId();
-    await sleep(6_000); // two target periods
+    await sleep(8_000); // more than two periods of its target
     expect(await history(['su_a', 'su_b'], since), 'nothing refreshed: nothing su_b reads can change').toEqual([]);
 
     await ddl.execute('ALTER MATERIALIZED VIEW su_a RESUME');
@@ -163,7 +163,7 @@ describe('pipelines on fixed schedules and when things go wrong', () => {
   it('stops a wave below a failing upstream, backs off, says why the target is late, and recovers', async () => {
     await t.db.raw('CREATE TABLE fl_raw (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)');
     await ddl.execute('CREATE MATERIALIZED VIEW fl_a TARGET LAG DOWNSTREAM AS SELECT COUNT(*) AS n FROM fl_raw');
-    await ddl.execute('CREATE MATERIALIZED VIEW fl_b TARGET LAG 3 AS SELECT n FROM fl_a');
+    await ddl.execute('CREATE MATERIALIZED VIEW fl_b TARGET LAG 5 AS SELECT n FROM fl_a');
     await waitFor(async () => (await history(['fl_b'])).filter(isWave).length >= 1, { timeoutMs: 30_000, what: 'a wave of fl_b' });
 
     await t.db.raw('RENAME TABLE fl_raw TO fl_raw_away');

@@ -37,6 +37,10 @@ describe('pipeline graph', () => {
     const g = new PipelineGraph([node(1), node(2, [1], { kind: 'FIXED' }), node(3, [2]), node(4, [3, 1])]);
     expect([...g.upstreamWhere([4], waveRefreshed)].sort()).toEqual([1, 3]);
     expect([...g.upstreamWhere([4], () => true)].sort()).toEqual([1, 2, 3]);
+    // What waves refresh for an MV: the same walk, remembered (the planner asks every tick).
+    expect([...g.waveUpstream(4)].sort()).toEqual([1, 3]);
+    expect(g.waveUpstream(4)).toBe(g.waveUpstream(4));
+    expect([...g.waveUpstream(3)]).toEqual([]);
   });
 
   it('finds the cycle a new MV would close through a name recorded as a plain table', () => {

@@ -11,6 +11,7 @@ import {
   type MvRuntime,
   type PlanContext,
 } from '../../src/pipeline/plan.js';
+import { deadlinePriority } from '../../src/pipeline/waveJobs.js';
 
 function node(id: number, upstream: number[] = [], over: Partial<PipelineNode> = {}): PipelineNode {
   return { id, name: `s.m${id}`, status: 'ACTIVE', kind: 'DOWNSTREAM', targetLagS: null, intervalS: null, upstream, readsTables: upstream.length === 0, ...over };
@@ -184,5 +185,17 @@ describe('why a target cannot be met', () => {
   it('never starts waves closer than half the target, however long they are expected to take', () => {
     const c = ctx(chain(), { 1: rt(NOW - 100), 2: rt(NOW - 100) }, { stepMs: 4000 });
     expect(dueAt(c, c.graph.node(2)!, null, false)).toBe(NOW - 100 + 2500);
+  });
+});
+
+describe('wave step priority', () => {
+  it('is the deadline in seconds, earlier first, within BullMQ\'s 1..2^21-1', () => {
+    const t = Date.UTC(2026, 11, 3, 10, 0, 0);
+    expect(deadlinePriority(t + 5_000)).toBeLessThan(deadlinePriority(t + 60_000));
+    expect(deadlinePriority(t + 60_000) - deadlinePriority(t + 5_000)).toBe(55);
+    for (const ms of [0, t, t + 999, 2_000_000_000 - 1, 2_000_000_000 * 1000 + 17]) {
+      expect(deadlinePriority(ms)).toBeGreaterThanOrEqual(1);
+      expect(deadlinePriority(ms)).toBeLessThan(2 ** 21);
+    }
   });
 });
