@@ -74,6 +74,8 @@ const envSchema = z.object({
   MVS_NODE_TTL_S: wholeNumber(2, 3_600).default(10),
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
+  // The replica id `mvsched capture` gives the server (unique among its replicas; default random).
+  MVS_CAPTURE_SERVER_ID: wholeNumber(1, 4_294_967_295).optional(),
   MVS_BOARD_WRITE: z
     .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
     .default('0'),
@@ -96,6 +98,7 @@ export interface Config {
   readonly nodeTtlS: number;
   readonly purgeBatch: number;
   readonly vnodes: number | undefined;
+  readonly captureServerId: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
 }
@@ -149,6 +152,7 @@ export function loadConfig(
     nodeTtlS: e.MVS_NODE_TTL_S,
     purgeBatch: e.MVS_PURGE_BATCH,
     vnodes: e.MVS_VNODES,
+    captureServerId: e.MVS_CAPTURE_SERVER_ID,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,
   });

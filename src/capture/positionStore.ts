@@ -1,0 +1,131 @@
+import type { Knex } from 'knex';
+import type { Executor } from '../mv/repository.js';
+import { toNumber } from '../mv/repository.js';
+import { quoteIdent } from '../mv/identifiers.js';
+import { DML_TYPE_COLUMN, OLD_NEW_COLUMN } from '../mlog/names.js';
+import type { LogRow } from './rowImages.js';
+import type { CapturedLog } from './logRegistry.js';
+
+// Capture's position in the binary log, kept in one row of mvs_capture_position and moved in the
+// same transaction as the log rows read up to it, so after a crash capture resumes exactly where
+// its last commit left off. The row also fences: a capture that takes over bumps `epoch`, and a
+// commit whose epoch is no longer current fails instead of writing (a process that lost its
+// lease while frozen cannot add rows behind its successor's back).
+
+export const POSITION_TABLE = 'mvs_capture_position';
+
+export interface BinlogPosition {
+  /** MariaDB `domain-server-seq[,...]` or a MySQL GTID set; '' is "the oldest binlog there is". */
+  gtid: string | null;
+  file: string | null;
+  pos: number | null;
+}
+
+export interface StoredPosition extends BinlogPosition {
+  /** The BINLOG logs being captured at this position. */
+  activeMlogs: number[];
+  epoch: number;
+  owner: string | null;
+  eventTime: Date | null;
+}
+
+export class FencedError extends Error {
+  constructor(readonly mine: number, readonly current: number) {
+    super(`capture position was taken over (epoch ${current}, this process holds ${mine})`);
+  }
+}
+
+interface RawPosition {
+  gtid_pos: string | null;
+  binlog_file: string | null;
+  binlog_pos: number | string | null;
+  active_mlogs: string;
+  epoch: number | string;
+  owner: string | null;
+  event_time: Date | null;
+}
+
+function normalize(r: RawPosition): StoredPosition {
+  return {
+    gtid: r.gtid_pos,
+    file: r.binlog_file,
+    pos: r.binlog_pos === null ? null : toNumber(r.binlog_pos),
+    activeMlogs: (JSON.parse(r.active_mlogs) as number[]).map(Number),
+    epoch: toNumber(r.epoch),
+    owner: r.owner,
+    eventTime: r.event_time,
+  };
+}
+
+/** Become the capture that writes: a new epoch, and the position to resume from. */
+export async function takeOverPosition(db: Knex, owner: string): Promise<StoredPosition> {
+  return db.transaction(async (trx) => {
+    const [row] = (await trx(POSITION_TABLE).where({ id: 1 }).forUpdate().select('*')) as RawPosition[];
+    if (!row) {
+      // Migrations create the row; a deployment that deleted it starts from the server's position.
+      await trx(POSITION_TABLE).insert({ id: 1, gtid_pos: null, active_mlogs: '[]', epoch: 1, owner, updated_at: trx.fn.now(6) });
+      return { gtid: null, file: null, pos: null, activeMlogs: [], epoch: 1, owner, eventTime: null };
+    }
+    const epoch = toNumber(row.epoch) + 1;
+    await trx(POSITION_TABLE).where({ id: 1 }).update({ epoch, owner, updated_at: trx.fn.now(6) });
+    return { ...normalize(row), epoch, owner };
+  });
+}
+
+export async function readPosition(db: Executor): Promise<StoredPosition | undefined> {
+  const [row] = (await db(POSITION_TABLE).where({ id: 1 }).select('*')) as RawPosition[];
+  return row ? normalize(row) : undefined;
+}
+
+/** A log marked BROKEN in the commit, with the reason. */
+export interface BrokenMark {
+  mlogId: number;
+  reason: string;
+}
+
+export interface Batch {
+  /** Rows per log, in binlog order. */
+  rows: Map<number, { log: CapturedLog; rows: LogRow[] }>;
+  broken: BrokenMark[];
+  position: BinlogPosition;
+  activeMlogs: number[];
+  eventTime: Date | null;
+}
+
+const ROWS_PER_INSERT = 1000;
+
+/** Append rows to a log table, in order (the sequence column numbers them). */
+export async function insertLogRows(trx: Executor, log: CapturedLog, rows: LogRow[]): Promise<void> {
+  const cols = [...log.columns, DML_TYPE_COLUMN, OLD_NEW_COLUMN].map(quoteIdent).join(', ');
+  const one = `(${new Array(log.columns.length + 2).fill('?').join(', ')})`;
+  const target = `${quoteIdent(log.schema)}.${quoteIdent(log.logTable)}`;
+  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+    const chunk = rows.slice(i, i + ROWS_PER_INSERT);
+    await trx.raw(`INSERT INTO ${target} (${cols}) VALUES ${new Array(chunk.length).fill(one).join(', ')}`, chunk.flat() as Knex.RawBinding[]);
+  }
+}
+
+/** Mark a log BROKEN (only an OK one: the first reason stays). */
+export async function markBroken(trx: Executor, mark: BrokenMark): Promise<void> {
+  await trx('mvs_mlogs').where({ mlog_id: mark.mlogId, state: 'OK' }).update({ state: 'BROKEN', broken_reason: mark.reason });
+}
+
+/** Check this capture still holds the position; the row stays locked until the commit. */
+export async function lockPosition(trx: Executor, epoch: number): Promise<void> {
+  const [row] = (await trx(POSITION_TABLE).where({ id: 1 }).forUpdate().select('epoch')) as Array<{ epoch: number | string }>;
+  const current = row ? toNumber(row.epoch) : -1;
+  if (current !== epoch) throw new FencedError(epoch, current);
+}
+
+export async function writePosition(trx: Executor, batch: Pick<Batch, 'position' | 'activeMlogs' | 'eventTime'>): Promise<void> {
+  await trx(POSITION_TABLE)
+    .where({ id: 1 })
+    .update({
+      gtid_pos: batch.position.gtid,
+      binlog_file: batch.position.file,
+      binlog_pos: batch.position.pos,
+      active_mlogs: JSON.stringify(batch.activeMlogs),
+      event_time: batch.eventTime,
+      updated_at: trx.fn.now(6),
+    });
+}
