@@ -109,10 +109,7 @@ export class CaptureSession {
       await this.openReader(stored);
     } catch (err) {
       if ((err as { errno?: number }).errno !== 1236) throw err;
-      this.stored = await this.binlogGone(stored, (err as Error).message);
-      this.registry = new LogRegistry();
-      this.pending.activeMlogs = [];
-      await this.openReader(this.stored);
+      await this.afterBinlogGone((err as Error).message);
     }
     this.log.info({ gtid: this.stored.gtid, file: this.stored.file, pos: this.stored.pos, logs: this.registry.ids(), epoch: this.stored.epoch }, 'capture reading the binary log');
   }
@@ -126,9 +123,26 @@ export class CaptureSession {
       wants: (schema, table) =>
         (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE)) || this.registry.forTable(schema, table) !== undefined,
       onTransaction: (tx) => this.onTransaction(tx),
-      onError: (err) => this.fail(err),
+      onError: (err) => {
+        // The server answers a dump from a purged position only once streaming has begun.
+        if (err.errno === 1236 && this.progress.transactions === 0) void this.afterBinlogGone(err.message);
+        else this.fail(err);
+      },
     });
     await this.reader.start();
+  }
+
+  private async afterBinlogGone(why: string): Promise<void> {
+    try {
+      this.reader?.stop();
+      this.stored = await this.binlogGone(this.stored!, why);
+      this.registry = new LogRegistry();
+      this.pending = this.emptyPending();
+      this.progress.position = { gtid: this.stored.gtid, file: this.stored.file, pos: this.stored.pos };
+      if (!this.stopped) await this.openReader(this.stored);
+    } catch (err) {
+      this.fail(err as Error);
+    }
   }
 
   /**
