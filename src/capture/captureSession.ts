@@ -6,6 +6,7 @@ import { scanDdl } from './ddlScan.js';
 import { LogRegistry, loadCapturedLogs, type CapturedLog, type MlogRowImage } from './logRegistry.js';
 import {
   POSITION_TABLE,
+  ROWS_PER_INSERT,
   insertLogRows,
   lockPosition,
   markBroken,
@@ -37,6 +38,10 @@ export interface CaptureSessionDeps {
   maxPendingRows?: number;
   /** Store a position moved only by other tables' transactions at most this often. */
   idlePersistMs?: number;
+  /** Group-commit window: log rows wait at most this long for more to commit with (ms). */
+  commitDelayMs?: number;
+  /** Commit at once when this many log rows wait. */
+  maxBatchRows?: number;
 }
 
 export interface CaptureProgress {
@@ -74,6 +79,8 @@ export class CaptureSession {
   private pending: Pending = this.emptyPending();
   private flushing: Promise<void> | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** The timer is the group-commit window (not the idle position save). */
+  private flushTimerForRows = false;
   private paused = false;
   private stopped = false;
   private lastPersist = 0;
@@ -285,12 +292,23 @@ export class CaptureSession {
     }
     const p = this.pending;
     if (p.rowCount > 0 || p.broken.length > 0 || p.changed) {
-      // Whatever else arrived in the same read joins this commit.
-      clearTimeout(this.flushTimer);
-      this.flushTimer = undefined;
-      setImmediate(() => this.flush());
+      // Group commit: what arrives within the window joins this commit, so a stream of small
+      // transactions costs capture one transaction per window, not one per writer commit.
+      if (p.rowCount >= (this.deps.maxBatchRows ?? 5000) || p.broken.length > 0 || p.changed) {
+        clearTimeout(this.flushTimer);
+        this.flushTimer = undefined;
+        setImmediate(() => this.flush());
+      } else if (!this.flushTimer || !this.flushTimerForRows) {
+        clearTimeout(this.flushTimer);
+        this.flushTimerForRows = true;
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = undefined;
+          this.flush();
+        }, this.deps.commitDelayMs ?? 25);
+      }
     } else if (p.foreign && !this.flushTimer) {
       const wait = Math.max(0, this.lastPersist + (this.deps.idlePersistMs ?? 1000) - Date.now());
+      this.flushTimerForRows = false;
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined;
         this.flush();
@@ -300,6 +318,8 @@ export class CaptureSession {
   }
 
   private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
     if (this.flushing || this.stopped || !this.pending.position) return;
     const batch = this.pending;
     this.pending = { ...this.emptyPending(), position: batch.position, activeMlogs: batch.activeMlogs, eventTime: batch.eventTime };
@@ -322,7 +342,8 @@ export class CaptureSession {
   private async commit(batch: Pending): Promise<void> {
     const broken = [...batch.broken];
     await this.deps.db.transaction(async (trx) => {
-      await lockPosition(trx, this.stored!.epoch);
+      // First: it fails at once when another capture took over, and holds the row to the commit.
+      await lockPosition(trx, this.stored!.epoch, { position: batch.position!, activeMlogs: batch.activeMlogs, eventTime: batch.eventTime });
       for (const [mlogId, { log, rows }] of batch.rows) {
         if (broken.some((b) => b.mlogId === mlogId)) continue;
         const problem = await this.insertOrDiagnose(trx, log, rows);
@@ -333,8 +354,10 @@ export class CaptureSession {
         }
       }
       for (const b of broken) await markBroken(trx, b);
-      const gone = new Set(broken.map((b) => b.mlogId));
-      await writePosition(trx, { position: batch.position!, activeMlogs: batch.activeMlogs.filter((id) => !gone.has(id)), eventTime: batch.eventTime });
+      if (broken.length > batch.broken.length) {
+        const gone = new Set(broken.map((b) => b.mlogId));
+        await writePosition(trx, { position: batch.position!, activeMlogs: batch.activeMlogs.filter((id) => !gone.has(id)), eventTime: batch.eventTime });
+      }
     });
   }
 
@@ -343,14 +366,17 @@ export class CaptureSession {
    * BROKEN and the others are still written). A log dropped meanwhile just loses its rows.
    */
   private async insertOrDiagnose(trx: Knex.Transaction, log: CapturedLog, rows: LogRow[]): Promise<string | undefined> {
-    await trx.raw('SAVEPOINT mvs_log');
+    // A failed statement leaves none of its rows; with several statements (chunks), a savepoint
+    // takes the earlier ones back too.
+    const savepoint = rows.length > ROWS_PER_INSERT;
+    if (savepoint) await trx.raw('SAVEPOINT mvs_log');
     try {
       await insertLogRows(trx, log, rows);
       return undefined;
     } catch (err) {
       const e = err as { errno?: number; sqlMessage?: string };
       if (!LOG_TABLE_ERRORS.has(e.errno ?? 0)) throw err;
-      await trx.raw('ROLLBACK TO SAVEPOINT mvs_log');
+      if (savepoint) await trx.raw('ROLLBACK TO SAVEPOINT mvs_log');
       const [meta] = (await trx('mvs_mlogs').where({ mlog_id: log.mlogId }).select('created_at', 'state')) as Array<{ created_at: Date; state: string }>;
       if (!meta || meta.state !== 'OK') return undefined; // dropped or broken meanwhile: nothing to keep
       if (e.errno === 1146 && Date.now() - meta.created_at.getTime() < NEW_LOG_GRACE_MS) {

@@ -92,7 +92,7 @@ export interface Batch {
   eventTime: Date | null;
 }
 
-const ROWS_PER_INSERT = 1000;
+export const ROWS_PER_INSERT = 1000;
 
 /** Append rows to a log table, in order (the sequence column numbers them). */
 export async function insertLogRows(trx: Executor, log: CapturedLog, rows: LogRow[]): Promise<void> {
@@ -110,16 +110,29 @@ export async function markBroken(trx: Executor, mark: BrokenMark): Promise<void>
   await trx('mvs_mlogs').where({ mlog_id: mark.mlogId, state: 'OK' }).update({ state: 'BROKEN', broken_reason: mark.reason });
 }
 
-/** Check this capture still holds the position; the row stays locked until the commit. */
-export async function lockPosition(trx: Executor, epoch: number): Promise<void> {
-  const [row] = (await trx(POSITION_TABLE).where({ id: 1 }).forUpdate().select('epoch')) as Array<{ epoch: number | string }>;
-  const current = row ? toNumber(row.epoch) : -1;
-  if (current !== epoch) throw new FencedError(epoch, current);
+/**
+ * Move the position, if this capture still holds it (its epoch is current); the row stays
+ * locked until the commit, so a takeover waits for this transaction. Fails with FencedError
+ * otherwise.
+ */
+export async function lockPosition(trx: Executor, epoch: number, to?: Pick<Batch, 'position' | 'activeMlogs' | 'eventTime'>): Promise<void> {
+  if (to) {
+    if ((await updatePosition(trx, to, epoch)) === 1) return;
+  } else {
+    const [row] = (await trx(POSITION_TABLE).where({ id: 1, epoch }).forUpdate().select('epoch')) as unknown[];
+    if (row) return;
+  }
+  const [row] = (await trx(POSITION_TABLE).where({ id: 1 }).select('epoch')) as Array<{ epoch: number | string }>;
+  throw new FencedError(epoch, row ? toNumber(row.epoch) : -1);
 }
 
 export async function writePosition(trx: Executor, batch: Pick<Batch, 'position' | 'activeMlogs' | 'eventTime'>): Promise<void> {
-  await trx(POSITION_TABLE)
-    .where({ id: 1 })
+  await updatePosition(trx, batch);
+}
+
+async function updatePosition(trx: Executor, batch: Pick<Batch, 'position' | 'activeMlogs' | 'eventTime'>, epoch?: number): Promise<number> {
+  return trx(POSITION_TABLE)
+    .where(epoch === undefined ? { id: 1 } : { id: 1, epoch })
     .update({
       gtid_pos: batch.position.gtid,
       binlog_file: batch.position.file,
