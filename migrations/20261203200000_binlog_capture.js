@@ -22,7 +22,7 @@ async function currentPosition(knex) {
   let file = null;
   let pos = null;
   try {
-    const [rows] = await knex.raw('SHOW MASTER STATUS');
+    const [rows] = await knex.raw('SHOW MASTER STATUS').catch(() => knex.raw('SHOW BINARY LOG STATUS')); // renamed in MySQL 8.4
     if (rows[0]) {
       file = rows[0].File;
       pos = rows[0].Position;

@@ -109,8 +109,11 @@ export class BinlogReader {
     z.on('error', (err: Error) => this.fail(err));
     const from = this.opts.from;
     const start: ZongJiOptions = { serverId: this.opts.serverId, includeEvents: EVENTS };
-    if (from.gtid !== null) start.gtidSet = from.gtid;
+    // A GTID position survives a failover to a replica; file and position are the fallback (a
+    // MySQL server without gtid_mode, or a position taken before the first transaction).
+    if (from.gtid) start.gtidSet = from.gtid;
     else if (from.file !== null && from.pos !== null) Object.assign(start, { filename: from.file, position: from.pos });
+    else if (from.gtid === '') start.gtidSet = '';
     else start.startAtEnd = true;
     await new Promise<void>((resolve, reject) => {
       const onReady = () => {
@@ -207,7 +210,8 @@ export class BinlogReader {
     if (gtid !== undefined) this.gtids!.add(gtid);
     this.opts.onTransaction({
       gtid,
-      position: { gtid: this.gtids!.toString(), file: this.file, pos: e.nextPosition },
+      // Anonymous transactions (MySQL without gtid_mode): file and position only.
+      position: { gtid: gtid === undefined ? null : this.gtids!.toString(), file: this.file, pos: e.nextPosition },
       timestamp: e.timestamp,
       changes: cur.changes,
       ...(ddl ? { ddl } : {}),

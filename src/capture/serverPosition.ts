@@ -8,7 +8,8 @@ export async function currentServerPosition(db: Executor): Promise<BinlogPositio
   const [[v]] = (await db.raw('SELECT @@version AS version')) as [Array<{ version: string }>];
   const mariadb = /mariadb/i.test(v!.version);
   const [[g]] = (await db.raw(mariadb ? 'SELECT @@global.gtid_binlog_pos AS p' : 'SELECT @@global.gtid_executed AS p')) as [Array<{ p: string | null }>];
-  const [status] = (await db.raw('SHOW MASTER STATUS')) as [Array<{ File: string; Position: number | string }>];
+  // MySQL 8.4 renamed it.
+  const [status] = (await db.raw('SHOW MASTER STATUS').catch(() => db.raw('SHOW BINARY LOG STATUS'))) as [Array<{ File: string; Position: number | string }>];
   return {
     gtid: String(g!.p ?? '').replace(/\s/g, ''),
     file: status[0]?.File ?? null,
