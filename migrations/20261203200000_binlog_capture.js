@@ -56,6 +56,7 @@ export async function up(knex) {
       t.text('active_mlogs').notNullable(); // JSON array of the BINLOG log ids captured at this position
       t.bigInteger('epoch').unsigned().notNullable().defaultTo(0); // fences out a capture that lost its lease
       t.string('owner', 128).nullable();
+      t.bigInteger('owner_conn').unsigned().nullable(); // connection of the last commit: a takeover kills it if it hangs on
       t.datetime('event_time', { precision: 3 }).nullable(); // commit time of the last transaction read
       t.datetime('updated_at', { precision: 6 }).notNullable();
     });

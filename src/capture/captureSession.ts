@@ -103,7 +103,9 @@ export class CaptureSession {
     const { db } = this.deps;
     const problems = binlogSettingProblems(await readBinlogSettings(db));
     if (problems.length) throw new Error(`binlog capture cannot run: ${problems.join('; ')}`);
-    let stored = await takeOverPosition(db, this.deps.owner);
+    let stored = await takeOverPosition(db, this.deps.owner, {
+      onKill: (connId) => this.log.warn({ connection: connId }, 'the previous capture hangs on to the position mid-commit: killing its connection'),
+    });
     if (stored.gtid === null && stored.file === null) stored = await this.startFresh(stored);
     this.stored = stored;
     const logs = await loadCapturedLogs(db);

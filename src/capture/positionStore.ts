@@ -57,10 +57,35 @@ function normalize(r: RawPosition): StoredPosition {
   };
 }
 
-/** Become the capture that writes: a new epoch, and the position to resume from. */
-export async function takeOverPosition(db: Knex, owner: string): Promise<StoredPosition> {
+/**
+ * Become the capture that writes: a new epoch, and the position to resume from. A predecessor
+ * frozen in the middle of a commit holds the position row; once this process has the lease,
+ * that connection is killed (its transaction rolls back) rather than waited for.
+ */
+export async function takeOverPosition(db: Knex, owner: string, opts: { lockWaitS?: number; onKill?: (connId: number) => void } = {}): Promise<StoredPosition> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await takeOverOnce(db, owner, opts.lockWaitS ?? 5);
+    } catch (err) {
+      if ((err as { errno?: number }).errno !== 1205 || attempt >= 3) throw err;
+      const [row] = (await db(POSITION_TABLE).where({ id: 1 }).select('owner_conn')) as Array<{ owner_conn: number | string | null }>;
+      if (row?.owner_conn === null || row?.owner_conn === undefined) continue;
+      opts.onKill?.(toNumber(row.owner_conn));
+      await db.raw('KILL CONNECTION ?', [toNumber(row.owner_conn)]).catch(() => {}); // gone already
+    }
+  }
+}
+
+async function takeOverOnce(db: Knex, owner: string, lockWaitS: number): Promise<StoredPosition> {
   return db.transaction(async (trx) => {
-    const [row] = (await trx(POSITION_TABLE).where({ id: 1 }).forUpdate().select('*')) as RawPosition[];
+    await trx.raw('SET SESSION innodb_lock_wait_timeout = ?', [lockWaitS]);
+    let rows: RawPosition[];
+    try {
+      rows = (await trx(POSITION_TABLE).where({ id: 1 }).forUpdate().select('*')) as RawPosition[];
+    } finally {
+      await trx.raw('SET SESSION innodb_lock_wait_timeout = DEFAULT').catch(() => {});
+    }
+    const [row] = rows;
     if (!row) {
       // Migrations create the row; a deployment that deleted it starts from the server's position.
       await trx(POSITION_TABLE).insert({ id: 1, gtid_pos: null, active_mlogs: '[]', epoch: 1, owner, updated_at: trx.fn.now(6) });
@@ -139,6 +164,7 @@ async function updatePosition(trx: Executor, batch: Pick<Batch, 'position' | 'ac
       binlog_pos: batch.position.pos,
       active_mlogs: JSON.stringify(batch.activeMlogs),
       event_time: batch.eventTime,
+      owner_conn: trx.raw('CONNECTION_ID()'),
       updated_at: trx.fn.now(6),
     });
 }

@@ -168,6 +168,21 @@ describe('binlog capture writes what the triggers would have written', () => {
     expect(r5.broken_reason).toMatch(/column a of .*t5 was renamed to aa/);
   });
 
+  it('takes the position over from a predecessor frozen in the middle of a commit', async () => {
+    // A connection holding the position row as a capture does mid-commit, then never finishing.
+    const frozen = await t.db.client.acquireConnection();
+    const q = (sql: string) => new Promise((resolve, reject) => frozen.query(sql, (err: Error | null, r: unknown) => (err ? reject(err) : resolve(r))));
+    await q('BEGIN');
+    await q('UPDATE mvs_capture_position SET owner_conn = CONNECTION_ID() WHERE id = 1');
+    await startCapture();
+    // Its connection was killed, so its transaction is gone.
+    await expect(q('SELECT 1')).rejects.toThrow();
+    await t.db.client.releaseConnection(frozen).catch(() => {});
+    await twins('t7', ['a'], 'id INT PRIMARY KEY, a INT');
+    await both('t7', ['INSERT INTO $ VALUES (1, 1)']);
+    await expectSameAsTwin('t7');
+  });
+
   it('publishes its lag, zero once it has caught up', async () => {
     const c = await startCapture();
     await t.db.raw('CREATE TABLE t6 (id INT PRIMARY KEY)');
