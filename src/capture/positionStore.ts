@@ -132,7 +132,9 @@ export async function insertLogRows(trx: Executor, log: CapturedLog, rows: LogRo
 
 /** Mark a log BROKEN (only an OK one: the first reason stays). */
 export async function markBroken(trx: Executor, mark: BrokenMark): Promise<void> {
-  await trx('mvs_mlogs').where({ mlog_id: mark.mlogId, state: 'OK' }).update({ state: 'BROKEN', broken_reason: mark.reason });
+  await trx('mvs_mlogs')
+    .where({ mlog_id: mark.mlogId, state: 'OK' })
+    .update({ state: 'BROKEN', broken_reason: mark.reason.slice(0, 4000), broken_at: trx.fn.now(3) });
 }
 
 /**

@@ -3,8 +3,8 @@ import { createLogStatements, describeBaseTable, resolveTrackedColumns } from '.
 import { logTableName } from '../../src/mlog/names.js';
 import { quoteIdent } from '../../src/mv/identifiers.js';
 
-// MV logs for capture tests, made the way CREATE MATERIALIZED VIEW LOG makes them (log table,
-// then metadata), without going through the DDL executor: `USING BINLOG` is not wired there yet.
+// MV logs for capture tests, made the way CREATE MATERIALIZED VIEW LOG makes them (metadata,
+// then the log table), without going through the DDL executor: `USING BINLOG` is not wired there yet.
 
 export async function createTestLog(
   db: Knex,
@@ -30,14 +30,11 @@ export async function createTestLog(
       await trx('mvs_mlog_gates').insert({ mlog_id: id });
       return id!;
     });
-  const spec = (mlogId: number) => ({ mlogId, schema: opts.schema, table: opts.table, logTable, metaSchema: opts.metaSchema, shape, tracked, captureMode: opts.mode });
-  if (opts.mode === 'BINLOG') {
-    // The table first: capture starts filling the log when it reads the metadata row's insert.
-    for (const st of createLogStatements(spec(0))) await db.raw(st.sql);
-    return insertMeta();
-  }
+  // Metadata first, as the executor does (the log table's comment carries the id): capture may
+  // see the log before its table exists, and waits for it.
   const id = await insertMeta();
-  for (const st of createLogStatements(spec(id))) await db.raw(st.sql);
+  const spec = { mlogId: id, schema: opts.schema, table: opts.table, logTable, metaSchema: opts.metaSchema, shape, tracked, captureMode: opts.mode };
+  for (const st of createLogStatements(spec)) await db.raw(st.sql);
   return id;
 }
 
