@@ -143,8 +143,12 @@ export class BinlogReader {
     return { file: this.file, pos: this.pos };
   }
 
+  /** When the last event arrived (epoch ms): a stream that stays silent while behind is stuck. */
+  lastEventAt = Date.now();
+
   private onEvent(e: AnyBinlogEvent): void {
     if (this.stopped) return;
+    this.lastEventAt = Date.now();
     if (e.nextPosition > 0) this.pos = e.nextPosition;
     switch (e.getEventName()) {
       case 'rotate':

@@ -30,6 +30,8 @@ export interface CaptureDeps {
   /** How often a progress line is logged (ms). */
   logIntervalMs?: number;
   maxPendingRows?: number;
+  /** Restart a session whose stream is silent this long while behind (ms). */
+  stallMs?: number;
 }
 
 export class CaptureProcess {
@@ -182,6 +184,10 @@ export class CaptureProcess {
         // Behind since we first saw it, or since the last transaction read, whichever is later.
         const seconds = Math.max(0, (now - Math.max(behindSince, last ?? behindSince)) / 1000);
         this.lag = { seconds, bytes, behindSince };
+      }
+      if (bytes !== null && bytes > 0 && s.silentForMs(now) > (this.deps.stallMs ?? 60_000)) {
+        void this.onSessionFailure(s, new Error(`the binlog stream has been silent for ${Math.round(s.silentForMs(now) / 1000)} s while ${bytes} bytes behind`));
+        return;
       }
       await this.deps.redis.set(this.keys.status, JSON.stringify(this.status()), 'PX', Math.max(3 * this.deps.leaseTtlMs, 5000));
     } catch (err) {

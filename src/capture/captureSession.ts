@@ -403,6 +403,16 @@ export class CaptureSession {
     await this.flushing?.catch(() => {});
   }
 
+  /**
+   * Milliseconds the binlog stream has been silent while not held back by a commit; the
+   * process restarts a session whose stream stays silent while the server is ahead of it (a
+   * connection that died without an error).
+   */
+  silentForMs(now = Date.now()): number {
+    if (!this.reader || this.flushing || this.paused) return 0;
+    return now - this.reader.lastEventAt;
+  }
+
   /** Where the reader is in the server's binlog files (past commits and file headers too). */
   readerPosition(): { file: string | null; pos: number | null } {
     return this.reader?.position() ?? { file: this.progress.position.file, pos: this.progress.position.pos };
