@@ -3,6 +3,7 @@ const ER_LOCK_WAIT_TIMEOUT = 1205; // MariaDB answers NOWAIT / WAIT 0 with this
 const ER_LOCK_NOWAIT = 3572; // MySQL 8 and TiDB
 const ER_LOCK_DEADLOCK = 1213;
 const ER_DUP_ENTRY = 1062;
+const ER_NO_SUCH_TABLE = 1146;
 const ER_STATEMENT_TIMEOUT = 1969; // MariaDB: max_statement_time exceeded
 const ER_QUERY_TIMEOUT = 3024; // MySQL: MAX_EXECUTION_TIME exceeded
 // MariaDB with innodb_snapshot_isolation=ON (the default from 11.6): a locking read or write of a
@@ -22,6 +23,10 @@ export function isLockNotGranted(err: unknown): boolean {
 
 export function isDeadlock(err: unknown): boolean {
   return errno(err) === ER_LOCK_DEADLOCK;
+}
+
+export function isNoSuchTable(err: unknown): boolean {
+  return errno(err) === ER_NO_SUCH_TABLE;
 }
 
 export function isDuplicateKey(err: unknown): boolean {

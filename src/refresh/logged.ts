@@ -7,7 +7,8 @@ import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable
 import type { Logger } from '../log.js';
 import { CutTimeoutError, takeCut, type Cut } from '../mlog/cut.js';
 import { identityProblem, readLogIdentity } from '../mlog/identity.js';
-import type { MviewRow, RefreshInfoRow } from '../mv/repository.js';
+import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
+import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
 import type { MlogLink } from './method.js';
@@ -90,8 +91,12 @@ export class LoggedRefresh {
         try {
           return { rows: await this.fast(lock, mv, link, log), method, cut: 'taken' };
         } catch (err) {
-          if (!(err instanceof IdentityMovedError)) throw err;
-          log.info({ mlog_id: link.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
+          if (err instanceof IdentityMovedError) {
+            log.info({ mlog_id: link.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
+          } else if (isNoSuchTable(err) && !(await tableExists(this.deps.db, mv.table_schema, mv.mview_name))) {
+            // The MV's own table was dropped behind our back: build it again.
+            log.warn('the materialized view table is gone: refreshing COMPLETE');
+          } else throw err;
         }
       }
       return { rows: await this.complete(lock, mv, link, log), method: 'COMPLETE', cut: 'taken' };
