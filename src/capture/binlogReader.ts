@@ -39,6 +39,8 @@ export interface BinlogReaderOptions {
   serverId: number;
   /** Where to start; null everywhere: at the server's current end. */
   from: BinlogPosition;
+  /** The tables whose row events matter; the reader skips the others' rows without decoding them. */
+  tables(): Array<{ schema: string; table: string }>;
   wants(schema: string, table: string): boolean;
   onTransaction(tx: BinlogTx): void;
   onError(err: Error & { code?: string; errno?: number }): void;
@@ -108,7 +110,7 @@ export class BinlogReader {
     });
     z.on('error', (err: Error) => this.fail(err));
     const from = this.opts.from;
-    const start: ZongJiOptions = { serverId: this.opts.serverId, includeEvents: EVENTS };
+    const start: ZongJiOptions = { serverId: this.opts.serverId, includeEvents: EVENTS, includeSchema: this.schemaFilter() };
     // A GTID position survives a failover to a replica; file and position are the fallback (a
     // MySQL server without gtid_mode, or a position taken before the first transaction).
     if (from.gtid) start.gtidSet = from.gtid;
@@ -221,6 +223,21 @@ export class BinlogReader {
       ...(ddl ? { ddl } : {}),
       bytes: cur.bytes + e.size,
     });
+  }
+
+  private schemaFilter(): Record<string, string[]> {
+    const out: Record<string, string[]> = {};
+    for (const { schema, table } of this.opts.tables()) (out[schema] ??= []).push(table);
+    return out;
+  }
+
+  /**
+   * The set of tables changed: filter from the next event on. Called from within a transaction
+   * handler, so it takes effect before the following event is decoded (zongji applies its
+   * schema filter when it reads a table map).
+   */
+  tablesChanged(): void {
+    if (this.zongji && !this.stopped) this.zongji.start({ includeEvents: EVENTS, includeSchema: this.schemaFilter() });
   }
 
   /** Stop reading from the server until resume() (backpressure while a commit is slow). */

@@ -129,6 +129,11 @@ export class CaptureSession {
       connection: this.deps.connection,
       serverId: this.deps.serverId,
       from,
+      tables: () => [
+        { schema: metaSchema, table: 'mvs_mlogs' },
+        { schema: metaSchema, table: POSITION_TABLE },
+        ...this.registry.tables(),
+      ],
       wants: (schema, table) =>
         (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE)) || this.registry.forTable(schema, table) !== undefined,
       onTransaction: (tx) => this.onTransaction(tx),
@@ -219,6 +224,7 @@ export class CaptureSession {
       if (added || removed) {
         this.pending.changed = true;
         this.keyCache.clear();
+        this.reader?.tablesChanged();
         if (added) this.log.info({ mlog_id: added.mlogId, table: `${added.schema}.${added.table}` }, 'capture starts filling the log');
         if (removed) this.log.info({ mlog_id: removed.mlogId, table: `${removed.schema}.${removed.table}` }, 'capture stops filling the log');
       }
@@ -279,6 +285,7 @@ export class CaptureSession {
     this.pending.broken.push({ mlogId: log.mlogId, reason });
     this.pending.changed = true;
     this.keyCache.clear();
+    this.reader?.tablesChanged();
     this.log.error({ mlog_id: log.mlogId, table: `${log.schema}.${log.table}`, reason }, 'MV log BROKEN');
   }
 
@@ -352,6 +359,7 @@ export class CaptureSession {
         if (problem) {
           broken.push({ mlogId, reason: problem });
           this.registry.remove(mlogId);
+          this.reader?.tablesChanged();
           this.log.error({ mlog_id: mlogId, reason: problem }, 'MV log BROKEN');
         }
       }

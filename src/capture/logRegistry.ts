@@ -76,6 +76,10 @@ export class LogRegistry {
     return this.byId.get(mlogId);
   }
 
+  tables(): Array<{ schema: string; table: string }> {
+    return [...this.byId.values()].map((l) => ({ schema: l.schema, table: l.table }));
+  }
+
   /** Sorted ids: what the stored position records as captured at that point. */
   ids(): number[] {
     return [...this.byId.keys()].sort((a, b) => a - b);
