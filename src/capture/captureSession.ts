@@ -107,6 +107,7 @@ export class CaptureSession {
       onKill: (connId) => this.log.warn({ connection: connId }, 'the previous capture hangs on to the position mid-commit: killing its connection'),
     });
     if (stored.gtid === null && stored.file === null) stored = await this.startFresh(stored);
+    else if (stored.activeMlogs.length === 0) stored = await this.skipIdleStretch(stored);
     this.stored = stored;
     const logs = await loadCapturedLogs(db);
     const active = new Set(stored.activeMlogs);
@@ -175,6 +176,24 @@ export class CaptureSession {
     });
     if (logs.length) this.log.error({ logs: logs.map((l) => l.mlogId) }, 'capture starts for the first time after logs were created: those logs are BROKEN');
     return { ...stored, ...here, activeMlogs: [] };
+  }
+
+  /**
+   * With no BINLOG log to fill, nothing before now matters: start at the server's position
+   * instead of reading the binlog written since capture last ran (on a busy server, or on the
+   * first start after the migrations, that can be a lot). A locking read of mvs_mlogs keeps a
+   * log from being created in between: one created afterwards commits after this position.
+   */
+  private async skipIdleStretch(stored: StoredPosition): Promise<StoredPosition> {
+    let moved: BinlogPosition | undefined;
+    await this.deps.db.transaction(async (trx) => {
+      await lockPosition(trx, stored.epoch);
+      const [logs] = (await trx.raw("SELECT mlog_id FROM mvs_mlogs WHERE capture_mode = 'BINLOG' AND state = 'OK' LOCK IN SHARE MODE")) as [unknown[]];
+      if (logs.length > 0) return;
+      moved = await currentServerPosition(trx);
+      await writePosition(trx, { position: moved, activeMlogs: [], eventTime: null });
+    });
+    return moved ? { ...stored, ...moved } : stored;
   }
 
   /** The binlog files from the stored position on are gone: every BINLOG log has a gap. */
