@@ -8,7 +8,7 @@ import { systemRefreshRequester } from './systemRefresh.js';
 import { DriftChecker } from '../drift/driftChecker.js';
 import { HistoryRetention } from '../planner/retention.js';
 import { CaptureProcess } from '../capture/capture.js';
-import { parseDatabaseUrl } from '../db/connect.js';
+import { createDb, parseDatabaseUrl } from '../db/connect.js';
 
 /** Start a planner; returns what to close, in start order. */
 export async function startPlanner(config: Config, logger: Logger): Promise<Closeable[]> {
@@ -77,8 +77,10 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
  */
 export async function startCapture(config: Config, logger: Logger): Promise<Closeable[]> {
   const rt = createRuntime(config, logger, { poolMax: 4 });
+  const commitDb = createDb(config.databaseUrl!, { poolMax: 1 });
   const capture = new CaptureProcess({
     db: rt.db,
+    commitDb,
     redis: rt.redis,
     connection: parseDatabaseUrl(config.databaseUrl!),
     metaSchema: rt.defaultSchema,
@@ -91,6 +93,7 @@ export async function startCapture(config: Config, logger: Logger): Promise<Clos
   await capture.start();
   return [
     { name: 'runtime', close: () => rt.close() },
+    { name: 'capture commits', close: () => commitDb.destroy() },
     { name: 'capture', close: () => capture.close() },
   ];
 }

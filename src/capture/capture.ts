@@ -17,6 +17,12 @@ import { captureKeys, type CaptureStatus } from './status.js';
 
 export interface CaptureDeps {
   db: Knex;
+  /**
+   * One connection (a pool of at most 1) for the position and the commits, so the connection
+   * recorded with each commit is the one a frozen commit would hold: a takeover kills it.
+   * Defaults to `db`.
+   */
+  commitDb?: Knex;
   redis: Redis;
   connection: MysqlConnection;
   metaSchema: string;
@@ -97,7 +103,7 @@ export class CaptureProcess {
   private startSession(): void {
     if (!this.leading || this.closed || this.starting || this.session) return;
     const session = new CaptureSession({
-      db: this.deps.db,
+      db: this.deps.commitDb ?? this.deps.db,
       connection: this.deps.connection,
       metaSchema: this.deps.metaSchema,
       serverId: this.deps.serverId,

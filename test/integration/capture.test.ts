@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CaptureProcess } from '../../src/capture/capture.js';
 import { readPosition } from '../../src/capture/positionStore.js';
-import { parseDatabaseUrl } from '../../src/db/connect.js';
+import { createDb, parseDatabaseUrl } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
 import { createRedis, closeRedis } from '../../src/queue/redis.js';
 import { createTestLog, logByKey, logCount } from '../support/binlogLogs.js';
@@ -14,7 +14,7 @@ import type { Redis } from 'ioredis';
 
 let t: TestEnv;
 let redis: Redis;
-const running: CaptureProcess[] = [];
+const running: Array<{ close(): Promise<void> }> = [];
 
 beforeAll(async () => {
   t = await createTestEnv('capture');
@@ -30,8 +30,10 @@ afterAll(async () => {
 });
 
 function newCapture(): CaptureProcess {
+  const commitDb = createDb(t.databaseUrl, { poolMax: 1 });
   const c = new CaptureProcess({
     db: t.db,
+    commitDb,
     redis,
     connection: parseDatabaseUrl(t.databaseUrl),
     metaSchema: t.database,
@@ -41,7 +43,10 @@ function newCapture(): CaptureProcess {
     leaseTtlMs: 2000,
     statusIntervalMs: 200,
   });
-  running.push(c);
+  running.push({ close: async () => {
+    await c.close();
+    await commitDb.destroy();
+  } });
   return c;
 }
 
@@ -169,11 +174,13 @@ describe('binlog capture writes what the triggers would have written', () => {
   });
 
   it('takes the position over from a predecessor frozen in the middle of a commit', async () => {
-    // A connection holding the position row as a capture does mid-commit, then never finishing.
+    // A capture's commit connection: its last commit recorded it, then it froze in the middle
+    // of the next commit, holding the position row.
     const frozen = await t.db.client.acquireConnection();
     const q = (sql: string) => new Promise((resolve, reject) => frozen.query(sql, (err: Error | null, r: unknown) => (err ? reject(err) : resolve(r))));
-    await q('BEGIN');
     await q('UPDATE mvs_capture_position SET owner_conn = CONNECTION_ID() WHERE id = 1');
+    await q('BEGIN');
+    await q('UPDATE mvs_capture_position SET updated_at = NOW(6) WHERE id = 1');
     await startCapture();
     // Its connection was killed, so its transaction is gone.
     await expect(q('SELECT 1')).rejects.toThrow();
