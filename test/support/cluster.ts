@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { MembershipRegistry } from '../../src/membership/registry.js';
 import { createLogger } from '../../src/log.js';
 import { JobPlacer, type QueueSnapshot } from '../../src/queue/jobPlacer.js';
 import { nodeQueueName, taskRingKey } from '../../src/queue/names.js';
-import { createRedis, closeRedis } from '../../src/queue/redis.js';
+import { closeRedis, createRedisClient, redisTarget, type RedisClient } from '../../src/queue/redis.js';
 import { HashRing } from '../../src/ring/hashRing.js';
 import type { TestEnv } from './testEnv.js';
 
@@ -83,14 +82,15 @@ export function logLines(p: Proc): Array<Record<string, unknown>> {
 }
 
 export interface QueueInspector {
-  redis: Redis;
+  /** A single Redis or a Redis Cluster, as the file's environment says. */
+  redis: RedisClient;
   placer: JobPlacer;
   registry: MembershipRegistry;
   close(): Promise<void>;
 }
 
 export function inspector(t: TestEnv): QueueInspector {
-  const redis = createRedis(t.redisUrl);
+  const redis = createRedisClient(redisTarget(t.config));
   const logger = createLogger({ level: 'silent' });
   const placer = new JobPlacer(redis, t.prefix, logger);
   const registry = new MembershipRegistry(redis, t.prefix);

@@ -1,7 +1,8 @@
 import { Queue, QueueEvents } from 'bullmq';
 import type { Runtime } from '../../app/runtime.js';
 import { MvsError } from '../../errors.js';
-import { REQUESTS_QUEUE } from '../../queue/names.js';
+import { bullQueueName, REQUESTS_QUEUE } from '../../queue/names.js';
+import { isCluster } from '../../queue/redis.js';
 import type { CliContext } from '../context.js';
 
 export interface EnqueueOptions {
@@ -22,11 +23,12 @@ export async function enqueueRequest(
   label: string,
   opts: EnqueueOptions,
 ): Promise<Record<string, unknown> | undefined> {
-  const queue = new Queue(REQUESTS_QUEUE, { connection: rt.redis, prefix: ctx.config.prefix });
+  const queueName = bullQueueName(REQUESTS_QUEUE, isCluster(rt.redis));
+  const queue = new Queue(queueName, { connection: rt.redis, prefix: ctx.config.prefix });
   let events: QueueEvents | undefined;
   try {
     if (opts.wait) {
-      events = new QueueEvents(REQUESTS_QUEUE, { connection: rt.newConnection(), prefix: ctx.config.prefix });
+      events = new QueueEvents(queueName, { connection: rt.newConnection(), prefix: ctx.config.prefix });
       await events.waitUntilReady();
     }
     const job = await queue.add(name, payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
