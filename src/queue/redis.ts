@@ -34,6 +34,13 @@ export function createRedis(url: string, opts: RedisOptions = {}): Redis {
  * caller's own retry (heartbeat tick, planner pass, BullMQ's reconnect) takes over.
  */
 const CLUSTER_OPTIONS: ClusterOptions = {
+  // No CLUSTER INFO ready check: when it finds cluster_state:fail (between a master's death and
+  // its replica's promotion) ioredis reconnects but leaves the promise of the connect() that
+  // asked pending for ever (ioredis 5.x, cluster/index.js refreshListener). BullMQ awaits that
+  // promise when it resets a worker's blocking connection, and the worker then never fetches a
+  // job again (seen in test/integration/redisClusterFailover.test.ts, 3 runs in 4). Without the
+  // check, commands sent in that window get CLUSTERDOWN and are retried (below).
+  enableReadyCheck: false,
   maxRedirections: 40,
   retryDelayOnFailover: 250,
   retryDelayOnClusterDown: 250,
@@ -55,7 +62,7 @@ export function createRedisCluster(cluster: RedisClusterConfig, opts: RedisOptio
   };
   return new Cluster(
     cluster.seeds.map((s) => ({ host: s.host, port: s.port })),
-    { ...CLUSTER_OPTIONS, enableReadyCheck: opts.enableReadyCheck ?? true, redisOptions },
+    { ...CLUSTER_OPTIONS, redisOptions },
   );
 }
 
