@@ -132,7 +132,9 @@ const DUE_SLACK_MS = 100;
  * Invariant 1 (DESIGN.md §4): exactly one pending job per active scheduled MV (and per MV log
  * with a purge schedule) across all node queues, in its owner's queue on the ring of live nodes,
  * delayed to next_time; none for others. Tasks are keyed as in TaskId (MV logs negative).
- * Returns a list of violations (empty when it holds).
+ * Returns a list of violations (empty when it holds). Works on a single Redis and on a Redis
+ * Cluster alike: the inspector's placer and registry take the queue names and keys (hash tags)
+ * from the kind of connection it holds.
  */
 export async function invariant1Violations(db: Knex, ins: QueueInspector, vnodes?: number): Promise<string[]> {
   const mvRows = (await db('mvs_mviews as m')

@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster } from 'ioredis';
-import { startRedisCluster } from '../../scripts/localServers.mjs';
+import { ensureServerPackages, startRedisCluster } from '../../scripts/localServers.mjs';
 import { dataNodes } from '../../src/queue/redis.js';
 
 // A real local Redis Cluster (3 masters + 3 replicas of Debian's redis-server) for the test files
@@ -23,6 +23,8 @@ export interface TestRedisCluster {
  * timeout (default 2 s) keeps failover tests quick; production clusters use 15 s by default.
  */
 export async function startTestRedisCluster(opts: { nodeTimeoutMs?: number } = {}): Promise<TestRedisCluster> {
+  // Also when the run uses REDIS_URL (no local Redis started): this file still needs its own.
+  ensureServerPackages({ redis: true, mariadb: false });
   const baseDir = join(tmpdir(), `mvsched-test-cluster-${process.pid}`);
   return (await startRedisCluster({ baseDir, ...(opts.nodeTimeoutMs !== undefined ? { nodeTimeoutMs: opts.nodeTimeoutMs } : {}) })) as TestRedisCluster;
 }
