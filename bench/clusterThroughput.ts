@@ -259,8 +259,10 @@ export async function runThroughput(
     progress(`${label}: ${fmtInt(refreshes)} refreshes (${run.perS.toFixed(1)}/s); busiest master ${run.maxCpuOverMean.toFixed(2)}x the mean CPU`);
     return run;
   } finally {
-    await planner?.close().catch(() => {});
+    // Workers first: while they work off the backlog every run moves a refresh-info row, and
+    // each planner pass then has that much more to look at before close() can return.
     await Promise.allSettled(workers.map(stopMvsched));
+    await planner?.close().catch(() => {});
     await plannerDb.destroy().catch(() => {});
     await Promise.allSettled([plannerRedis, plannerSub].map(closeRedis));
     await deleteKeys(redis, `${prefix}:*`).catch(() => 0);
