@@ -4,10 +4,21 @@ import { MvsWorker } from '../worker/mvsWorker.js';
 import { Planner } from '../planner/planner.js';
 import type { Closeable } from '../process/lifecycle.js';
 import { createRuntime } from './runtime.js';
+import { systemRefreshRequester } from './systemRefresh.js';
+import { DriftChecker } from '../drift/driftChecker.js';
+import { HistoryRetention } from '../planner/retention.js';
 
 /** Start a planner; returns what to close, in start order. */
 export async function startPlanner(config: Config, logger: Logger): Promise<Closeable[]> {
   const rt = createRuntime(config, logger, { poolMax: 4 });
+  const requester = systemRefreshRequester(rt, logger);
+  const checker = new DriftChecker({
+    db: rt.db,
+    logger,
+    clock: rt.clock,
+    ddlWaitMs: config.cutWaitMs,
+    requestSystemRefresh: requester.request,
+  });
   const planner = new Planner({
     db: rt.db,
     redis: rt.redis,
@@ -18,6 +29,11 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
     reconcileIntervalS: config.reconcileIntervalS,
     leaseTtlMs: config.nodeTtlS * 1000,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
+    drift: { checker, intervalS: config.driftCheckS },
+    retention: {
+      trimmer: new HistoryRetention({ db: rt.db, logger, clock: rt.clock, keepDays: config.historyKeepDays, keepRuns: config.historyKeepRuns }),
+      intervalS: Math.max(10, Math.min(60, config.reconcileIntervalS)),
+    },
   });
   // A failover may have dropped the last writes to a node queue (a job re-delayed or handed
   // over an instant before the master died): compare everything with MySQL once the replica
@@ -26,6 +42,7 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
   await planner.start();
   return [
     { name: 'runtime', close: () => rt.close() },
+    { name: 'requests queue', close: () => requester.close() },
     { name: 'planner', close: () => planner.close() },
   ];
 }
@@ -45,6 +62,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
     nodeTtlMs: config.nodeTtlS * 1000,
     defaultSchema: rt.defaultSchema,
     purgeBatch: config.purgeBatch,
+    cutWaitMs: config.cutWaitMs,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });

@@ -1,7 +1,7 @@
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { PurgeOutcome, PurgeRequest } from '../purge/purgeRunner.js';
-import type { RefreshOutcome, RefreshRequest } from '../refresh/runner.js';
+import type { RefreshOutcome, RefreshRequest } from '../refresh/types.js';
 import { redisKeys } from '../queue/names.js';
 import type { RedisClient } from '../queue/redis.js';
 

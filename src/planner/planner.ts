@@ -10,6 +10,8 @@ import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
+import type { DriftChecker } from '../drift/driftChecker.js';
+import type { HistoryRetention } from './retention.js';
 
 /** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
 const FULL_PASS_EVERY = 20;
@@ -31,6 +33,10 @@ export interface PlannerDeps {
   leaseTtlMs: number;
   vnodes?: number;
   membershipPollMs?: number;
+  /** Checks MV logs for changes made behind mvsched's back, every intervalS while leading. */
+  drift?: { checker: DriftChecker; intervalS: number };
+  /** Trims history and the edit log, every intervalS while leading. */
+  retention?: { trimmer: HistoryRetention; intervalS: number };
 }
 
 /**
@@ -59,6 +65,7 @@ export class Planner {
   private passes = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
+  private readonly chores: Array<{ timer?: NodeJS.Timeout; running?: Promise<void> }> = [];
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
@@ -126,6 +133,44 @@ export class Planner {
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
     this.leaseTimer.unref();
     this.loop = this.run();
+    const { drift, retention } = this.deps;
+    if (drift) {
+      this.chore('drift check', drift.intervalS, async () => {
+        const r = await drift.checker.check();
+        return r.broken.length || r.systemRefreshes.length ? r : undefined;
+      });
+    }
+    if (retention) {
+      this.chore('history retention', retention.intervalS, async () => {
+        const r = await retention.trimmer.run();
+        return r.refreshRows + r.purgeRows + r.editLogRows > 0 ? r : undefined;
+      });
+    }
+  }
+
+  /**
+   * A leader's periodic chore on a clock of its own (never behind a long reconcile, one run at a
+   * time); what it returns, when anything, is logged.
+   */
+  private chore(name: string, intervalS: number, work: () => Promise<object | undefined>): void {
+    const c: { timer?: NodeJS.Timeout; running?: Promise<void> } = {};
+    this.chores.push(c);
+    const next = () => {
+      if (this.closed) return;
+      c.timer = setTimeout(() => {
+        c.running = (async () => {
+          if (!this.leading || this.closed) return;
+          try {
+            const r = await work();
+            if (r) this.log.info(r, name);
+          } catch (err) {
+            this.log.warn({ err }, `${name} failed; the next one retries`);
+          }
+        })().finally(next);
+      }, intervalS * 1000);
+      c.timer.unref();
+    };
+    next();
   }
 
   private async leaseTick(): Promise<void> {
@@ -233,6 +278,8 @@ export class Planner {
     this.closed = true;
     clearInterval(this.leaseTimer);
     clearTimeout(this.sweepTimer);
+    for (const c of this.chores) clearTimeout(c.timer);
+    await Promise.all(this.chores.map((c) => c.running?.catch(() => {})));
     this.notifier.wake();
     await this.loop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});
