@@ -20,7 +20,6 @@
 // for the run and restores it afterwards).
 import os from 'node:os';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { systemClock } from '../src/clock.js';
 import { createDb } from '../src/db/connect.js';
 import { MembershipRegistry } from '../src/membership/registry.js';
@@ -28,10 +27,13 @@ import { Planner } from '../src/planner/planner.js';
 import { buildComplete } from '../src/refresh/completeRefresh.js';
 import { RefreshRunner } from '../src/refresh/runner.js';
 import { JobPlacer } from '../src/queue/jobPlacer.js';
-import { mviewJobId, mviewRingKey, nodeQueueName, SCHEDULED_REFRESH, type ScheduledRefreshData } from '../src/queue/names.js';
+import { bullQueueName, mviewJobId, mviewRingKey, nodeQueueName, SCHEDULED_REFRESH, type ScheduledRefreshData } from '../src/queue/names.js';
+import { isCluster, type RedisClient } from '../src/queue/redis.js';
 import { HashRing } from '../src/ring/hashRing.js';
 import {
   benchLogger,
+  benchRedis,
+  redisEnv,
   closeRedis,
   cpuSnapshot,
   cpuUse,
@@ -206,7 +208,7 @@ export async function runBullmqBaseline(ctx: BenchContext, mvs: number, windowS:
   const ring = new HashRing();
   ring.rebuild(NODES);
   const queues = new Map(NODES.map((n) => [n, new Queue(nodeQueueName(n), { connection: producer, prefix })]));
-  const workerConns: Redis[] = [];
+  const workerConns: RedisClient[] = [];
   const workers: Worker[] = [];
   const lateness: Array<{ offsetMs: number; lateness: number }> = [];
   let inFlight = 0;
@@ -400,18 +402,18 @@ export async function runMvsched(
   windowS: number,
   warmup = WARMUP_MVS,
 ): Promise<MvschedResult> {
-  const label = `mvsched ${fmtInt(mvs)}/${windowS}s`;
+  const label = `mvsched ${fmtInt(mvs)}/${windowS}s${ctx.redisClusterNodes ? ' (Redis Cluster)' : ''}`;
   const load = loadAvg();
   progress(`${label}: creating database and prefix`);
   const bdb = await createBenchDatabase(ctx, `dispatch_${mvs}`, 8);
   const prefix = freshPrefix(`dispatch${mvs}`);
-  const redis = createRedis(ctx.redisUrl);
+  const redis = benchRedis(ctx);
   const logger = benchLogger();
   const workers: WorkerProc[] = [];
   let planner: Planner | undefined;
   const plannerDb = createDb(bdb.url, { poolMax: 4 });
-  const plannerRedis = createRedis(ctx.redisUrl);
-  const plannerSub = createRedis(ctx.redisUrl);
+  const plannerRedis = benchRedis(ctx);
+  const plannerSub = benchRedis(ctx);
   const ids = Array.from({ length: mvs }, (_, i) => i + 1);
   // Warm-up MVs (ids after the measured ones): due just before the window, not measured.
   const warmIds = Array.from({ length: warmup }, (_, i) => mvs + i + 1);
@@ -437,7 +439,7 @@ export async function runMvsched(
     progress(`${label}: starting 2 worker processes (concurrency ${CONCURRENCY})`);
     const env = {
       DATABASE_URL: bdb.url,
-      REDIS_URL: ctx.redisUrl,
+      ...redisEnv(ctx),
       MVS_PREFIX: prefix,
       LOG_LEVEL: 'warn',
       MVS_WORKER_CONCURRENCY: String(CONCURRENCY),
@@ -491,7 +493,7 @@ export async function runMvsched(
     }
 
     // Sample BullMQ's active lists: every slot busy means new due jobs queue behind them.
-    const activeKeys = NODES.map((n) => `${prefix}:${nodeQueueName(n)}:active`);
+    const activeKeys = NODES.map((n) => `${prefix}:${bullQueueName(nodeQueueName(n), isCluster(redis))}:active`);
     const maxActive: Record<string, number> = Object.fromEntries(NODES.map((n) => [n, 0]));
     let samplesInWindow = 0;
     let fullSamples = 0;
@@ -517,12 +519,11 @@ export async function runMvsched(
       if (st) passLog.push({ atS: Math.round((Date.now() - base) / 100) / 10, ...st });
     }, 50);
     sampler = setInterval(() => {
-      const p = redis.pipeline();
-      for (const k of activeKeys) p.llen(k);
-      void p.exec().then((res) => {
+      // One LLEN per queue: on a cluster the queues live in different slots (no shared pipeline).
+      void Promise.all(activeKeys.map((k) => redis.llen(k).then((v) => [null, v] as const))).then((res) => {
         const now = Date.now();
         let full = false;
-        res?.forEach(([, v], i) => {
+        res.forEach(([, v], i) => {
           const n = Number(v);
           maxActive[NODES[i]!] = Math.max(maxActive[NODES[i]!]!, n);
           if (n >= CONCURRENCY) full = true;

@@ -380,6 +380,7 @@ async function inProcessBaseline(ctx: BenchContext, mvs: number, steps: number, 
       db,
       redlock: new Redlock([redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 }),
       prefix,
+      cluster: false,
       logger: benchLogger(),
       clock: systemClock,
     });
@@ -486,7 +487,7 @@ async function stormRun(ctx: BenchContext, o: RepairBenchOptions): Promise<Storm
       // Every MV due now; one DDL-channel message wakes the planner, which moves the jobs.
       const t2 = performance.now();
       await h.bdb.db('mvs_mview_refresh_info').update({ next_time: h.bdb.db.raw('NOW(3)'), updated_at: h.bdb.db.fn.now(6) });
-      await h.redis.publish(redisKeys(h.prefix).ddlChannel, JSON.stringify({ kind: 'mview', id: 0, change: 'altered' }));
+      await h.redis.publish(redisKeys(h.prefix, false).ddlChannel, JSON.stringify({ kind: 'mview', id: 0, change: 'altered' }));
       const finished = async () =>
         (await h.bdb.db('mvs_mview_refresh_hist')
           .where('refresh_id', '>', hist0)

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
-import { taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
+import { bullQueueName, taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
+import { isCluster, type RedisClient } from './redis.js';
 
 export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
 
@@ -23,20 +23,26 @@ const DELAY_SCORE_FACTOR = 0x1000;
  * Puts scheduled-refresh jobs into node queues and takes them out. Shared by the planner (which
  * reconciles) and workers (which schedule an MV's next run when they finish one). Every write is
  * idempotent by job id, so a planner and a worker placing the same job at once agree.
+ *
+ * Callers name queues as mvsched does (`node-<id>`); on a Redis Cluster the BullMQ queue behind
+ * the name is `{node-<id>}` (bullQueueName), so each node queue sits in one slot of its own.
  */
 export class JobPlacer {
   private readonly queues = new Map<string, Queue>();
+  private readonly cluster: boolean;
 
   constructor(
-    private readonly connection: Redis,
+    private readonly connection: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.cluster = isCluster(connection);
+  }
 
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q = new Queue(bullQueueName(name, this.cluster), { connection: this.connection, prefix: this.prefix });
       q.on('error', (err) => this.logger.warn({ err, queue: name }, 'queue error'));
       this.queues.set(name, q);
     }
@@ -106,7 +112,10 @@ export class JobPlacer {
     return !job;
   }
 
-  /** Read a node queue's scheduled jobs straight from its Redis structures (one round trip). */
+  /**
+   * Read a node queue's scheduled jobs straight from its Redis structures (one round trip; on a
+   * cluster the queue's keys share its hash tag, so the MULTI stays within one slot).
+   */
   async snapshot(queueName: string): Promise<QueueSnapshot> {
     const keys = this.queue(queueName).keys;
     const res = await this.connection

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import { isRecordChangedSinceRead } from '../db/errors.js';
 import type { Logger } from '../log.js';
+import { redisKeys } from '../queue/names.js';
 import { appendEditLog, readPartitions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
 import type { RepairInfo, TableRef, VersionEntry } from '../versions/types.js';
 import { planRepair, type SkipReason } from './rules.js';
@@ -21,6 +22,8 @@ export interface RepairerDeps {
   db: Knex;
   redlock: Redlock;
   prefix: string;
+  /** On a Redis Cluster the lock keys carry the {mvs} hash tag (queue/names.ts redisKeys). */
+  cluster: boolean;
   logger: Logger;
   clock: Clock;
   /** Redlock lease; a worker that dies holding it blocks the MV's repairs this long at most. */
@@ -50,6 +53,12 @@ async function casUpdate(mviewId: number, seen: number, update: () => Promise<nu
  * to write what it computed from an old map. Refreshes bump meta_version when they rewrite the
  * map, so a repair computed before a refresh loses its CAS too and is recomputed.
  *
+ * On a Redis Cluster the lock lives on one master (Redlock over one "instance"): if that master
+ * dies before its replica received the lock key, the promoted replica grants the same lock to a
+ * second worker while the first still runs. Both then race only to the CAS, which admits one
+ * of them per meta_version; the loser re-reads the map and replans. The lock makes repairs of
+ * one MV take turns (no wasted CAS retries); the CAS alone makes them correct.
+ *
  * Chains: an info whose lastVersion is ahead of the map (v2->v3 seen before v1->v2 landed) is
  * returned as `waiting` for the caller to retry later, unless the partition's data changed after
  * the MV's entry (its reported data_version is newer): then no compaction chain can ever reach
@@ -59,7 +68,7 @@ export class Repairer {
   constructor(private readonly deps: RepairerDeps) {}
 
   lockKey(mviewId: number): string {
-    return `${this.deps.prefix}:mvs:repair-lock:${mviewId}`;
+    return redisKeys(this.deps.prefix, this.deps.cluster).repairLock(mviewId);
   }
 
   async repair(mviewId: number, table: TableRef, infos: RepairInfo[]): Promise<RepairOutcome> {

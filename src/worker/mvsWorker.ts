@@ -1,6 +1,5 @@
 import { Redlock } from '@sesamecare-oss/redlock';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -8,7 +7,9 @@ import { NodeHeartbeat } from '../membership/nodeHeartbeat.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 import {
+  bullQueueName,
   mlogTask,
   mviewTask,
   nodeQueueName,
@@ -33,8 +34,8 @@ import { releasePreviousLife } from './previousLife.js';
 
 export interface MvsWorkerDeps {
   db: Knex;
-  redis: Redis;
-  subscriber: Redis;
+  redis: RedisClient;
+  subscriber: RedisClient;
   logger: Logger;
   clock: Clock;
   prefix: string;
@@ -78,8 +79,11 @@ export class MvsWorker {
   private readonly requests: RequestProcessor;
   private readonly repairs: RepairProcessor;
   private closing: Promise<void> | undefined;
+  /** On a Redis Cluster, BullMQ queue names carry their own hash tags (bullQueueName). */
+  private readonly cluster: boolean;
 
   constructor(private readonly deps: MvsWorkerDeps) {
+    this.cluster = isCluster(deps.redis);
     this.log = deps.logger.child({ component: 'worker', node_id: deps.nodeId });
     this.registry = new MembershipRegistry(deps.redis, deps.prefix);
     this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
@@ -99,7 +103,7 @@ export class MvsWorker {
     );
     this.runner = runners.runner;
     this.purger = runners.purger;
-    this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
+    this.repairQueue = new Queue(bullQueueName(REPAIR_QUEUE, this.cluster), { connection: deps.redis, prefix: deps.prefix });
     this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, purger: this.purger, repairQueue: this.repairQueue });
     this.repairs = new RepairProcessor({
       log: this.log,
@@ -110,6 +114,7 @@ export class MvsWorker {
         // Waits up to ~3 s for another worker's repair of the same MV; then the job is re-delayed.
         redlock: new Redlock([deps.redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 }),
         prefix: deps.prefix,
+        cluster: this.cluster,
         logger: this.log,
         clock: deps.clock,
       }),
@@ -130,16 +135,17 @@ export class MvsWorker {
       // Recorded on each job it takes (processedBy): how a next life of this node finds them.
       name: this.deps.nodeId,
     };
-    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: this.queueName, shared: [REQUESTS_QUEUE, REPAIR_QUEUE] }, this.log);
+    const bullName = (q: string) => bullQueueName(q, this.cluster);
+    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: bullName(this.queueName), shared: [REQUESTS_QUEUE, REPAIR_QUEUE].map(bullName) }, this.log);
     await this.heartbeat.start();
     await this.ringView.start();
-    this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);
-    this.nodeWorker = new Worker(this.queueName, (job, token) => this.processScheduled(job, token), common);
-    this.requestsWorker = new Worker(REQUESTS_QUEUE, (job, token) => this.requests.process(job, token), {
+    this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId, this.cluster), this.log, this.deps.metricsPublishMs);
+    this.nodeWorker = new Worker(bullQueueName(this.queueName, this.cluster), (job, token) => this.processScheduled(job, token), common);
+    this.requestsWorker = new Worker(bullQueueName(REQUESTS_QUEUE, this.cluster), (job, token) => this.requests.process(job, token), {
       ...common,
       maxStalledCount: 3,
     });
-    this.repairWorker = new Worker(REPAIR_QUEUE, (job, token) => this.repairs.process(job, token), { ...common, maxStalledCount: 5 });
+    this.repairWorker = new Worker(bullQueueName(REPAIR_QUEUE, this.cluster), (job, token) => this.repairs.process(job, token), { ...common, maxStalledCount: 5 });
     for (const w of [this.nodeWorker, this.requestsWorker, this.repairWorker]) {
       w.on('error', (err) => this.log.error({ err }, 'worker error'));
       w.on('failed', (job, err) => this.log.warn({ job_id: job?.id, job_name: job?.name, err: err.message }, 'job failed'));
@@ -263,7 +269,7 @@ export class MvsWorker {
     }
     clearTimeout(timer);
     await this.heartbeat.close().catch((err: unknown) => this.log.warn({ err }, 'could not leave the ring'));
-    await this.metrics.stopPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId));
+    await this.metrics.stopPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId, this.cluster));
     await this.ringView.close();
     await this.placer.close();
     await this.repairQueue.close();
