@@ -155,7 +155,7 @@ interface Seed {
  * MVs 1..mvs: mv_i reads bt_i with partitions p0..p(k-1), all reported at `version`
  * (data changed) and in mv_i's version map as a refresh leaves them. Due in an hour.
  */
-async function seed(bdb: BenchDatabase, s: Seed, label: string): Promise<void> {
+export async function seed(bdb: BenchDatabase, s: Seed, label: string): Promise<void> {
   const { db, name } = bdb;
   const ids = Array.from({ length: s.mvs }, (_, i) => i + 1);
   const later = Date.now() + 3_600_000;

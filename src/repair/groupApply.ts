@@ -30,10 +30,16 @@ export interface RepairOutcome {
   casRetries: number;
 }
 
-/** Another writer moved an MV's meta_version between our read and our write. */
+/**
+ * Another writer moved an MV's meta_version between our read and our write. `mviewId` is
+ * undefined when the server refused a CAS of several MVs at once without saying which.
+ */
 export class CasConflict extends Error {
-  constructor(readonly mviewId: number, seen: number) {
-    super(`meta_version of MV ${mviewId} moved from ${seen}`);
+  constructor(
+    readonly mviewId: number | undefined,
+    seen?: number,
+  ) {
+    super(mviewId === undefined ? 'the meta_version of an MV of the group moved' : `meta_version of MV ${mviewId} moved from ${seen}`);
   }
 }
 
@@ -140,6 +146,47 @@ async function settleAhead(trx: Knex.Transaction, works: RepairWork[], ahead: Re
   });
 }
 
+interface Cas {
+  id: number;
+  /** meta_version as read. */
+  seen: number;
+  next: number;
+  /** The MV's new version_refresh_time. */
+  time: number;
+}
+
+/**
+ * The fence: each MV's meta_version moves from what we read to `next` only if it still is what
+ * we read (one compare-and-set per MV, all in one statement). Under REPEATABLE READ a row that
+ * moved is simply not matched; which ones were is read back in this transaction, where our own
+ * writes show their new value and the others still show what we read. Returns the MVs that lost
+ * (-> meta_version read).
+ */
+async function compareAndSet(trx: Knex.Transaction, rows: Cas[]): Promise<Map<number, number>> {
+  const ids = rows.map((r) => r.id);
+  const marks = (n: number, m: string) => Array.from({ length: n }, () => m).join(', ');
+  const when = rows.map(() => 'WHEN ? THEN ?').join(' ');
+  const sql =
+    `UPDATE mvs_mviews SET meta_version = CASE mview_id ${when} END, version_refresh_time = CASE mview_id ${when} END ` +
+    `WHERE mview_id IN (${marks(rows.length, '?')}) AND (mview_id, meta_version) IN (${marks(rows.length, '(?, ?)')})`;
+  const bindings = [...rows.flatMap((r) => [r.id, r.next]), ...rows.flatMap((r) => [r.id, r.time]), ...ids, ...rows.flatMap((r) => [r.id, r.seen])];
+  let changed: number;
+  try {
+    const [res] = (await trx.raw(sql, bindings)) as [{ affectedRows: number }];
+    changed = res.affectedRows;
+  } catch (err) {
+    // innodb_snapshot_isolation=ON: the server refuses the whole statement and the transaction.
+    if (isRecordChangedSinceRead(err)) throw rows.length === 1 ? new CasConflict(rows[0]!.id, rows[0]!.seen) : new CasConflict(undefined);
+    throw err;
+  }
+  const lost = new Map<number, number>();
+  if (changed === rows.length) return lost;
+  const now = (await trx('mvs_mviews').whereIn('mview_id', ids).select('mview_id', 'meta_version')) as Array<{ mview_id: number | string; meta_version: number | string }>;
+  const at = new Map(now.map((r) => [Number(r.mview_id), Number(r.meta_version)]));
+  for (const r of rows) if (at.get(r.id) !== r.next) lost.set(r.id, r.seen);
+  return lost;
+}
+
 /**
  * Apply a group of repairs in the caller's transaction (DESIGN.md §2): read the MVs' fences and
  * maps once, plan every work with the pure rules, then per MV with something to write one
@@ -147,7 +194,8 @@ async function settleAhead(trx: Knex.Transaction, works: RepairWork[], ahead: Re
  * it, their map entries and one edit-log row per step. An MV that lost its CAS (a refresh or a
  * writer whose lock lapsed got there first) writes nothing and is reported in `lost`; the others
  * are not affected. With innodb_snapshot_isolation=ON the server refuses a lost CAS instead and
- * aborts the transaction: that surfaces as CasConflict naming the MV, and nothing is written.
+ * aborts the transaction: that surfaces as CasConflict (naming the MV when it is the only writer),
+ * and nothing is written.
  *
  * The caller holds each MV's lock; `beforeWrite` runs once before the first write (tests).
  */
@@ -163,30 +211,19 @@ export async function applyRepairGroup(
   const outcomes: RepairOutcome[] = works.map((w) => ({ mviewId: w.mviewId, applied: 0, skipped: {}, waiting: [], casRetries: 0 }));
   const { steps, ahead } = planGroup(works, metas, maps, outcomes);
   if (ahead.some((a) => a.length)) await settleAhead(trx, works, ahead, maps, outcomes);
-  const lost = new Map<number, number>();
-  if (steps.size === 0) return { outcomes, lost }; // rule 2: no write, no edit-log row
+  if (steps.size === 0) return { outcomes, lost: new Map() }; // rule 2: no write, no edit-log row
 
   await opts.beforeWrite?.();
-  const writers = [...steps.keys()].sort((a, b) => a - b); // one lock order for every writer
-  for (const id of writers) {
-    const meta = metas.get(id)!;
-    const mine = steps.get(id)!;
-    const newTime = Math.max(meta.versionRefreshTime ?? -Infinity, ...mine.map((s) => s.maxNewVersionTime));
-    let changed: number;
-    try {
-      const [res] = (await trx.raw('UPDATE mvs_mviews SET meta_version = ?, version_refresh_time = ? WHERE mview_id = ? AND meta_version = ?', [
-        meta.metaVersion + mine.length,
-        newTime,
-        id,
-        meta.metaVersion,
-      ])) as [{ affectedRows: number }];
-      changed = res.affectedRows;
-    } catch (err) {
-      if (isRecordChangedSinceRead(err)) throw new CasConflict(id, meta.metaVersion);
-      throw err;
-    }
-    if (changed !== 1) lost.set(id, meta.metaVersion);
-  }
+  const writers = [...steps.keys()].sort((a, b) => a - b);
+  const lost = await compareAndSet(
+    trx,
+    writers.map((id) => {
+      const meta = metas.get(id)!;
+      const mine = steps.get(id)!;
+      const time = Math.max(meta.versionRefreshTime ?? -Infinity, ...mine.map((s) => s.maxNewVersionTime));
+      return { id, seen: meta.metaVersion, next: meta.metaVersion + mine.length, time };
+    }),
+  );
 
   const versionRows: VersionRow[] = [];
   const editRows: Array<{ mviewId: number; opType: string; payload: unknown }> = [];

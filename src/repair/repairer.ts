@@ -6,8 +6,10 @@ import type { Logger } from '../log.js';
 import { appendEditLog, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
 import type { RepairInfo, TableRef, VersionEntry } from '../versions/types.js';
 import { applyRepairGroup, CasConflict, type RepairOutcome } from './groupApply.js';
+import { repairLockKey } from './locks.js';
 
 export { CasConflict, type RepairOutcome } from './groupApply.js';
+export { repairLockKey } from './locks.js';
 
 export interface RepairerDeps {
   db: Knex;
@@ -19,10 +21,6 @@ export interface RepairerDeps {
   lockTtlMs?: number;
 }
 
-/** The Redlock resource that serializes an MV's repairs (and external-table moves). */
-export function repairLockKey(prefix: string, mviewId: number): string {
-  return `${prefix}:mvs:repair-lock:${mviewId}`;
-}
 
 /**
  * Run the compare-and-set UPDATE. Under REPEATABLE READ it matches no row when meta_version

@@ -156,3 +156,15 @@ export async function appendEditLogRows(
   const createdAt = new Date(now);
   await trx('mvs_edit_log').insert(rows.map((r) => ({ mview_id: r.mviewId, op_type: r.opType, payload: JSON.stringify(r.payload), created_at: createdAt })));
 }
+
+/** dependentMviews for several base tables in one read: tableKey -> MV ids (ascending). */
+export async function dependentMviewsOf(db: Executor, tables: TableRef[]): Promise<Map<string, number[]>> {
+  const out = new Map<string, number[]>(tables.map((t) => [tableKey(t), []]));
+  if (tables.length === 0) return out;
+  const rows = (await db('mvs_mview_base_tables')
+    .whereIn(['base_table_schema', 'base_table_name'], tables.map((t) => [t.schema, t.name]))
+    .select('mview_id', 'base_table_schema', 'base_table_name')) as Array<{ mview_id: number | string; base_table_schema: string; base_table_name: string }>;
+  for (const r of rows) out.get(tableKey({ schema: r.base_table_schema, name: r.base_table_name }))?.push(Number(r.mview_id));
+  for (const ids of out.values()) ids.sort((a, b) => a - b);
+  return out;
+}

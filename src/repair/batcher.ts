@@ -1,0 +1,292 @@
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import { isDeadlock, isLockNotGranted } from '../db/errors.js';
+import type { Logger } from '../log.js';
+import { applyRepairGroup, CasConflict, type GroupResult, type RepairOutcome, type RepairWork } from './groupApply.js';
+import { RepairLocks, type HeldLocks } from './locks.js';
+
+/** The MV's repair lock stayed taken (another worker is repairing it) for longer than we wait. */
+export class RepairBusy extends Error {
+  constructor(readonly mviewId: number) {
+    super(`the repair lock of MV ${mviewId} is held elsewhere`);
+    this.name = 'RepairBusy';
+  }
+}
+
+export class BatcherClosed extends Error {
+  constructor() {
+    super('the repair batcher is closed');
+    this.name = 'BatcherClosed';
+  }
+}
+
+export interface RepairBatcherDeps {
+  db: Knex;
+  redis: Redis;
+  prefix: string;
+  logger: Logger;
+  clock: Clock;
+  /** Lease of each MV's Redlock; a worker that dies holding it blocks the MV this long at most. */
+  lockTtlMs?: number;
+  /** How long a work waits for its MV's lock, taken elsewhere, before it fails with RepairBusy. */
+  lockWaitMs?: number;
+  /** Most MVs in one batch (one transaction). */
+  maxMvs?: number;
+  /** How long infos ahead of their chain are retried here before they come back as `waiting`. */
+  parkMs?: number;
+  /** Told the MVs each batch moved (to wake what waits on them elsewhere). */
+  onMoved?: (mviewIds: number[]) => Promise<void>;
+}
+
+interface Entry {
+  seq: number;
+  work: RepairWork;
+  resolve(o: RepairOutcome): void;
+  reject(err: unknown): void;
+  submittedAt: number;
+  notBefore: number;
+  lockTries: number;
+  casRetries: number;
+  dbTries: number;
+  /** Waiting for an earlier link of its chain: retried without holding up the MV's later works. */
+  parked: number;
+  /** What earlier rounds of a parked work did. */
+  done: { applied: number; skipped: RepairOutcome['skipped'] };
+}
+
+const MAX_CAS_RETRIES = 20;
+const MAX_DB_TRIES = 3;
+
+/**
+ * Group commit for version repairs. Works submitted while a batch is being applied wait for the
+ * next one, so under load a batch holds whatever arrived meanwhile (up to maxMvs MVs) and costs
+ * one round of lock calls and one transaction (applyRepairGroup: one compare-and-set per MV)
+ * instead of one of each per repair; with nothing in flight a work goes at once.
+ *
+ * Per MV: its Redlock is taken without waiting; an MV held elsewhere stays pending (with
+ * back-off) together with every later work for it, so an MV's works apply in the order they were
+ * submitted, and a batch never waits on a lock while it holds others. Works of an MV that lost
+ * its compare-and-set are recomputed in the next batch; the other MVs of the batch are not held
+ * back. A transaction that deadlocked is retried; other errors fail the works of that batch.
+ */
+export class RepairBatcher {
+  private pending: Entry[] = [];
+  private seq = 0;
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private idle: (() => void) | undefined;
+  private readonly log: Logger;
+  private readonly locks: RepairLocks;
+
+  constructor(private readonly deps: RepairBatcherDeps) {
+    this.log = deps.logger.child({ component: 'repair-batcher' });
+    this.locks = new RepairLocks(deps.redis, deps.prefix);
+  }
+
+  submit(work: RepairWork): Promise<RepairOutcome> {
+    if (this.closed) return Promise.reject(new BatcherClosed());
+    return new Promise<RepairOutcome>((resolve, reject) => {
+      const now = this.deps.clock.now();
+      this.pending.push({
+        seq: this.seq++,
+        work,
+        resolve,
+        reject,
+        submittedAt: now,
+        notBefore: now,
+        lockTries: 0,
+        casRetries: 0,
+        dbTries: 0,
+        parked: 0,
+        done: { applied: 0, skipped: {} },
+      });
+      this.schedule();
+    });
+  }
+
+  /** Stop taking works; resolves once everything submitted has been settled. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (!this.running && this.pending.length === 0) return;
+    await new Promise<void>((r) => {
+      this.idle = r;
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running) return;
+    if (this.pending.length === 0) {
+      this.idle?.();
+      return;
+    }
+    let wake = Infinity;
+    for (const e of this.pending) wake = Math.min(wake, e.notBefore);
+    const wait = wake - this.deps.clock.now();
+    clearTimeout(this.timer);
+    if (wait > 0) {
+      this.timer = setTimeout(() => this.schedule(), wait);
+      return;
+    }
+    this.running = true;
+    // setImmediate: works submitted in the same turn of the event loop join this batch.
+    setImmediate(() => {
+      this.drain()
+        .catch((err: unknown) => this.log.error({ err }, 'repair batch loop failed'))
+        .finally(() => {
+          this.running = false;
+          this.schedule();
+        });
+    });
+  }
+
+  private async drain(): Promise<void> {
+    for (let batch = this.take(); batch.length > 0; batch = this.take()) await this.runBatch(batch);
+  }
+
+  /**
+   * Ready entries in submission order, up to maxMvs MVs. An MV whose lock was busy keeps its later
+   * entries back too (they apply in order); a parked entry does not (its earlier link may be one of them).
+   */
+  private take(): Entry[] {
+    const now = this.deps.clock.now();
+    const max = this.deps.maxMvs ?? 200;
+    const taken: Entry[] = [];
+    const rest: Entry[] = [];
+    const mvs = new Set<number>();
+    const held = new Set<number>();
+    for (const e of this.pending) {
+      const id = e.work.mviewId;
+      if (held.has(id) || e.notBefore > now || (!mvs.has(id) && mvs.size >= max)) {
+        if (!e.parked || e.notBefore <= now) held.add(id);
+        rest.push(e);
+        continue;
+      }
+      mvs.add(id);
+      taken.push(e);
+    }
+    this.pending = rest;
+    return taken;
+  }
+
+  /** Back into the queue, keeping submission order. */
+  private requeue(entries: Entry[]): void {
+    if (entries.length === 0) return;
+    this.pending = [...this.pending, ...entries].sort((a, b) => a.seq - b.seq);
+  }
+
+  private async runBatch(batch: Entry[]): Promise<void> {
+    const ids = [...new Set(batch.map((e) => e.work.mviewId))];
+    let held: HeldLocks;
+    try {
+      held = await this.locks.tryLock(ids, this.deps.lockTtlMs ?? 10_000);
+    } catch (err) {
+      for (const e of batch) e.reject(err);
+      return;
+    }
+    const locks = new Set(held.mviewIds);
+    const now = this.deps.clock.now();
+    const later: Entry[] = [];
+    const mine: Entry[] = [];
+    for (const e of batch) {
+      if (locks.has(e.work.mviewId)) {
+        mine.push(e);
+        continue;
+      }
+      e.lockTries++;
+      if (now - e.submittedAt >= (this.deps.lockWaitMs ?? 3_000)) e.reject(new RepairBusy(e.work.mviewId));
+      else {
+        // 10 ms doubling to 200 ms, jittered: the holder usually needs one transaction.
+        e.notBefore = now + Math.min(200, 10 * 2 ** Math.min(e.lockTries - 1, 5)) * (0.5 + Math.random());
+        later.push(e);
+      }
+    }
+    try {
+      if (mine.length) later.push(...(await this.apply(mine)));
+    } finally {
+      // A release that fails leaves the keys to expire with their TTL.
+      await this.locks.unlock(held).catch((err: unknown) => this.log.warn({ err }, 'could not release repair locks'));
+      this.requeue(later);
+    }
+  }
+
+  /** One transaction for the entries whose MVs we hold; returns the entries to try again. */
+  private async apply(entries: Entry[]): Promise<Entry[]> {
+    let result: GroupResult;
+    try {
+      const now = this.deps.clock.now();
+      result = await this.deps.db.transaction((trx) => applyRepairGroup(trx, entries.map((e) => e.work), { now, log: this.log }));
+    } catch (err) {
+      return this.failed(entries, err);
+    }
+    const again: Entry[] = [];
+    const now = this.deps.clock.now();
+    const moved = new Set<number>();
+    entries.forEach((e, i) => {
+      const out = result.outcomes[i];
+      if (out) {
+        if (out.applied > 0) moved.add(e.work.mviewId);
+        if (this.park(e, out, now)) again.push(e);
+        else e.resolve(this.settle(e, out));
+        return;
+      }
+      const seen = result.lost.get(e.work.mviewId)!;
+      if (++e.casRetries > MAX_CAS_RETRIES) e.reject(new CasConflict(e.work.mviewId, seen));
+      else again.push(e);
+    });
+    if (result.lost.size) this.log.debug({ mview_ids: [...result.lost.keys()] }, 'repair lost its compare-and-set: recomputed in the next batch');
+    // An MV that moved here may let its parked works go on now.
+    for (const e of this.pending) if (e.parked && moved.has(e.work.mviewId)) e.notBefore = now;
+    if (moved.size && this.deps.onMoved) {
+      this.deps.onMoved([...moved]).catch((err: unknown) => this.log.warn({ err }, 'could not wake repairs waiting on moved MVs'));
+    }
+    return again;
+  }
+
+  /**
+   * Infos ahead of their chain wait here a little (20 ms doubling to 500 ms, and at once when a
+   * batch of this process moves their MV) before they come back as waiting: the earlier link is
+   * usually in flight in this or another worker.
+   */
+  private park(e: Entry, out: RepairOutcome, now: number): boolean {
+    if (out.waiting.length === 0 || now - e.submittedAt >= (this.deps.parkMs ?? 2_000)) return false;
+    e.done.applied += out.applied;
+    for (const [r, n] of Object.entries(out.skipped)) {
+      if (r !== 'version-ahead') e.done.skipped[r as keyof RepairOutcome['skipped']] = (e.done.skipped[r as keyof RepairOutcome['skipped']] ?? 0) + n!;
+    }
+    e.work = { ...e.work, infos: out.waiting };
+    e.notBefore = now + Math.min(500, 20 * 2 ** Math.min(e.parked, 5));
+    e.parked++;
+    return true;
+  }
+
+  /** The outcome of a work over all its rounds. */
+  private settle(e: Entry, out: RepairOutcome): RepairOutcome {
+    const skipped = { ...e.done.skipped };
+    for (const [r, n] of Object.entries(out.skipped)) skipped[r as keyof typeof skipped] = (skipped[r as keyof typeof skipped] ?? 0) + n!;
+    return { ...out, applied: out.applied + e.done.applied, skipped, casRetries: e.casRetries };
+  }
+
+  private failed(entries: Entry[], err: unknown): Entry[] {
+    if (err instanceof CasConflict) {
+      // innodb_snapshot_isolation=ON aborted the whole transaction on a lost CAS: every work
+      // goes again; the loser (all of them when the server did not say) counts a retry.
+      return entries.filter((e) => {
+        if ((err.mviewId !== undefined && e.work.mviewId !== err.mviewId) || ++e.casRetries <= MAX_CAS_RETRIES) return true;
+        e.reject(err);
+        return false;
+      });
+    }
+    if (isDeadlock(err) || isLockNotGranted(err)) {
+      return entries.filter((e) => {
+        if (++e.dbTries < MAX_DB_TRIES) return true;
+        e.reject(err);
+        return false;
+      });
+    }
+    for (const e of entries) e.reject(err);
+    return [];
+  }
+}
