@@ -216,8 +216,7 @@ export class RepairBatcher {
   private async apply(entries: Entry[]): Promise<Entry[]> {
     let result: GroupResult;
     try {
-      const now = this.deps.clock.now();
-      result = await this.deps.db.transaction((trx) => applyRepairGroup(trx, entries.map((e) => e.work), { now, log: this.log }));
+      result = await this.transact(entries.map((e) => e.work));
     } catch (err) {
       return this.failed(entries, err);
     }
@@ -267,6 +266,12 @@ export class RepairBatcher {
     const skipped = { ...e.done.skipped };
     for (const [r, n] of Object.entries(out.skipped)) skipped[r as keyof typeof skipped] = (skipped[r as keyof typeof skipped] ?? 0) + n!;
     return { ...out, applied: out.applied + e.done.applied, skipped, casRetries: e.casRetries };
+  }
+
+  /** One batch's transaction (tests override it to write in between read and write). */
+  protected transact(works: RepairWork[], beforeWrite?: () => Promise<void>): Promise<GroupResult> {
+    const now = this.deps.clock.now();
+    return this.deps.db.transaction((trx) => applyRepairGroup(trx, works, { now, log: this.log, ...(beforeWrite ? { beforeWrite } : {}) }));
   }
 
   private failed(entries: Entry[], err: unknown): Entry[] {
