@@ -4,7 +4,10 @@ import type { Clock } from '../clock.js';
 import { isDeadlock, isLockNotGranted } from '../db/errors.js';
 import type { Logger } from '../log.js';
 import { applyRepairGroup, CasConflict, type GroupResult, type RepairOutcome, type RepairWork } from './groupApply.js';
+import { mviewTableKey, readVersionMapsOf, tableKey } from '../versions/repository.js';
+import type { VersionEntry } from '../versions/types.js';
 import { RepairLocks, type HeldLocks } from './locks.js';
+import { planRepair } from './rules.js';
 
 /** The MV's repair lock stayed taken (another worker is repairing it) for longer than we wait. */
 export class RepairBusy extends Error {
@@ -29,7 +32,7 @@ export interface RepairBatcherDeps {
   clock: Clock;
   /** Lease of each MV's Redlock; a worker that dies holding it blocks the MV this long at most. */
   lockTtlMs?: number;
-  /** How long a work waits for its MV's lock, taken elsewhere, before it fails with RepairBusy. */
+  /** How long a work waits for its MV's lock, taken elsewhere, before it fails with RepairBusy (10 s: the lock's TTL). */
   lockWaitMs?: number;
   /** Most MVs in one batch (one transaction). */
   maxMvs?: number;
@@ -47,6 +50,8 @@ interface Entry {
   submittedAt: number;
   notBefore: number;
   lockTries: number;
+  /** When the current wait for the MV's lock began. */
+  lockSince: number;
   casRetries: number;
   dbTries: number;
   /** Waiting for an earlier link of its chain: retried without holding up the MV's later works. */
@@ -97,6 +102,7 @@ export class RepairBatcher {
         submittedAt: now,
         notBefore: now,
         lockTries: 0,
+        lockSince: now,
         casRetries: 0,
         dbTries: 0,
         parked: 0,
@@ -177,7 +183,9 @@ export class RepairBatcher {
     this.pending = [...this.pending, ...entries].sort((a, b) => a.seq - b.seq);
   }
 
-  private async runBatch(batch: Entry[]): Promise<void> {
+  private async runBatch(taken: Entry[]): Promise<void> {
+    const later = await this.stillAhead(taken);
+    const batch = taken.filter((e) => !later.includes(e));
     const ids = [...new Set(batch.map((e) => e.work.mviewId))];
     let held: HeldLocks;
     try {
@@ -188,15 +196,15 @@ export class RepairBatcher {
     }
     const locks = new Set(held.mviewIds);
     const now = this.deps.clock.now();
-    const later: Entry[] = [];
     const mine: Entry[] = [];
     for (const e of batch) {
       if (locks.has(e.work.mviewId)) {
+        e.lockTries = 0;
         mine.push(e);
         continue;
       }
-      e.lockTries++;
-      if (now - e.submittedAt >= (this.deps.lockWaitMs ?? 3_000)) e.reject(new RepairBusy(e.work.mviewId));
+      if (e.lockTries++ === 0) e.lockSince = now;
+      if (now - e.lockSince >= (this.deps.lockWaitMs ?? 10_000)) e.reject(new RepairBusy(e.work.mviewId));
       else {
         // 10 ms doubling to 200 ms, jittered: the holder usually needs one transaction.
         e.notBefore = now + Math.min(200, 10 * 2 ** Math.min(e.lockTries - 1, 5)) * (0.5 + Math.random());
@@ -210,6 +218,26 @@ export class RepairBatcher {
       await this.locks.unlock(held).catch((err: unknown) => this.log.warn({ err }, 'could not release repair locks'));
       this.requeue(later);
     }
+  }
+
+  /**
+   * Parked entries whose infos are all still ahead of their MV's map, read without any lock:
+   * they wait for their next round without taking the MV's lock from whoever holds the earlier
+   * link. (Past the park time they go through the batch, which settles them.)
+   */
+  private async stillAhead(batch: Entry[]): Promise<Entry[]> {
+    const now = this.deps.clock.now();
+    const parked = batch.filter((e) => e.parked > 0 && now - e.submittedAt < (this.deps.parkMs ?? 2_000));
+    if (parked.length === 0) return [];
+    let maps: Map<string, Map<string, VersionEntry>>;
+    try {
+      maps = await readVersionMapsOf(this.deps.db, [...new Set(parked.map((e) => e.work.mviewId))], [...new Map(parked.map((e) => [tableKey(e.work.table), e.work.table])).values()]);
+    } catch {
+      return []; // the batch's own read will tell
+    }
+    const still = parked.filter((e) => planRepair(maps.get(mviewTableKey(e.work.mviewId, e.work.table)), e.work.infos).skipped.every((s) => s.reason === 'version-ahead'));
+    for (const e of still) e.notBefore = now + Math.min(500, 20 * 2 ** Math.min(e.parked++, 5));
+    return still;
   }
 
   /** One transaction for the entries whose MVs we hold; returns the entries to try again. */
