@@ -36,6 +36,8 @@ export interface RepairBatcherDeps {
   lockWaitMs?: number;
   /** Most MVs in one batch (one transaction). */
   maxMvs?: number;
+  /** Batches applied at once (on different MVs): one runs its transaction while the next fills. */
+  maxBatches?: number;
   /** How long infos ahead of their chain are retried here before they come back as `waiting`. */
   parkMs?: number;
   /** Told the MVs each batch moved (to wake what waits on them elsewhere). */
@@ -64,10 +66,11 @@ const MAX_CAS_RETRIES = 20;
 const MAX_DB_TRIES = 3;
 
 /**
- * Group commit for version repairs. Works submitted while a batch is being applied wait for the
+ * Group commit for version repairs. Works submitted while batches are being applied wait for the
  * next one, so under load a batch holds whatever arrived meanwhile (up to maxMvs MVs) and costs
  * one round of lock calls and one transaction (applyRepairGroup: one compare-and-set per MV)
- * instead of one of each per repair; with nothing in flight a work goes at once.
+ * instead of one of each per repair; with nothing in flight a work goes at once. Up to
+ * maxBatches batches (on different MVs) run at once, so one fills while another commits.
  *
  * Per MV: its Redlock is taken without waiting; an MV held elsewhere stays pending (with
  * back-off) together with every later work for it, so an MV's works apply in the order they were
@@ -78,7 +81,9 @@ const MAX_DB_TRIES = 3;
 export class RepairBatcher {
   private pending: Entry[] = [];
   private seq = 0;
-  private running = false;
+  /** Batches being applied, and the MVs they hold. */
+  private running = 0;
+  private readonly busy = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private idle: (() => void) | undefined;
@@ -115,7 +120,7 @@ export class RepairBatcher {
   /** Stop taking works; resolves once everything submitted has been settled. */
   async close(): Promise<void> {
     this.closed = true;
-    if (!this.running && this.pending.length === 0) return;
+    if (this.running === 0 && this.pending.length === 0) return;
     await new Promise<void>((r) => {
       this.idle = r;
       this.schedule();
@@ -123,33 +128,42 @@ export class RepairBatcher {
   }
 
   private schedule(): void {
-    if (this.running) return;
-    if (this.pending.length === 0) {
-      this.idle?.();
-      return;
-    }
+    if (this.pending.length === 0 && this.running === 0) this.idle?.();
+    if (this.running >= (this.deps.maxBatches ?? 2)) return;
+    // Entries of MVs in a running batch wait for it (its end schedules again).
     let wake = Infinity;
-    for (const e of this.pending) wake = Math.min(wake, e.notBefore);
+    for (const e of this.pending) if (!this.busy.has(e.work.mviewId)) wake = Math.min(wake, e.notBefore);
+    if (wake === Infinity) return;
     const wait = wake - this.deps.clock.now();
     clearTimeout(this.timer);
     if (wait > 0) {
       this.timer = setTimeout(() => this.schedule(), wait);
       return;
     }
-    this.running = true;
+    this.running++;
     // setImmediate: works submitted in the same turn of the event loop join this batch.
     setImmediate(() => {
-      this.drain()
-        .catch((err: unknown) => this.log.error({ err }, 'repair batch loop failed'))
+      this.runOne()
+        .catch((err: unknown) => this.log.error({ err }, 'repair batch failed'))
         .finally(() => {
-          this.running = false;
+          this.running--;
           this.schedule();
         });
     });
   }
 
-  private async drain(): Promise<void> {
-    for (let batch = this.take(); batch.length > 0; batch = this.take()) await this.runBatch(batch);
+  /** Take a batch and apply it; another batch (other MVs) may start meanwhile. */
+  private async runOne(): Promise<void> {
+    const batch = this.take();
+    if (batch.length === 0) return;
+    const mvs = new Set(batch.map((e) => e.work.mviewId));
+    for (const id of mvs) this.busy.add(id);
+    this.schedule();
+    try {
+      await this.runBatch(batch);
+    } finally {
+      for (const id of mvs) this.busy.delete(id);
+    }
   }
 
   /**
@@ -165,7 +179,7 @@ export class RepairBatcher {
     const held = new Set<number>();
     for (const e of this.pending) {
       const id = e.work.mviewId;
-      if (held.has(id) || e.notBefore > now || (!mvs.has(id) && mvs.size >= max)) {
+      if (held.has(id) || this.busy.has(id) || e.notBefore > now || (!mvs.has(id) && mvs.size >= max)) {
         if (!e.parked || e.notBefore <= now) held.add(id);
         rest.push(e);
         continue;
