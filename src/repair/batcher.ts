@@ -231,6 +231,7 @@ export class RepairBatcher {
       // A release that fails leaves the keys to expire with their TTL.
       await this.locks.unlock(held).catch((err: unknown) => this.log.warn({ err }, 'could not release repair locks'));
       this.requeue(later);
+      this.log.debug({ works: taken.length, mviews: ids.length, locked: held.mviewIds.length, again: later.length, ms: this.deps.clock.now() - now }, 'repair batch');
     }
   }
 

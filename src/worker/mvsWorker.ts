@@ -146,12 +146,14 @@ export class MvsWorker {
     this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);
     // Scheduled jobs arrive up to PROMOTE_LEAD_MS early and wait for their slot beside the runs.
     this.nodeWorker = new Worker(this.queueName, (job, token) => this.onTime(job, token), { ...common, concurrency: common.concurrency + EARLY_JOBS });
-    // Repair requests wait for a repair batch, not for a run slot: many may be in flight.
+    // Repair requests wait for a repair batch, not for a run slot: many may be in flight. A
+    // refresh or purge request that would queue behind `concurrency` others goes back for any worker.
+    const elsewhere = () => this.deps.clock.now() + deferDelayMs();
     this.requestsWorker = new Worker(
       REQUESTS_QUEUE,
       (job, token) =>
         job.name === 'refresh' || job.name === 'purge'
-          ? runGated(this.requestSlots, job, token, () => this.requests.process(job, token), undefined, this.deps.clock.now())
+          ? runGated(this.requestSlots, job, token, () => this.requests.process(job, token), { back: elsewhere, maxWaiting: this.deps.concurrency })
           : this.requests.process(job, token),
       { ...common, concurrency: common.concurrency + REPAIRS_IN_FLIGHT, maxStalledCount: 3 },
     );
@@ -172,7 +174,7 @@ export class MvsWorker {
   private onTime(job: Job, token: string | undefined): Promise<unknown> {
     const dueAt = (job.data as { dueAt: number }).dueAt;
     if (dueAt > this.deps.clock.now() + EARLY_HOLD_MAX_MS) return delayJob(job, token, promoteAt(dueAt));
-    return runGated(this.scheduledSlots, job, token, () => this.processScheduled(job, token), dueAt, promoteAt(dueAt));
+    return runGated(this.scheduledSlots, job, token, () => this.processScheduled(job, token), { at: dueAt, back: () => promoteAt(dueAt) });
   }
 
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {

@@ -13,9 +13,17 @@ export const EARLY_JOBS = 32;
 export const EARLY_HOLD_MAX_MS = 2_000;
 
 export class GateClosed extends Error {
-  constructor() {
-    super('the worker is closing');
+  constructor(message = 'the worker is closing') {
+    super(message);
     this.name = 'GateClosed';
+  }
+}
+
+/** Every run slot taken and `maxWaiting` already waiting: better run elsewhere. */
+export class GateFull extends GateClosed {
+  constructor() {
+    super('every run slot is taken and enough jobs wait for one');
+    this.name = 'GateFull';
   }
 }
 
@@ -39,9 +47,13 @@ export class SlotGate {
     this.free = slots;
   }
 
-  /** Wait until `at` (epoch ms) holding nothing, then for a slot, and run `fn` in it. */
-  async run<T>(fn: () => Promise<T>, at?: number): Promise<T> {
+  /**
+   * Wait until `at` (epoch ms) holding nothing, then for a slot, and run `fn` in it. With
+   * `maxWaiting`, a run that would wait behind that many others fails with GateFull instead.
+   */
+  async run<T>(fn: () => Promise<T>, at?: number, maxWaiting = Infinity): Promise<T> {
     if (at !== undefined) await this.sleepUntil(at);
+    if (this.free === 0 && this.queue.length >= maxWaiting && !this.closed) throw new GateFull();
     await this.acquire();
     try {
       return await fn();
@@ -100,13 +112,20 @@ export class SlotGate {
 
 /**
  * A job's work in a slot of `gate`, not before `at`. A job still waiting when the gate closes
- * goes back to its queue, delayed to `backAt`, and is run later by whoever consumes the queue.
+ * (or finding `maxWaiting` jobs ahead of it) goes back to its queue, delayed to `back()`, and is
+ * run later by whoever consumes the queue.
  */
-export async function runGated<T>(gate: SlotGate, job: Job, token: string | undefined, work: () => Promise<T>, at: number | undefined, backAt: number): Promise<T> {
+export async function runGated<T>(
+  gate: SlotGate,
+  job: Job,
+  token: string | undefined,
+  work: () => Promise<T>,
+  opts: { at?: number; back: () => number; maxWaiting?: number },
+): Promise<T> {
   try {
-    return await gate.run(work, at);
+    return await gate.run(work, opts.at, opts.maxWaiting);
   } catch (err) {
-    if (err instanceof GateClosed) return delayJob(job, token, backAt);
+    if (err instanceof GateClosed) return delayJob(job, token, opts.back());
     throw err;
   }
 }

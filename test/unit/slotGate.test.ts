@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
-import { GateClosed, SlotGate } from '../../src/worker/slotGate.js';
+import { GateClosed, GateFull, SlotGate } from '../../src/worker/slotGate.js';
 
 // The worker's run slots (src/worker/slotGate.ts): scheduled jobs reach the worker before their
 // slot and must start at it, never before; at most `slots` run at once; waiting jobs hold no
@@ -104,5 +104,28 @@ describe('SlotGate', () => {
     await expect(gate.run(run(log, 'late').fn)).rejects.toBeInstanceOf(GateClosed);
     await vi.advanceTimersByTimeAsync(120_000);
     expect(log.map(([n]) => n)).toEqual(['a']);
+  });
+
+  it('with maxWaiting, a run that would queue behind that many others is refused with GateFull (and runs nothing)', async () => {
+    const gate = new SlotGate(1, systemClock);
+    const log: Array<[string, number]> = [];
+    const a = run(log, 'a');
+    const b = run(log, 'b');
+    const pa = gate.run(a.fn, undefined, 1);
+    const pb = gate.run(b.fn, undefined, 1);
+    await vi.advanceTimersByTimeAsync(0);
+    await expect(gate.run(run(log, 'c').fn, undefined, 1)).rejects.toBeInstanceOf(GateFull);
+    a.finish();
+    await pa;
+    await vi.advanceTimersByTimeAsync(0);
+    // b took the slot; one may wait again.
+    const d = run(log, 'd');
+    const pd = gate.run(d.fn, undefined, 1);
+    b.finish();
+    await pb;
+    await vi.advanceTimersByTimeAsync(0);
+    d.finish();
+    await pd;
+    expect(log.map(([n]) => n)).toEqual(['a', 'b', 'd']);
   });
 });
