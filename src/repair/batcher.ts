@@ -30,7 +30,7 @@ export interface RepairBatcherDeps {
   prefix: string;
   logger: Logger;
   clock: Clock;
-  /** Lease of each MV's Redlock; a worker that dies holding it blocks the MV this long at most. */
+  /** Lease of each MV's repair lock; a worker that dies holding it blocks the MV this long at most. */
   lockTtlMs?: number;
   /** How long a work waits for its MV's lock, taken elsewhere, before it fails with RepairBusy (10 s: the lock's TTL). */
   lockWaitMs?: number;
@@ -72,7 +72,8 @@ const MAX_DB_TRIES = 3;
  * instead of one of each per repair; with nothing in flight a work goes at once. Up to
  * maxBatches batches (on different MVs) run at once, so one fills while another commits.
  *
- * Per MV: its Redlock is taken without waiting; an MV held elsewhere stays pending (with
+ * Per MV: its repair lock (Redlock's key and value scheme, src/repair/locks.ts) is taken without
+ * waiting, for every MV of the batch in one call; an MV held elsewhere stays pending (with
  * back-off) together with every later work for it, so an MV's works apply in the order they were
  * submitted, and a batch never waits on a lock while it holds others. Works of an MV that lost
  * its compare-and-set are recomputed in the next batch; the other MVs of the batch are not held
@@ -199,7 +200,8 @@ export class RepairBatcher {
 
   private async runBatch(taken: Entry[]): Promise<void> {
     const later = await this.stillAhead(taken);
-    const batch = taken.filter((e) => !later.includes(e));
+    const waiting = new Set(later);
+    const batch = taken.filter((e) => !waiting.has(e));
     const ids = [...new Set(batch.map((e) => e.work.mviewId))];
     let held: HeldLocks;
     try {
