@@ -38,7 +38,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redlock } from '@sesamecare-oss/redlock';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { startMariadb, startRedis } from '../scripts/localServers.mjs';
 import { systemClock } from '../src/clock.js';
@@ -47,6 +47,7 @@ import { MembershipRegistry } from '../src/membership/registry.js';
 import { JobPlacer } from '../src/queue/jobPlacer.js';
 import { nodeQueueName, redisKeys, REPAIR_QUEUE, REQUESTS_QUEUE } from '../src/queue/names.js';
 import { RepairBatcher } from '../src/repair/batcher.js';
+import { REPAIRS_IN_FLIGHT } from '../src/worker/repairProcessor.js';
 import { Repairer } from '../src/repair/repairer.js';
 import { mviewFreshness } from '../src/versions/freshness.js';
 import {
@@ -470,6 +471,43 @@ async function inProcessBatcher(ctx: BenchContext, mvs: number, steps: number, i
   }
 }
 
+/**
+ * The queue's own share: the same 4,000 `repair` jobs through one BullMQ Worker in this process
+ * with a processor that does nothing, at the concurrency a worker's requests queue has. What any
+ * processing of these requests costs before it does anything.
+ */
+async function bareQueue(ctx: BenchContext, steps: number, concurrency: number): Promise<BaselineRow> {
+  const label = `bare BullMQ, no-op processor, concurrency ${concurrency}`;
+  const prefix = freshPrefix('repair_bare');
+  const producer = createRedis(ctx.redisUrl);
+  const consumer = createRedis(ctx.redisUrl);
+  const q = new Queue(REQUESTS_QUEUE, { connection: producer, prefix });
+  let worker: Worker | undefined;
+  try {
+    let done = 0;
+    let finish!: () => void;
+    const finished = new Promise<void>((r) => (finish = r));
+    const jobs = Array.from({ length: steps }, (_, k) => ({
+      name: 'repair',
+      data: { table: `bench.bt_${k}`, partitions: [{ partitionId: k, partitionName: 'p0', lastVersion: 1, newVersion: 2, newVersionTime: T0 + 1_000, lastVersionTime: T0 }] },
+    }));
+    worker = new Worker(REQUESTS_QUEUE, async () => ({ dependents: 1, repairs: 1 }), { connection: consumer, prefix, concurrency, autorun: false });
+    worker.on('completed', () => ++done === steps && finish());
+    const t = performance.now();
+    for (let i = 0; i < jobs.length; i += 1000) await q.addBulk(jobs.slice(i, i + 1000));
+    void worker.run();
+    await finished;
+    const ms = performance.now() - t;
+    progress(`${label}: ${fmtInt(steps)} jobs in ${fmtMs(ms)} = ${fmtInt((steps * 1000) / ms)}/s`);
+    return { label, mvs: 0, steps, inFlight: concurrency, ms, repairsPerSec: (steps * 1000) / ms };
+  } finally {
+    await worker?.close();
+    await q.close();
+    await deleteKeys(producer, `${prefix}:*`).catch(() => 0);
+    await Promise.all([closeRedis(producer), closeRedis(consumer)]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Compaction storm
 
@@ -617,8 +655,11 @@ function report(r: RepairBenchResult): string {
     );
   }
   if (r.baseline.length) {
-    out.push(`\nBaselines without queues (same spread set-up, in this process: one Redlock + CAS transaction per repair, or the batcher):\n`);
-    out.push(table(['path', 'MVs', 'repairs', 'time', 'repairs/s'], r.baseline.map((b) => [b.label, fmtInt(b.mvs), fmtInt(b.steps), fmtMs(b.ms), fmtInt(b.repairsPerSec)])));
+    out.push(
+      `\nBaselines in this process (same spread set-up): the repair path without queues (one Redlock + CAS transaction per repair, ` +
+        `or the batcher), and the queue without the repair path (requests through a no-op BullMQ Worker):\n`,
+    );
+    out.push(table(['path', 'MVs', 'repairs', 'time', 'repairs/s'], r.baseline.map((b) => [b.label, b.mvs ? fmtInt(b.mvs) : '-', fmtInt(b.steps), fmtMs(b.ms), fmtInt(b.repairsPerSec)])));
   }
   if (r.storm) {
     const s = r.storm;
@@ -656,6 +697,7 @@ export async function runRepairThroughput(ctx: BenchContext, opts: RepairBenchOp
     }
     for (const inFlight of [1, 4]) result.baseline.push(await inProcessBaseline(ctx, opts.spreadMvs, opts.steps, inFlight));
     result.baseline.push(await inProcessBatcher(ctx, opts.spreadMvs, opts.steps, 64));
+    result.baseline.push(await bareQueue(ctx, opts.steps, opts.concurrency + REPAIRS_IN_FLIGHT));
   }
   if (opts.only !== 'throughput') result.storm = await stormRun(ctx, opts);
   result.loadAvgAtEnd = loadAvg();
