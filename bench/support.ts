@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 // Shared helpers for the benchmarks run by bench/run.ts: throwaway databases and BullMQ prefixes,
 // Redis / MySQL work counters, statistics and report formatting.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../src/db/connect.js';
@@ -552,8 +552,21 @@ export interface MvschedProc {
 const mvschedBin = fileURLToPath(new URL('../bin/mvsched.js', import.meta.url));
 
 /** Start `mvsched <args>` as a child process, counting its warning and error log lines. */
-export function spawnMvsched(name: string, args: string[], env: Record<string, string>): MvschedProc {
-  const child = spawn(process.execPath, [mvschedBin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * BENCH_BEFORE_DIR: a checkout of an earlier mvsched (with node_modules), whose processes a
+ * benchmark also runs, so before and after are measured in the same run on the same host.
+ */
+export function beforeCheckout(): { dir: string; bin: string } | undefined {
+  const dir = process.env.BENCH_BEFORE_DIR;
+  if (!dir) return undefined;
+  const bin = `${dir.replace(/\/$/, '')}/bin/mvsched.js`;
+  if (!existsSync(bin) || !existsSync(`${dir}/node_modules`)) throw new Error(`BENCH_BEFORE_DIR=${dir}: expected a checkout with bin/mvsched.js and node_modules`);
+  return { dir, bin };
+}
+
+/** Start `mvsched <args>` (this checkout's, or `bin` of another one). */
+export function spawnMvsched(name: string, args: string[], env: Record<string, string>, bin = mvschedBin): MvschedProc {
+  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const p: MvschedProc = { name, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
   let buf = '';
   const onData = (d: Buffer) => {

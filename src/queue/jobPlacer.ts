@@ -6,7 +6,7 @@ import { isCluster, type RedisClient } from './redis.js';
 export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
 
 export interface QueueSnapshot {
-  /** task -> due time (epoch ms) of delayed jobs (tasks: see TaskId in names.ts). */
+  /** task -> due time (epoch ms, the slot: PROMOTE_LEAD_MS after the job wakes) of delayed jobs (tasks: see TaskId in names.ts). */
   delayed: Map<number, number>;
   /** MVs whose job is ready to run (waiting, prioritized, paused). */
   ready: Set<number>;
@@ -18,6 +18,21 @@ const JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;
 
 /** BullMQ stores delayed jobs scored by timestamp * 4096 + a counter. */
 const DELAY_SCORE_FACTOR = 0x1000;
+
+/**
+ * Scheduled jobs become ready this long before their slot. BullMQ's delayed jobs wake a worker
+ * through a blocking Redis command whose timeout Redis checks every 1000/hz ms (100 ms at the
+ * default hz 10), so a job delayed to its slot starts 0-100 ms late; ready early, it is in the
+ * worker when the slot comes, and the worker starts it on time (src/worker/slotGate.ts).
+ */
+export const PROMOTE_LEAD_MS = 250;
+
+/** When a scheduled job due at `dueAt` becomes ready. */
+export function promoteAt(dueAt: number): number {
+  return dueAt - PROMOTE_LEAD_MS;
+}
+
+const delayUntil = (dueAt: number, now: number) => Math.max(0, promoteAt(dueAt) - now);
 
 /**
  * Puts scheduled-refresh jobs into node queues and takes them out. Shared by the planner (which
@@ -66,7 +81,7 @@ export class JobPlacer {
     const { name, data } = taskJob(task, dueAt);
     const job = await q.getJob(jobId);
     if (!job) {
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
     const state = await job.getState();
@@ -79,13 +94,13 @@ export class JobPlacer {
         dueAt = fresh;
       }
       await job.updateData(taskJob(task, dueAt).data);
-      await job.changeDelay(Math.max(0, dueAt - now));
+      await job.changeDelay(delayUntil(dueAt, now));
       return 'rescheduled';
     }
     if (state === 'active') return 'active';
     if (state === 'completed' || state === 'failed' || state === 'unknown') {
       await q.remove(jobId).catch(() => 0);
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
     // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
@@ -98,7 +113,7 @@ export class JobPlacer {
       await q.addBulk(
         items.slice(i, i + 1000).map(({ task, dueAt }) => ({
           ...taskJob(task, dueAt),
-          opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: Math.max(0, dueAt - now) },
+          opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: delayUntil(dueAt, now) },
         })),
       );
     }
@@ -131,7 +146,7 @@ export class JobPlacer {
     const delayed = (res[0]?.[1] as string[]) ?? [];
     for (let i = 0; i < delayed.length; i += 2) {
       const id = taskOfJob(delayed[i]);
-      if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR));
+      if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR) + PROMOTE_LEAD_MS);
     }
     for (const idx of [1, 2, 3]) {
       for (const jid of (res[idx]?.[1] as string[]) ?? []) {

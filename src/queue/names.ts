@@ -118,8 +118,6 @@ export function redisKeys(prefix: string, cluster: boolean) {
     /** Each worker's published run metrics (see metrics/runMetrics.ts). */
     metrics: (nodeId: string) => `${own}:metrics:${nodeId}`,
     metricsPattern: `${own}:metrics:*`,
-    /** Redlock resource serializing repairs of one MV (see repair/repairer.ts). */
-    repairLock: (mviewId: number) => `${own}:repair-lock:${mviewId}`,
   };
 }
 

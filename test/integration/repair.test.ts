@@ -35,7 +35,7 @@ beforeAll(async () => {
   await migrateLatest(t.db);
   redis = createRedis(t.redisUrl);
   redlock = new Redlock([redis], { retryCount: 50, retryDelay: 100 });
-  repairer = new Repairer({ db: t.db, redlock, prefix: t.prefix, cluster: false, logger: t.logger, clock: systemClock });
+  repairer = new Repairer({ db: t.db, redlock, prefix: t.prefix, logger: t.logger, clock: systemClock });
   runner = new RefreshRunner({ db: t.db, logger: t.logger, clock: systemClock, nodeId: 'test-node' });
   ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, runner, defaultSchema: t.database, notify: async () => {} });
 });
@@ -456,7 +456,7 @@ describe('repair chains (v -> v+1 -> v+2 -> v+3 on p1)', () => {
   it('three workers, one link each, started last link first, all at once: every link lands, in chain order', async () => {
     const workers = chain.map(() => {
       const lock = new Redlock([redis], { retryCount: 50, retryDelay: 20 });
-      return new Repairer({ db: t.db, redlock: lock, prefix: t.prefix, cluster: false, logger: t.logger, clock: systemClock });
+      return new Repairer({ db: t.db, redlock: lock, prefix: t.prefix, logger: t.logger, clock: systemClock });
     });
     // Each worker retries its link while the repairer says it waits for an earlier one; any
     // other outcome ends its loop and is checked below.
@@ -532,7 +532,7 @@ describe('fencing: the compare-and-set on meta_version', () => {
   it('repair() recomputes after losing the CAS to a writer without the lock (a paused worker whose lease lapsed)', async () => {
     const f = await setup('fr2', [P1, P2, P3]);
     const m = await meta(f.id);
-    const r = new InterferedRepairer({ db: t.db, redlock, prefix: t.prefix, cluster: false, logger: t.logger, clock: systemClock });
+    const r = new InterferedRepairer({ db: t.db, redlock, prefix: t.prefix, logger: t.logger, clock: systemClock });
     // applyOnce takes no lock: it is the stale writer here.
     r.interfere = async () => {
       expect((await repairer.applyOnce(f.id, f.table, [repairInfo(P3, 90, 9_000)])).applied).toBe(1);
@@ -592,7 +592,7 @@ describe('fencing: the compare-and-set on meta_version', () => {
     try {
       const f = await setup('fsi', [P1, P2, P3]);
       const m = await meta(f.id);
-      const r = new InterferedRepairer({ db: strict, redlock, prefix: t.prefix, cluster: false, logger: t.logger, clock: systemClock });
+      const r = new InterferedRepairer({ db: strict, redlock, prefix: t.prefix, logger: t.logger, clock: systemClock });
       await expect(
         r.applyOnce(f.id, f.table, [repairInfo(P1, 50, 5_000)], async () => {
           expect((await repairer.applyOnce(f.id, f.table, [repairInfo(P2, 70, 7_000)])).applied).toBe(1);

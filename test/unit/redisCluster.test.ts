@@ -4,6 +4,7 @@ import { ConfigError } from '../../src/errors.js';
 import { parseClusterNodes } from '../../src/queue/clusterSeeds.js';
 import { bullQueueName, nodeQueueName, queueOfBullName, redisKeys, REPAIR_QUEUE, REQUESTS_QUEUE } from '../../src/queue/names.js';
 import { isCluster, redisTarget } from '../../src/queue/redis.js';
+import { repairLockKey } from '../../src/repair/locks.js';
 
 // REDIS_CLUSTER_NODES (DESIGN.md §3 configuration) and the names mvsched uses on a Redis Cluster
 // versus a single Redis. The cluster itself is exercised in test/integration/redisCluster*.test.ts.
@@ -91,7 +92,7 @@ describe('names on a single Redis and on a Redis Cluster', () => {
   it('keeps the single-Redis names exactly as before', () => {
     expect([REQUESTS_QUEUE, REPAIR_QUEUE, nodeQueueName('w1')].map((q) => bullQueueName(q, false))).toEqual(['requests', 'repair', 'node-w1']);
     const k = redisKeys('mvs', false);
-    expect({ ...k, metrics: k.metrics('w1'), repairLock: k.repairLock(7) }).toEqual({
+    expect({ ...k, metrics: k.metrics('w1') }).toEqual({
       nodes: 'mvs:mvs:nodes',
       nodeQueues: 'mvs:mvs:node-queues',
       membershipChannel: 'mvs:mvs:membership',
@@ -100,7 +101,6 @@ describe('names on a single Redis and on a Redis Cluster', () => {
       plannerEpoch: 'mvs:mvs:planner:epoch',
       metrics: 'mvs:mvs:metrics:w1',
       metricsPattern: 'mvs:mvs:metrics:*',
-      repairLock: 'mvs:mvs:repair-lock:7',
     });
   });
 
@@ -108,10 +108,12 @@ describe('names on a single Redis and on a Redis Cluster', () => {
     expect([REQUESTS_QUEUE, REPAIR_QUEUE, nodeQueueName('w1')].map((q) => bullQueueName(q, true))).toEqual(['{requests}', '{repair}', '{node-w1}']);
     expect(['{requests}', '{node-w1}', 'repair'].map(queueOfBullName)).toEqual(['requests', 'node-w1', 'repair']);
     const k = redisKeys('acme', true);
-    const all = [k.nodes, k.nodeQueues, k.membershipChannel, k.ddlChannel, k.plannerLeader, k.plannerEpoch, k.metrics('w1'), k.metricsPattern, k.repairLock(7)];
+    const all = [k.nodes, k.nodeQueues, k.membershipChannel, k.ddlChannel, k.plannerLeader, k.plannerEpoch, k.metrics('w1'), k.metricsPattern];
     // The prefix stays first, as given; the first {...} of each key is {mvs}, so they share a slot.
     for (const key of all) expect(key, key).toMatch(/^acme:\{mvs\}:/);
     expect(new Set(all).size).toBe(all.length);
+    // Repair locks are taken many at once by one script: one hash tag for all of them.
+    expect([1, 2, 77].map((id) => repairLockKey('acme', id))).toEqual(['acme:mvs:{repair-lock}:1', 'acme:mvs:{repair-lock}:2', 'acme:mvs:{repair-lock}:77']);
   });
 
   it('tells a cluster connection from a single one', () => {
