@@ -1,9 +1,9 @@
-import type { Redis } from 'ioredis';
 import { redisKeys } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 
 // The record of pipeline waves in Redis (derived state, like the queues: a wave lost with Redis
 // is planned again from MySQL). Every command touches one key, so it works on a Redis Cluster
-// whatever slots the keys hash to:
+// whatever slots the keys hash to (there they carry mvsched's own tag, `{mvs}`, queue/names.ts):
 // - `wave:<id>`: a hash per wave; field `s:<mview id>` holds each finished step's result,
 //   `cancel` the reason a wave was called off; it expires on its own an hour after it opened;
 // - `waves`: a hash of open waves (id -> plan), so a planner that takes over the lead supervises
@@ -46,10 +46,10 @@ export class WaveLedger {
   private readonly keys: ReturnType<typeof redisKeys>;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
   ) {
-    this.keys = redisKeys(prefix);
+    this.keys = redisKeys(prefix, isCluster(redis));
   }
 
   async nextId(): Promise<string> {

@@ -1,9 +1,9 @@
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { JobPlacer } from '../queue/jobPlacer.js';
 import { mviewRingKey, nodeQueueName } from '../queue/names.js';
+import type { RedisClient } from '../queue/redis.js';
 import type { HashRing } from '../ring/hashRing.js';
 import type { PipelineNode } from './graph.js';
 import { WaveLedger, type StepResult, type WaveRecord } from './ledger.js';
@@ -32,7 +32,7 @@ const FALLBACK_EXTRA_MS = 2_000;
 
 export interface WaveRunnerDeps {
   db: Knex;
-  redis: Redis;
+  redis: RedisClient;
   placer: JobPlacer;
   ring: HashRing;
   clock: Clock;

@@ -32,7 +32,7 @@ beforeAll(async () => {
   cluster.worker('w1');
   cluster.worker('w2');
   await waitFor(async () => (await ins.registry.live()).length === 2, { timeoutMs: 60_000, what: 'two workers in the ring' });
-  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
+  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix, false).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
 });
 
 afterAll(async () => {
@@ -202,7 +202,7 @@ describe('target lag across real planner and worker processes', () => {
     const b = await id('ch_b');
     const w = writer('ch_raw');
     // Kill it while a wave is open (its hash of open waves is not empty).
-    await waitFor(async () => (await ins.redis.hlen(redisKeys(t.prefix).waves)) > 0, { timeoutMs: 30_000, intervalMs: 20, what: 'an open wave' });
+    await waitFor(async () => (await ins.redis.hlen(redisKeys(t.prefix, false).waves)) > 0, { timeoutMs: 30_000, intervalMs: 20, what: 'an open wave' });
     const killedAt = Date.now();
     const since = await lastRefreshId();
     await cluster.stop(planner, 'SIGKILL');

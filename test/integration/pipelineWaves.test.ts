@@ -29,7 +29,7 @@ beforeAll(async () => {
   cluster.worker('w1');
   cluster.worker('w2');
   await waitFor(async () => (await ins.registry.live()).length === 2, { timeoutMs: 60_000, what: 'two workers in the ring' });
-  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
+  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix, false).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
 });
 
 afterAll(async () => {
