@@ -70,6 +70,12 @@ const envSchema = z.object({
   MVS_WORKER_CONCURRENCY: wholeNumber(1, 256).default(4),
   MVS_HTTP_PORT: wholeNumber(0, 65535).default(8080),
   MVS_API_TOKEN: z.string().min(16, { message: 'must be at least 16 characters' }).optional(),
+  // Where `mvsched server` listens; the default depends on MVS_API_TOKEN (see httpHost below).
+  MVS_HTTP_HOST: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9.:_-]{1,253}$/, { message: 'expected a host name or an IP address' })
+    .optional(),
   MVS_RECONCILE_S: wholeNumber(1, 86_400).default(30),
   MVS_NODE_TTL_S: wholeNumber(2, 3_600).default(10),
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
@@ -92,12 +98,16 @@ export interface Config {
   readonly workerConcurrency: number;
   readonly httpPort: number;
   readonly apiToken: string | undefined;
+  /** MVS_HTTP_HOST as given; undefined means "0.0.0.0 with a token, else 127.0.0.1". */
+  readonly httpHost: string | undefined;
   readonly reconcileIntervalS: number;
   readonly nodeTtlS: number;
   readonly purgeBatch: number;
   readonly vnodes: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
+  /** LOG_LEVEL was set: one-shot commands then log at that level instead of warn. */
+  readonly logLevelExplicit: boolean;
 }
 
 export interface ConfigNeeds {
@@ -145,12 +155,14 @@ export function loadConfig(
     workerConcurrency: e.MVS_WORKER_CONCURRENCY,
     httpPort: e.MVS_HTTP_PORT,
     apiToken: e.MVS_API_TOKEN,
+    httpHost: e.MVS_HTTP_HOST,
     reconcileIntervalS: e.MVS_RECONCILE_S,
     nodeTtlS: e.MVS_NODE_TTL_S,
     purgeBatch: e.MVS_PURGE_BATCH,
     vnodes: e.MVS_VNODES,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,
+    logLevelExplicit: 'LOG_LEVEL' in raw,
   });
 }
 
