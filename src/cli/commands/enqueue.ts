@@ -1,4 +1,4 @@
-import { Queue, QueueEvents } from 'bullmq';
+import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Runtime } from '../../app/runtime.js';
 import { MvsError } from '../../errors.js';
 import { REQUESTS_QUEUE } from '../../queue/names.js';
@@ -38,10 +38,11 @@ export async function enqueueRequest(
     const ticker = setInterval(() => {
       void job.getState().then((s) => ctx.err(`  ${label}: ${s === 'delayed' ? 'waiting for a running one to finish' : s}`));
     }, 2000);
+    const timeoutS = Number(opts.timeout ?? 600);
     try {
-      return (await job.waitUntilFinished(events!, Number(opts.timeout ?? 600) * 1000)) as Record<string, unknown>;
+      return (await job.waitUntilFinished(events!, timeoutS * 1000)) as Record<string, unknown>;
     } catch (err) {
-      throw new MvsError(`${label} did not succeed: ${(err as Error).message}`);
+      throw new MvsError(await failureSentence(err, label, job, timeoutS));
     } finally {
       clearInterval(ticker);
     }
@@ -49,4 +50,17 @@ export async function enqueueRequest(
     await events?.close();
     await queue.close();
   }
+}
+
+/**
+ * One sentence for a job that did not succeed. The worker's reason already names the work
+ * ("refresh of s.mv failed: ..."), so it is not wrapped again.
+ */
+async function failureSentence(err: unknown, label: string, job: Job, timeoutS: number): Promise<string> {
+  const msg = (err as Error).message;
+  if (/timed out before finishing/.test(msg)) {
+    const state = await job.getState().catch(() => 'unknown');
+    return `${label} did not finish within ${timeoutS} s (job ${job.id} is ${state}; see mvsched status)`;
+  }
+  return msg.startsWith(label) ? msg : `${label} failed: ${msg}`;
 }
