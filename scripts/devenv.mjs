@@ -2,7 +2,8 @@
 // dependencies, because its first job is to install them on a fresh machine.
 //
 //   start  install what is missing, start throwaway Redis + MariaDB (unless REDIS_URL /
-//          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it
+//          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it.
+//          `npm start -- --keep` keeps their data in .mvsched/keep/ and uses it again next time
 //   test   install what is missing, then vitest (its global setup starts the servers)
 //   bench  like start, but runs the benchmarks instead of `mvsched dev`
 import { spawn, spawnSync } from 'node:child_process';
@@ -12,7 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { ensureServerPackages, startMariadb, startRedis } from './localServers.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
-const [mode = 'start', ...rest] = process.argv.slice(2);
+const [mode = 'start', ...args] = process.argv.slice(2);
+// --keep is ours (npm start only); everything else goes to `mvsched dev` / vitest / the benchmarks.
+const keep = mode === 'start' && args.includes('--keep');
+const rest = mode === 'start' ? args.filter((a) => a !== '--keep') : args;
+const keepDir = join(root, '.mvsched', 'keep');
 const say = (msg) => console.error(`[mvsched] ${msg}`);
 
 function ensureNodeModules() {
@@ -67,9 +72,10 @@ async function withServers(fn) {
   process.once('SIGINT', early);
   process.once('SIGTERM', early);
   try {
+    const kept = (name) => (keep ? { keepDir: join(keepDir, name) } : {});
     const [redis, db] = await Promise.all([
-      env.REDIS_URL ? undefined : startRedis({ baseDir }),
-      env.DATABASE_URL ? undefined : startMariadb({ baseDir }),
+      env.REDIS_URL ? undefined : startRedis({ baseDir, ...kept('redis') }),
+      env.DATABASE_URL ? undefined : startMariadb({ baseDir, ...kept('mariadb') }),
     ]);
     if (redis) {
       started.push(redis);
@@ -83,6 +89,8 @@ async function withServers(fn) {
     }
     process.off('SIGINT', early);
     process.off('SIGTERM', early);
+    if (started.length && keep) say(`data kept in ${keepDir} for the next npm start -- --keep (delete it to start afresh)`);
+    else if (started.length && mode === 'start') say('data is thrown away on exit (npm start -- --keep keeps it)');
     if (started.length && mode === 'start') {
       say('to use the CLI from another terminal:');
       say(`  export DATABASE_URL=${env.DATABASE_URL} REDIS_URL=${env.REDIS_URL}`);
@@ -90,7 +98,7 @@ async function withServers(fn) {
     return await fn(env);
   } finally {
     await stopAll();
-    if (started.length) say('stopped the local servers');
+    if (started.length) say(`stopped the local servers${keep ? ` (data kept in ${keepDir})` : ''}`);
   }
 }
 
