@@ -70,7 +70,7 @@ export class Planner {
       ...(deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {}),
       pollMs: deps.membershipPollMs ?? 1000,
     });
-    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log, taskNamesFromDb(deps.db));
+    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log, taskNamesFromDb(deps.db, { preload: true }));
     this.reconciler = new Reconciler({
       db: deps.db,
       placer: this.placer,
