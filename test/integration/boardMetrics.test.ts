@@ -10,6 +10,7 @@ import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { ServerMetrics } from '../../src/metrics/serverMetrics.js';
 import { buildApp } from '../../src/server/app.js';
 import { Cluster, inspector, type Proc, type QueueInspector } from '../support/cluster.js';
+import { alertRules, dashboardExprs, exportedNames, metricNames } from '../support/deploy.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Bull Board and /metrics of the server, against real worker and planner processes; Bull Board
@@ -233,6 +234,14 @@ describe('/metrics', () => {
     expect(sample(body, 'mvs_live_nodes')).toBe(1);
     expect(sample(body, 'mvs_repairs_total', { outcome: 'skipped', node: 'w1' })).toBe(1);
     expect(body).toMatch(/# TYPE mvs_refresh_duration_seconds histogram/);
+    // A planner runs in this file and holds the lease.
+    expect(sample(body, 'mvs_planner_leader_present')).toBe(1);
+
+    // The shipped alert rules and Grafana dashboard read only series the server exports.
+    const exported = exportedNames(body);
+    const read = [...alertRules().map((r) => r.expr), ...dashboardExprs()].flatMap(metricNames);
+    expect(read.length).toBeGreaterThan(10);
+    expect([...new Set(read)].filter((n) => !exported.has(n)), 'metric names in deploy/ that /metrics does not export').toEqual([]);
 
     await ddl.execute('ALTER MATERIALIZED VIEW ev_mv SUSPEND');
     const after = (await app.inject({ url: '/metrics', headers: auth })).body;
