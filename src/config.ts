@@ -79,6 +79,8 @@ const envSchema = z.object({
   MVS_RECONCILE_S: wholeNumber(1, 86_400).default(30),
   MVS_NODE_TTL_S: wholeNumber(2, 3_600).default(10),
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
+  MVS_DRIFT_CHECK_S: wholeNumber(1, 3_600).default(2),
+  MVS_CUT_WAIT_MS: wholeNumber(100, 600_000).default(2_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
   MVS_BOARD_WRITE: z
     .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
@@ -103,6 +105,10 @@ export interface Config {
   readonly reconcileIntervalS: number;
   readonly nodeTtlS: number;
   readonly purgeBatch: number;
+  /** How often the planner checks MV logs for changes made behind mvsched's back (s). */
+  readonly driftCheckS: number;
+  /** How long a consistent cut waits for writer transactions in flight (ms). */
+  readonly cutWaitMs: number;
   readonly vnodes: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
@@ -159,6 +165,8 @@ export function loadConfig(
     reconcileIntervalS: e.MVS_RECONCILE_S,
     nodeTtlS: e.MVS_NODE_TTL_S,
     purgeBatch: e.MVS_PURGE_BATCH,
+    driftCheckS: e.MVS_DRIFT_CHECK_S,
+    cutWaitMs: e.MVS_CUT_WAIT_MS,
     vnodes: e.MVS_VNODES,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,

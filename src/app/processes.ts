@@ -4,10 +4,20 @@ import { MvsWorker } from '../worker/mvsWorker.js';
 import { Planner } from '../planner/planner.js';
 import type { Closeable } from '../process/lifecycle.js';
 import { createRuntime } from './runtime.js';
+import { systemRefreshRequester } from './systemRefresh.js';
+import { DriftChecker } from '../drift/driftChecker.js';
 
 /** Start a planner; returns what to close, in start order. */
 export async function startPlanner(config: Config, logger: Logger): Promise<Closeable[]> {
   const rt = createRuntime(config, logger, { poolMax: 4 });
+  const requester = systemRefreshRequester(rt, logger);
+  const checker = new DriftChecker({
+    db: rt.db,
+    logger,
+    clock: rt.clock,
+    ddlWaitMs: config.cutWaitMs,
+    requestSystemRefresh: requester.request,
+  });
   const planner = new Planner({
     db: rt.db,
     redis: rt.redis,
@@ -18,10 +28,12 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
     reconcileIntervalS: config.reconcileIntervalS,
     leaseTtlMs: config.nodeTtlS * 1000,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
+    drift: { checker, intervalS: config.driftCheckS },
   });
   await planner.start();
   return [
     { name: 'runtime', close: () => rt.close() },
+    { name: 'requests queue', close: () => requester.close() },
     { name: 'planner', close: () => planner.close() },
   ];
 }
@@ -41,6 +53,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
     nodeTtlMs: config.nodeTtlS * 1000,
     defaultSchema: rt.defaultSchema,
     purgeBatch: config.purgeBatch,
+    cutWaitMs: config.cutWaitMs,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });

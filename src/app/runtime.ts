@@ -78,7 +78,7 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
 
 /** The refresh and purge runners of one process; a refresh triggers its log's IMMEDIATE purge. */
 export function createRunners(
-  deps: { db: Db; logger: Logger; clock: Clock; purgeBatch: number; observer?: RunObserver },
+  deps: { db: Db; logger: Logger; clock: Clock; purgeBatch: number; cutWaitMs?: number; observer?: RunObserver },
   nodeId: string,
 ): { runner: RefreshRunner; purger: PurgeRunner } {
   const observer = deps.observer ? { observer: deps.observer } : {};
@@ -89,6 +89,7 @@ export function createRunners(
     clock: deps.clock,
     nodeId,
     ...observer,
+    ...(deps.cutWaitMs !== undefined ? { cutWaitMs: deps.cutWaitMs } : {}),
     purgeImmediate: async (mlogId) => {
       await purger.run({ mlogId, trigger: 'IMMEDIATE' });
     },
@@ -97,7 +98,10 @@ export function createRunners(
 }
 
 export function createDdlExecutor(rt: Runtime, nodeId = 'cli', observer?: RunObserver): DdlExecutor {
-  const { runner, purger } = createRunners({ ...rt, purgeBatch: rt.config.purgeBatch, ...(observer ? { observer } : {}) }, nodeId);
+  const { runner, purger } = createRunners(
+    { ...rt, purgeBatch: rt.config.purgeBatch, cutWaitMs: rt.config.cutWaitMs, ...(observer ? { observer } : {}) },
+    nodeId,
+  );
   return new DdlExecutor({
     db: rt.db,
     logger: rt.logger,
@@ -105,6 +109,7 @@ export function createDdlExecutor(rt: Runtime, nodeId = 'cli', observer?: RunObs
     runner,
     purger,
     defaultSchema: rt.defaultSchema,
+    ddlWaitMs: rt.config.cutWaitMs,
     notify: (e) => rt.publishDdl(e),
   });
 }

@@ -158,14 +158,15 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .command('report-versions')
     .description('report partition versions of a base table (enqueues a report-versions job)')
     .argument('<table>', 'schema.table or table')
-    .requiredOption('--file <f.json>', 'JSON array of {partitionName, partitionId, version, versionTime}')
+    .option('--file <f.json>', 'JSON array of {partitionName, partitionId, version, versionTime}')
+    .option('--forget', 'make the table ordinary again: forget its reported versions (its MVs are no longer SKIPPED on them)')
     .option('--data-changed', 'the data changed (default): dependent MVs become stale', true)
     .option('--no-data-changed', 'only the version moved (compaction): dependent MVs get repaired')
     .option('--table-identifier <id>', 'external tables: the identifier, which changes when the table is recreated')
     .option('--wait', 'wait until it is processed')
     .option('--json', 'print JSON')
     .action(
-      wrap(both, 'report-versions', (ctx, table: string, opts: { file: string; dataChanged: boolean; tableIdentifier?: string; wait?: boolean; json?: boolean }) =>
+      wrap(both, 'report-versions', (ctx, table: string, opts: { file?: string; forget?: boolean; dataChanged: boolean; tableIdentifier?: string; wait?: boolean; json?: boolean }) =>
         reportVersionsCommand(ctx, table, opts),
       ),
     );

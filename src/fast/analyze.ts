@@ -1,4 +1,5 @@
 import sqlParser from 'node-sql-parser';
+import { quoteBareNames } from './quoteWords.js';
 
 const { Parser } = sqlParser;
 
@@ -130,12 +131,27 @@ function visit(n: unknown, w: Walker, allowAggregates: boolean): void {
   }
 }
 
+/** Parse; if the parser trips on a column named like a keyword (`status`), again with names quoted. */
+function parseOnce(parser: InstanceType<typeof Parser>, select: string, opt: { database: string }): unknown {
+  try {
+    return parser.astify(select, opt) as unknown;
+  } catch (err) {
+    const quoted = quoteBareNames(select);
+    if (quoted === undefined || quoted === select) throw err;
+    try {
+      return parser.astify(quoted, opt) as unknown;
+    } catch {
+      throw err;
+    }
+  }
+}
+
 export function analyzeFast(select: string, defaultSchema: string): FastAnalysis {
   const parser = new Parser();
   const opt = { database: 'MariaDB' };
   let ast: Node;
   try {
-    const parsed = parser.astify(select, opt) as unknown;
+    const parsed = parseOnce(parser, select, opt);
     const list = Array.isArray(parsed) ? parsed : [parsed];
     if (list.length !== 1) return { ok: false, reason: 'the definition must be a single SELECT' };
     ast = list[0] as Node;

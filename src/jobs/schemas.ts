@@ -19,8 +19,8 @@ export const refreshPayload = z
   .object({
     mview: qualifiedName.describe('materialized view, "schema.name" or "name"'),
     method: z.enum(['COMPLETE', 'FAST']).optional(),
-    /** MANUAL when a person asked (CLI, HTTP); REQUEST (default) for services. */
-    trigger: z.enum(['MANUAL', 'REQUEST']).optional(),
+    /** MANUAL when a person asked (CLI, HTTP); REQUEST (default) for services; SYSTEM when mvsched forces one. */
+    trigger: z.enum(['MANUAL', 'REQUEST', 'SYSTEM']).optional(),
   })
   .strict();
 

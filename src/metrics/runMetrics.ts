@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { PurgeOutcome, PurgeRequest } from '../purge/purgeRunner.js';
-import type { RefreshOutcome, RefreshRequest } from '../refresh/runner.js';
+import type { RefreshOutcome, RefreshRequest } from '../refresh/types.js';
 
 // Figures of the runs a process carries out (refreshes, purges, repairs). Each worker keeps its
 // own prom-client registry and publishes it to Redis every few seconds (key per node, with a

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { ValidationError, NotFoundError } from '../errors.js';
 import { quoteIdent } from '../mv/identifiers.js';
+import { boundedDdl } from '../db/boundedDdl.js';
 import { DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN, isReservedColumn, triggerNames } from './names.js';
 
 // The database objects of one MV log: the log table and the AFTER INSERT / UPDATE / DELETE
@@ -121,7 +122,7 @@ export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
     `  ${quoteIdent(DML_TYPE_COLUMN)} CHAR(1) NOT NULL,\n` +
     `  ${quoteIdent(OLD_NEW_COLUMN)} TINYINT NOT NULL,\n` +
     `  PRIMARY KEY (${quoteIdent(SEQ_COLUMN)})\n` +
-    `) ENGINE=InnoDB`;
+    `) ENGINE=InnoDB COMMENT='${logTableComment(spec.mlogId)}'`;
   const colList = [...cols.map(quoteIdent), quoteIdent(DML_TYPE_COLUMN), quoteIdent(OLD_NEW_COLUMN)].join(', ');
   const image = (row: 'NEW' | 'OLD', dml: string, sign: 1 | -1) =>
     `INSERT INTO ${log} (${colList}) VALUES (${[...cols.map((c) => `${row}.${quoteIdent(c)}`), `'${dml}'`, String(sign)].join(', ')});`;
@@ -153,11 +154,56 @@ export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
   ];
 }
 
-/** Drop what createLogStatements made; each step tolerates a missing object. */
-export async function dropLogObjects(db: Knex, mlogId: number, schema: string, logTable: string): Promise<void> {
-  const names = triggerNames(mlogId);
-  for (const t of [names.insert, names.update, names.delete]) {
-    await db.raw(`DROP TRIGGER IF EXISTS ${quoteIdent(schema)}.${quoteIdent(t)}`);
+/** The comment of a log table: which log made it. */
+export function logTableComment(mlogId: number): string {
+  return `mvsched:mlog:${Number(mlogId)}`;
+}
+
+/** What every trigger of a log runs first: how mvsched knows a trigger of that name is its own. */
+export function ownTriggerMarker(mlogId: number): string {
+  return `mvs_mlog_gates WHERE mlog_id = ${Number(mlogId)} LOCK IN SHARE MODE`;
+}
+
+/**
+ * Drop the log's triggers wherever they are in the schema (a renamed table took them along),
+ * only those whose body is the log's own; each DROP waits at most `waitMs` for the table's
+ * open transactions. Returns the names dropped.
+ */
+export async function dropLogTriggers(db: Knex, mlogId: number, schema: string, waitMs: number): Promise<string[]> {
+  const names = Object.values(triggerNames(mlogId));
+  const rows = (await db('information_schema.triggers')
+    .where({ trigger_schema: schema })
+    .whereIn('trigger_name', names)
+    .select({ name: 'trigger_name', body: 'action_statement' })) as Array<{ name: string; body: string }>;
+  const dropped: string[] = [];
+  for (const r of rows) {
+    if (!String(r.body).includes(ownTriggerMarker(mlogId))) continue;
+    await boundedDdl(db, `DROP TRIGGER IF EXISTS ${quoteIdent(schema)}.${quoteIdent(r.name)}`, waitMs);
+    dropped.push(r.name);
   }
-  await db.raw(`DROP TABLE IF EXISTS ${quoteIdent(schema)}.${quoteIdent(logTable)}`);
+  return dropped;
+}
+
+/** Is this log table the one mvsched made (its comment), or one an earlier release made? */
+export async function logTableState(db: Knex, mlogId: number, schema: string, logTable: string): Promise<'ours' | 'absent' | 'foreign'> {
+  const row = (await db('information_schema.tables')
+    .where({ table_schema: schema, table_name: logTable })
+    .first({ comment: 'table_comment' })) as { comment: string } | undefined;
+  if (!row) return 'absent';
+  if (row.comment === logTableComment(mlogId)) return 'ours';
+  if (row.comment !== '') return 'foreign';
+  // Releases before 0.2 made log tables without a comment; their internal column gives them away.
+  const seq = await db('information_schema.columns').where({ table_schema: schema, table_name: logTable, column_name: SEQ_COLUMN }).first('column_name');
+  return seq ? 'ours' : 'foreign';
+}
+
+/**
+ * Drop what createLogStatements made, and only that: triggers with the log's body, the log
+ * table when it is the log's. Objects already gone are fine (DROP DATABASE, DROP TABLE).
+ */
+export async function dropLogObjects(db: Knex, mlogId: number, schema: string, logTable: string, waitMs: number): Promise<void> {
+  await dropLogTriggers(db, mlogId, schema, waitMs);
+  if ((await logTableState(db, mlogId, schema, logTable)) === 'ours') {
+    await boundedDdl(db, `DROP TABLE IF EXISTS ${quoteIdent(schema)}.${quoteIdent(logTable)}`, waitMs);
+  }
 }

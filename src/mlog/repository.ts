@@ -17,6 +17,11 @@ export interface MlogRow {
   purge_interval: number | null;
   created_at: Date;
   mlog_modify_time: Date;
+  /** OK, or BROKEN: the log cannot have captured every change of its table (broken_reason says why). */
+  state?: 'OK' | 'BROKEN';
+  broken_reason?: string | null;
+  /** Identity token of the base table as the log last saw it (mlog/identity.ts). */
+  base_table_id?: number | null;
 }
 
 export interface PurgeInfoRow {

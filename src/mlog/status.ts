@@ -3,8 +3,16 @@ import { getPurgeInfo, listMlogs, mlogConsumers } from './repository.js';
 
 export interface MlogStatus {
   mlogId: number;
+  /** Display names `schema.table` of the base table and of the log table; also apart. */
   table: string;
   log: string;
+  schema: string;
+  tableName: string;
+  /** TRIGGERS (or BINLOG). */
+  capture: string;
+  /** OK, or BROKEN: the log cannot have captured every change (brokenReason says why). */
+  state: string;
+  brokenReason: string | null;
   columns: string[];
   primaryKey: string[];
   purgeMethod: string;
@@ -31,6 +39,11 @@ export async function listMlogStatus(db: Knex): Promise<MlogStatus[]> {
       mlogId: m.mlog_id,
       table: `${m.table_schema}.${m.base_table_name}`,
       log: `${m.table_schema}.${m.mlog_name}`,
+      schema: m.table_schema,
+      tableName: m.base_table_name,
+      capture: String((m as { capture_mode?: string }).capture_mode ?? 'TRIGGERS'),
+      state: m.state ?? 'OK',
+      brokenReason: m.broken_reason ?? null,
       columns: m.columns,
       primaryKey: m.pkColumns,
       purgeMethod: m.purge_method,

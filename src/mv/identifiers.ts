@@ -14,7 +14,25 @@ export function validateIdentifier(value: string, what: string): string {
   if (/[\u0000]/.test(value) || / $/.test(value)) {
     throw new ValidationError(`${what} name ${JSON.stringify(value)} may not contain NUL or end with a space`);
   }
+  if (/[\u{10000}-\u{10FFFF}]/u.test(value)) {
+    throw new ValidationError(
+      `${what} name ${JSON.stringify(value)} has a character outside Unicode's Basic Multilingual Plane (an emoji, say), which MySQL does not allow in names`,
+    );
+  }
   return value;
+}
+
+/**
+ * MV names that would collide with mvsched's own tables: the shadow tables of COMPLETE refreshes
+ * (`__mvs_<id>_new`) and MV logs (`mlog$<table>`).
+ */
+export function assertMviewNameAllowed(name: string): void {
+  const n = name.toLowerCase();
+  if (n.startsWith('__mvs_') || n.startsWith('mlog$')) {
+    throw new ValidationError(
+      `materialized view name ${JSON.stringify(name)} is reserved: names starting with __mvs_ or mlog$ belong to mvsched's own tables`,
+    );
+  }
 }
 
 /** Backquote an identifier (validated). */
@@ -76,4 +94,13 @@ export function parseDottedName(text: string, defaultSchema: string, what: strin
 
 export function displayName(n: ResolvedName): string {
   return `${n.schema}.${n.name}`;
+}
+
+/**
+ * The name as mvsched takes it back (CLI arguments, job payloads): `schema.name`, with a part in
+ * backquotes where it needs them (a dot, a space, a backquote, ...): app.`a.b`.
+ */
+export function qualifiedText(n: ResolvedName): string {
+  const part = (s: string) => (/^[A-Za-z0-9_$]+$/.test(s) ? s : quoteIdent(s));
+  return `${part(n.schema)}.${part(n.name)}`;
 }

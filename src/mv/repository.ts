@@ -7,7 +7,8 @@ export type Executor = Knex | Knex.Transaction;
 
 export type RefreshMethod = 'FAST' | 'COMPLETE' | 'FORCE';
 export type MviewStatus = 'ACTIVE' | 'SUSPENDED';
-export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST';
+/** SYSTEM: a run mvsched forces (a log re-created, a base table truncated or rebuilt). */
+export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST' | 'SYSTEM';
 export type RefreshResult = 'SUCCESS' | 'FAILED' | 'SKIPPED';
 
 export interface MviewRow {
@@ -43,6 +44,10 @@ export interface RefreshInfoRow {
   refresh_count: number;
   next_time: Date | null;
   updated_at: Date;
+  /** Consecutive consistent cuts that gave up waiting for writers. */
+  cut_timeouts?: number;
+  /** A FORCE MV refreshes COMPLETE without a cut until then. */
+  cut_retry_after?: Date | null;
 }
 
 export interface RefreshHistRow {

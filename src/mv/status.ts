@@ -5,7 +5,10 @@ import { mviewFreshness } from '../versions/freshness.js';
 
 export interface MviewStatus {
   mviewId: number;
+  /** Display name `schema.name`; also apart in `schema` and `mview`. */
   name: string;
+  schema: string;
+  mview: string;
   method: string;
   status: string;
   startWith: string | null;
@@ -21,6 +24,8 @@ export interface MviewStatus {
   /** From reported base-table versions: fresh / stale, or unversioned when a base table reports none. */
   freshness: 'fresh' | 'stale' | 'unversioned';
   stalePartitions: string[];
+  /** When versions of its base tables were last reported (freshness is per those reports). */
+  versionsReportedAt: string | null;
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
@@ -63,6 +68,8 @@ export async function listMviewStatus(
     out.push({
       mviewId: id,
       name: `${String(r.table_schema)}.${String(r.mview_name)}`,
+      schema: String(r.table_schema),
+      mview: String(r.mview_name),
       method: String(r.refresh_method),
       status: String(r.status),
       startWith: iso(r.refresh_start as Date | null),
@@ -77,6 +84,7 @@ export async function listMviewStatus(
       refreshCount: Number(r.refresh_count ?? 0),
       freshness: !f.versioned ? 'unversioned' : f.stale.length ? 'stale' : 'fresh',
       stalePartitions: f.stale,
+      versionsReportedAt: f.reportedAt === null ? null : new Date(f.reportedAt).toISOString(),
     });
   }
   return out;

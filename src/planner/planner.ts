@@ -11,6 +11,7 @@ import { redisKeys, mlogTask, mviewTask } from '../queue/names.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
+import type { DriftChecker } from '../drift/driftChecker.js';
 
 /** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
 const FULL_PASS_EVERY = 20;
@@ -32,6 +33,8 @@ export interface PlannerDeps {
   leaseTtlMs: number;
   vnodes?: number;
   membershipPollMs?: number;
+  /** Checks MV logs for changes made behind mvsched's back, every intervalS while leading. */
+  drift?: { checker: DriftChecker; intervalS: number };
 }
 
 /**
@@ -60,6 +63,8 @@ export class Planner {
   private passes = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
+  private driftTimer: NodeJS.Timeout | undefined;
+  private drifting: Promise<void> | undefined;
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
@@ -127,6 +132,27 @@ export class Planner {
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
     this.leaseTimer.unref();
     this.loop = this.run();
+    this.scheduleDrift();
+  }
+
+  /** The drift check, on its own clock (MVS_DRIFT_CHECK_S): never behind a long reconcile. */
+  private scheduleDrift(): void {
+    const drift = this.deps.drift;
+    if (!drift || this.closed) return;
+    this.driftTimer = setTimeout(() => {
+      this.drifting = (async () => {
+        if (this.leading && !this.closed) {
+          try {
+            const r = await drift.checker.check();
+            if (r.broken.length || r.systemRefreshes.length) this.log.info(r, 'drift check');
+            else this.log.debug(r, 'drift check');
+          } catch (err) {
+            this.log.warn({ err }, 'drift check failed; the next one retries');
+          }
+        }
+      })().finally(() => this.scheduleDrift());
+    }, drift.intervalS * 1000);
+    this.driftTimer.unref();
   }
 
   private async leaseTick(): Promise<void> {
@@ -234,6 +260,8 @@ export class Planner {
     this.closed = true;
     clearInterval(this.leaseTimer);
     clearTimeout(this.sweepTimer);
+    clearTimeout(this.driftTimer);
+    await this.drifting?.catch(() => {});
     this.notifier.wake();
     await this.loop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});

@@ -8,7 +8,7 @@ import { toNumber } from '../mv/repository.js';
 import { SEQ_COLUMN } from '../mlog/names.js';
 import { getMlog, mlogConsumers, type PurgeInfoRow, type PurgeTrigger } from '../mlog/repository.js';
 import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
-import { DUE_TOLERANCE_MS } from '../refresh/runner.js';
+import { DUE_TOLERANCE_MS } from '../refresh/types.js';
 import type { RunObserver } from '../metrics/runMetrics.js';
 
 export interface PurgeRequest {
@@ -96,6 +96,9 @@ export class PurgeRunner {
       let watermark = 0;
       let failure: unknown;
       try {
+        if (mlog.state === 'BROKEN') {
+          throw new Error(`the materialized view log on ${mlog.table_schema}.${mlog.base_table_name} is broken (${mlog.broken_reason ?? 'unknown'}); nothing to purge until it is re-created`);
+        }
         // Consumers only ever move forward, and a new consumer is linked (at watermark 0) before
         // its first cut, so a watermark read now stays safe for the whole purge.
         const consumers = await mlogConsumers(db, req.mlogId);

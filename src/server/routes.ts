@@ -6,7 +6,7 @@ import type { DdlExecutor } from '../ddl/executor.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { parsePayload } from '../jobs/schemas.js';
 import { MembershipRegistry } from '../membership/registry.js';
-import { displayName, resolveName } from '../mv/identifiers.js';
+import { displayName, resolveName, qualifiedText } from '../mv/identifiers.js';
 import { findMviewByName } from '../mv/repository.js';
 import { listHistory } from '../mv/history.js';
 import { parseLimit } from '../mv/paging.js';
@@ -18,6 +18,8 @@ import { HashRing } from '../ring/hashRing.js';
 import { findMlogByTable } from '../mlog/repository.js';
 import { listMlogStatus } from '../mlog/status.js';
 import { explainMv } from '../fast/explain.js';
+import { systemClock } from '../clock.js';
+import { forgetVersions } from '../versions/forget.js';
 
 export interface RouteDeps {
   db: Knex;
@@ -127,7 +129,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       const b = body(req);
       // Methods are SQL keywords: any case will do, as in the CLI.
       const method = typeof b.method === 'string' ? b.method.toUpperCase() : b.method;
-      const payload = parsePayload('refresh', { mview: displayName(n), trigger: 'MANUAL', ...(method !== undefined ? { method } : {}) });
+      const payload = parsePayload('refresh', { mview: qualifiedText(n), trigger: 'MANUAL', ...(method !== undefined ? { method } : {}) });
       return reply.code(202).send(await enqueue('refresh', payload));
     } catch (err) {
       return sendError(reply, err);
@@ -142,7 +144,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       if (!(await findMlogByTable(deps.db, n.schema, n.name))) {
         throw new NotFoundError(`there is no materialized view log on ${displayName(n)}`);
       }
-      return reply.code(202).send(await enqueue('purge', parsePayload('purge', { mlog: displayName(n) })));
+      return reply.code(202).send(await enqueue('purge', parsePayload('purge', { mlog: qualifiedText(n) })));
     } catch (err) {
       return sendError(reply, err);
     }
@@ -160,9 +162,19 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
 
   app.post<{ Params: { schema: string; table: string } }>('/v1/base-tables/:schema/:table/versions', async (req, reply) => {
     try {
-      const table = displayName(resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table'));
+      const table = qualifiedText(resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table'));
       const payload = parsePayload('report-versions', { ...body(req), table });
       return reply.code(202).send(await enqueue('report-versions', payload));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.delete<{ Params: { schema: string; table: string } }>('/v1/base-tables/:schema/:table/versions', async (req, reply) => {
+    try {
+      const n = resolveName({ schema: req.params.schema, name: req.params.table }, deps.defaultSchema, 'table');
+      const out = await forgetVersions(deps.db, n, systemClock);
+      return reply.code(200).send({ table: displayName(n), schema: n.schema, tableName: n.name, partitions: out.partitions, mviews: out.mviews.length });
     } catch (err) {
       return sendError(reply, err);
     }

@@ -17,13 +17,16 @@ export interface Freshness {
   versioned: boolean;
   /** Partitions (table.partition) that changed since the MV read them. */
   stale: string[];
+  /** Latest version report of any of the MV's base tables (epoch ms), null when none reported. */
+  reportedAt: number | null;
 }
 
 export async function mviewFreshness(db: Executor, mviewId: number): Promise<Freshness> {
   const bases = await baseTableVersions(db, mviewId);
   const map = await readVersionMap(db, mviewId);
-  const out: Freshness = { versioned: bases.length > 0, stale: [] };
+  const out: Freshness = { versioned: bases.length > 0, stale: [], reportedAt: null };
   for (const { table, partitions } of bases) {
+    for (const p of partitions.values()) if (p.reportedAt !== undefined) out.reportedAt = Math.max(out.reportedAt ?? 0, p.reportedAt);
     if (partitions.size === 0) {
       out.versioned = false;
       continue;

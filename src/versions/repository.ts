@@ -22,6 +22,7 @@ export async function readPartitions(db: Executor, table: TableRef, opts: { forU
         version: num(r.version),
         versionTime: num(r.version_time),
         dataVersion: num(r.data_version ?? 0),
+        reportedAt: r.updated_at instanceof Date ? r.updated_at.getTime() : undefined,
         ident: (r.base_table_ident as string | null) ?? null,
       },
     ]),

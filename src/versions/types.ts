@@ -23,6 +23,8 @@ export interface PartitionState {
   versionTime: number;
   /** Latest version whose report said the data changed (0 when none did). */
   dataVersion: number;
+  /** When this partition was last reported (epoch ms). */
+  reportedAt?: number;
 }
 
 export interface RepairInfo {

@@ -31,6 +31,7 @@ import { deferDelayMs, delayJob } from './delay.js';
 import { appendJobLog, purgeLogLine, refreshLogLine } from './jobLog.js';
 import { RepairProcessor } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
+import { releasePreviousLife } from './previousLife.js';
 
 export interface MvsWorkerDeps {
   db: Knex;
@@ -45,6 +46,8 @@ export interface MvsWorkerDeps {
   defaultSchema: string;
   /** Rows per DELETE of an MV-log purge (MVS_PURGE_BATCH). */
   purgeBatch?: number;
+  /** How long a consistent cut waits for writer transactions in flight (MVS_CUT_WAIT_MS). */
+  cutWaitMs?: number;
   /** How often this worker publishes its metrics for the server's /metrics (ms). */
   metricsPublishMs?: number;
   vnodes?: number;
@@ -86,7 +89,14 @@ export class MvsWorker {
     this.placer = new JobPlacer(deps.redis, deps.prefix, this.log, taskNamesFromDb(deps.db));
     this.metrics = new RunMetrics({ node: deps.nodeId });
     const runners = createRunners(
-      { db: deps.db, logger: this.log, clock: deps.clock, purgeBatch: deps.purgeBatch ?? 10_000, observer: this.metrics },
+      {
+        db: deps.db,
+        logger: this.log,
+        clock: deps.clock,
+        purgeBatch: deps.purgeBatch ?? 10_000,
+        observer: this.metrics,
+        ...(deps.cutWaitMs !== undefined ? { cutWaitMs: deps.cutWaitMs } : {}),
+      },
       deps.nodeId,
     );
     this.runner = runners.runner;
@@ -119,7 +129,10 @@ export class MvsWorker {
       concurrency: this.deps.concurrency,
       // Scheduled jobs live for the MV's whole life; never let a few crashes fail one for good.
       maxStalledCount: 1000,
+      // Recorded on each job it takes (processedBy): how a next life of this node finds them.
+      name: this.deps.nodeId,
     };
+    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: this.queueName, shared: [REQUESTS_QUEUE, REPAIR_QUEUE] }, this.log);
     await this.heartbeat.start();
     await this.ringView.start();
     this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);

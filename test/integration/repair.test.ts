@@ -314,11 +314,11 @@ describe('a scheduled refresh after a repaired compaction', () => {
       { partitionId: 12, partitionName: 'p2', lastVersion: 7, newVersion: 8, newVersionTime: 2_500, lastVersionTime: 2_000 },
     ]);
     // Until the repair lands, the MV is stale on p2.
-    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [`${t.database}.sk.p2`] });
+    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [`${t.database}.sk.p2`], reportedAt: expect.any(Number) });
 
     const o = await repairer.repair(f.id, f.table, out.repairInfos);
     expect(o).toMatchObject({ applied: 1, waiting: [] });
-    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [] });
+    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [], reportedAt: expect.any(Number) });
 
     // The base data moves without any report saying so: if the scheduled run recomputed, the MV
     // would pick this row up.
@@ -360,7 +360,7 @@ describe('a scheduled refresh after a repaired compaction', () => {
       refreshed(f.table, compacted),
       refreshed(f.table, P3),
     ]);
-    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [] });
+    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [], reportedAt: expect.any(Number) });
   });
 
   it('a base table that reports no versions at all: no skip, the scheduled run recomputes', async () => {
@@ -431,7 +431,7 @@ describe('repair chains (v -> v+1 -> v+2 -> v+3 on p1)', () => {
     }
     expect(await p1Of(a.id)).toEqual(refreshed(a.table, final));
     expect((await editLog(a.id)).map((l) => l.op)).toEqual(['REPAIR_VERSION_MAP', 'REPAIR_VERSION_MAP', 'REPAIR_VERSION_MAP']);
-    expect(await mviewFreshness(t.db, a.id)).toEqual({ versioned: true, stale: [] });
+    expect(await mviewFreshness(t.db, a.id)).toEqual({ versioned: true, stale: [], reportedAt: expect.any(Number) });
   });
 
   it('the last link first: returned as waiting, nothing written; once the earlier links land, retrying it lands', async () => {
@@ -447,7 +447,7 @@ describe('repair chains (v -> v+1 -> v+2 -> v+3 on p1)', () => {
     const retried = await repairer.repair(b, a.table, early.waiting);
     expect(retried).toMatchObject({ applied: 1, waiting: [] });
     expect(await p1Of(b)).toEqual(refreshed(a.table, final));
-    expect(await mviewFreshness(t.db, b)).toEqual({ versioned: true, stale: [] });
+    expect(await mviewFreshness(t.db, b)).toEqual({ versioned: true, stale: [], reportedAt: expect.any(Number) });
     // A link applied twice is version-behind the second time, and writes nothing.
     const again = await repairer.repair(b, a.table, [chain[0]!]);
     expectNothingApplied(again, { 'version-behind': 1 });
@@ -572,7 +572,7 @@ describe('fencing: the compare-and-set on meta_version', () => {
     const o = await repairer.repair(f.id, f.table, [stale]);
     expectNothingApplied(o, { 'version-behind': 1 });
     expect(await versionMap(f.id)).toEqual([refreshed(f.table, changed), refreshed(f.table, P2), refreshed(f.table, P3)]);
-    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [] });
+    expect(await mviewFreshness(t.db, f.id)).toEqual({ versioned: true, stale: [], reportedAt: expect.any(Number) });
   });
 
   it('with innodb_snapshot_isolation=ON (the MariaDB 11.6+ default) a lost race is still a CasConflict that repair() retries', async () => {

@@ -4,7 +4,7 @@ import { NotFoundError } from '../../errors.js';
 import { explainMv } from '../../fast/explain.js';
 import { parsePayload } from '../../jobs/schemas.js';
 import { findMlogByTable } from '../../mlog/repository.js';
-import { displayName, parseDottedName } from '../../mv/identifiers.js';
+import { displayName, parseDottedName, qualifiedText } from '../../mv/identifiers.js';
 import type { CliContext } from '../context.js';
 import { enqueueRequest, type EnqueueOptions } from './enqueue.js';
 
@@ -16,7 +16,7 @@ export async function purgeCommand(ctx: CliContext, table: string, opts: Enqueue
     if (!(await findMlogByTable(rt.db, name.schema, name.name))) {
       throw new NotFoundError(`there is no materialized view log on ${displayName(name)}`);
     }
-    const payload = parsePayload('purge', { mlog: displayName(name) });
+    const payload = parsePayload('purge', { mlog: qualifiedText(name) });
     const result = await enqueueRequest(ctx, rt, 'purge', payload, `purge of the log on ${displayName(name)}`, opts);
     if (result) {
       ctx.out(

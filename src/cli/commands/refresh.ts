@@ -1,7 +1,7 @@
 import { createRuntime } from '../../app/runtime.js';
 import { NotFoundError } from '../../errors.js';
 import { parsePayload } from '../../jobs/schemas.js';
-import { displayName, parseDottedName } from '../../mv/identifiers.js';
+import { displayName, parseDottedName, qualifiedText } from '../../mv/identifiers.js';
 import { findMviewByName } from '../../mv/repository.js';
 import type { CliContext } from '../context.js';
 import { enqueueRequest, type EnqueueOptions } from './enqueue.js';
@@ -14,7 +14,7 @@ export async function refreshCommand(ctx: CliContext, mview: string, opts: Enque
     if (!(await findMviewByName(rt.db, name.schema, name.name))) {
       throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
     }
-    const payload = parsePayload('refresh', { mview: displayName(name), trigger: 'MANUAL', ...(opts.method ? { method: opts.method } : {}) });
+    const payload = parsePayload('refresh', { mview: qualifiedText(name), trigger: 'MANUAL', ...(opts.method ? { method: opts.method } : {}) });
     const result = await enqueueRequest(ctx, rt, 'refresh', payload, `refresh of ${displayName(name)}`, opts);
     if (result) {
       ctx.out(

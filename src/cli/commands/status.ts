@@ -14,10 +14,11 @@ function columns(head: string[], body: string[][]): string[] {
 const utc = (s: string | null | undefined) => s?.replace('T', ' ').replace('Z', '') ?? '-';
 
 function mlogTable(rows: MlogStatus[]): string[] {
-  const head = ['MV LOG', 'ON', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
+  const head = ['MV LOG', 'ON', 'STATE', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
   const body = rows.map((r) => [
     r.log,
     r.table,
+    r.state,
     r.purgeMethod === 'SCHEDULED' ? `every ${r.purgeIntervalS ?? '-'}s` : r.purgeMethod.toLowerCase(),
     r.lastPurgeResult ?? '-',
     utc(r.lastPurgeTime),
@@ -26,7 +27,9 @@ function mlogTable(rows: MlogStatus[]): string[] {
     utc(r.nextPurgeTime),
     r.consumers.map((c) => `${c.mview}@${c.consumedWatermark}`).join(', ') || '-',
   ]);
-  return columns(head, body);
+  const out = columns(head, body);
+  for (const r of rows) if (r.state === 'BROKEN') out.push(`  ${r.log}: BROKEN: ${r.brokenReason ?? ''}`);
+  return out;
 }
 
 function table(rows: MviewStatus[]): string[] {
@@ -41,7 +44,7 @@ function table(rows: MviewStatus[]): string[] {
     r.nextTime?.replace('T', ' ').replace('Z', '') ?? '-',
     r.owner ?? '-',
     String(r.failures),
-    r.freshness === 'unversioned' ? '-' : r.freshness,
+    r.freshness === 'unversioned' ? '-' : `${r.freshness} per versions reported at ${utc(r.versionsReportedAt)}`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();

@@ -1,0 +1,115 @@
+import type { Knex } from 'knex';
+import { serverFlavor } from '../db/flavor.js';
+import { triggerNames } from './names.js';
+
+// Is the table a log captures still the table it was created on (DESIGN.md §2 "Changes made
+// behind mvsched's back")? Names are not enough: a table dropped and re-created under the same
+// name has none of the log's triggers, and a renamed one takes them along. And some changes
+// reach no trigger at all (TRUNCATE, a table rebuilt): the InnoDB table id moves with them.
+
+export interface LogIdentity {
+  /** The log's own triggers found on the named base table. */
+  triggers: string[];
+  tableExists: boolean;
+  /** InnoDB table id, or minus the create time in seconds where the id cannot be read. */
+  token: number | null;
+}
+
+const ASCII_SAFE = /^[A-Za-z0-9_]$/;
+
+/**
+ * The name InnoDB's dictionary gives a table (`db/table`, other characters as @XXXX), or
+ * undefined for names with non-ASCII characters, whose encoding is not a plain code point.
+ */
+export function innodbTableName(schema: string, table: string): string | undefined {
+  const enc = (s: string): string | undefined => {
+    let out = '';
+    for (const ch of s) {
+      const code = ch.codePointAt(0)!;
+      if (ASCII_SAFE.test(ch)) out += ch;
+      else if (code < 128) out += `@${code.toString(16).padStart(4, '0')}`;
+      else return undefined;
+    }
+    return out;
+  };
+  const s = enc(schema);
+  const t = enc(table);
+  return s === undefined || t === undefined ? undefined : `${s}/${t}`;
+}
+
+/** Where the table id can be read: needs the PROCESS privilege; found out once per pool. */
+const tableIdSource = new WeakMap<Knex, Promise<string | null>>();
+
+export function tableIdView(db: Knex): Promise<string | null> {
+  let p = tableIdSource.get(db);
+  if (!p) {
+    p = (async () => {
+      const view = (await serverFlavor(db)) === 'mariadb' ? 'information_schema.INNODB_SYS_TABLES' : 'information_schema.INNODB_TABLES';
+      try {
+        await db.raw(`SELECT TABLE_ID FROM ${view} WHERE NAME = ? LIMIT 1`, ['mysql/user']);
+        return view;
+      } catch {
+        return null;
+      }
+    })();
+    tableIdSource.set(db, p);
+  }
+  return p;
+}
+
+export interface LoggedTable {
+  mlog_id: number;
+  table_schema: string;
+  base_table_name: string;
+}
+
+/** One round trip: the log's triggers on the named table, and the table's identity token. */
+export async function readLogIdentity(db: Knex, m: LoggedTable): Promise<LogIdentity> {
+  const names = triggerNames(m.mlog_id);
+  const view = await tableIdView(db);
+  const inno = innodbTableName(m.table_schema, m.base_table_name);
+  const tid = view && inno ? `(SELECT TABLE_ID FROM ${view} WHERE NAME = ?)` : 'NULL';
+  const [rows] = (await db.raw(
+    'SELECT (SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS ' +
+      'WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
+      `${tid} AS tid, ` +
+      '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
+      '(SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS ct',
+    [
+      m.table_schema,
+      m.base_table_name,
+      names.insert,
+      names.update,
+      names.delete,
+      ...(view && inno ? [inno] : []),
+      m.table_schema,
+      m.base_table_name,
+      'BASE TABLE',
+      m.table_schema,
+      m.base_table_name,
+    ],
+  )) as [Array<{ trg: string | null; tid: number | string | null; ex: number | string; ct: Date | null }>];
+  const r = rows[0]!;
+  return {
+    triggers: r.trg ? String(r.trg).split(',') : [],
+    tableExists: Number(r.ex) > 0,
+    token: identityToken(r.tid, r.ct),
+  };
+}
+
+export function identityToken(tid: number | string | null | undefined, createTime: Date | null | undefined): number | null {
+  if (tid !== null && tid !== undefined) return Number(tid);
+  return createTime ? -Math.floor(createTime.getTime() / 1000) : null;
+}
+
+/** Why the log can no longer capture its table's changes, or undefined when it can. */
+export function identityProblem(m: LoggedTable, id: LogIdentity): string | undefined {
+  const t = `${m.table_schema}.${m.base_table_name}`;
+  if (!id.tableExists) return `base table ${t} was dropped or renamed`;
+  if (id.triggers.length === 0) return `base table ${t} was dropped and re-created (the log's triggers are not on it)`;
+  if (id.triggers.length < 3) {
+    const all = Object.values(triggerNames(m.mlog_id));
+    return `trigger${all.length - id.triggers.length > 1 ? 's' : ''} ${all.filter((n) => !id.triggers.includes(n)).join(', ')} of the log on ${t} dropped`;
+  }
+  return undefined;
+}

@@ -1,0 +1,145 @@
+import type { Knex } from 'knex';
+import { errorMessage } from '../errors.js';
+import type { RefreshTrigger } from '../mv/repository.js';
+import type { ConcreteMethod, RefreshRequest } from './types.js';
+
+// The refresh's record: a RUNNING history row committed when a run starts (visible while it
+// goes on), then the outcome written to history and refresh-info in the lock transaction, so
+// the two always agree.
+
+const MAX_REASON = 4_000;
+
+/** The server's own words (knex prefixes its message with the whole statement), bounded. */
+export function failureReason(err: unknown): string {
+  return ((err as { sqlMessage?: string }).sqlMessage ?? errorMessage(err)).slice(0, MAX_REASON);
+}
+
+/**
+ * A RUNNING row left by a worker that died is FAILED now: while we hold the MV's lock no other
+ * run can be live. Found with a plain read and updated by primary key: an UPDATE ... WHERE
+ * status = 'RUNNING' would lock index ranges shared with other MVs' runs and deadlock with them.
+ */
+export async function markAbandoned(db: Knex, mviewId: number, nowMs: number): Promise<void> {
+  const abandoned = await db('mvs_mview_refresh_hist').where({ mview_id: mviewId, refresh_status: 'RUNNING' }).pluck('refresh_id');
+  if (!abandoned.length) return;
+  await db('mvs_mview_refresh_hist')
+    .whereIn('refresh_id', abandoned)
+    .update({
+      refresh_status: 'FAILED',
+      end_time: new Date(nowMs),
+      failed_reason: 'abandoned: the run stopped before finishing (worker died or lost its connection)',
+    });
+}
+
+/** Commit the RUNNING row of a run that starts now; returns its refresh id. */
+export async function insertRunning(
+  db: Knex,
+  req: RefreshRequest,
+  method: ConcreteMethod,
+  nodeId: string,
+  startMs: number,
+): Promise<number> {
+  const [refreshId] = (await db('mvs_mview_refresh_hist').insert({
+    mview_id: req.mviewId,
+    refresh_job_id: req.jobId ?? null,
+    refresh_method: method,
+    refresh_trigger: req.trigger,
+    refresh_status: 'RUNNING',
+    node_id: nodeId,
+    scheduled_time: req.scheduledFor !== undefined ? new Date(req.scheduledFor) : null,
+    start_time: new Date(startMs),
+  })) as number[];
+  return Number(refreshId);
+}
+
+export interface RunEnd {
+  refreshId: number;
+  req: RefreshRequest;
+  method: ConcreteMethod;
+  startMs: number;
+  endMs: number;
+  newNext: number | null;
+}
+
+function infoCommon(lock: Knex.Transaction, e: RunEnd) {
+  return {
+    refresh_job_id: e.req.jobId ?? null,
+    refresh_method: e.method,
+    refresh_status: null,
+    refresh_time: new Date(e.startMs),
+    refresh_endtime: new Date(e.endMs),
+    last_refresh_type: e.method,
+    last_refresh_trigger: e.req.trigger,
+    next_time: e.newNext === null ? null : new Date(e.newNext),
+    updated_at: lock.fn.now(6),
+  };
+}
+
+export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: number, extra: Record<string, unknown> = {}): Promise<void> {
+  await lock('mvs_mview_refresh_hist')
+    .where({ refresh_id: e.refreshId })
+    .update({ refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), rows_changed: rows });
+  await lock('mvs_mview_refresh_info')
+    .where({ mview_id: e.req.mviewId })
+    .update({
+      ...infoCommon(lock, e),
+      last_refresh_result: 'SUCCESS',
+      last_success_endtime: new Date(e.endMs),
+      last_failed_reason: null,
+      consecutive_failures: 0,
+      refresh_count: lock.raw('refresh_count + 1'),
+      ...extra,
+    });
+}
+
+export async function recordFailure(
+  lock: Knex.Transaction,
+  e: RunEnd,
+  reason: string,
+  failures: number,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
+  await lock('mvs_mview_refresh_hist')
+    .where({ refresh_id: e.refreshId })
+    .update({ refresh_method: e.method, refresh_status: 'FAILED', end_time: new Date(e.endMs), failed_reason: reason });
+  await lock('mvs_mview_refresh_info')
+    .where({ mview_id: e.req.mviewId })
+    .update({
+      ...infoCommon(lock, e),
+      last_refresh_result: 'FAILED',
+      last_failed_reason: reason,
+      consecutive_failures: failures,
+      ...extra,
+    });
+}
+
+/** A SKIPPED run: history row and refresh-info in the lock transaction; returns its refresh id. */
+export async function recordSkip(
+  lock: Knex.Transaction,
+  req: RefreshRequest,
+  nodeId: string,
+  nowMs: number,
+  next: number | null,
+): Promise<number> {
+  const [refreshId] = (await lock('mvs_mview_refresh_hist').insert({
+    mview_id: req.mviewId,
+    refresh_job_id: req.jobId ?? null,
+    refresh_method: 'NONE',
+    refresh_trigger: req.trigger satisfies RefreshTrigger,
+    refresh_status: 'SKIPPED',
+    node_id: nodeId,
+    scheduled_time: req.scheduledFor !== undefined ? new Date(req.scheduledFor) : null,
+    start_time: new Date(nowMs),
+    end_time: new Date(nowMs),
+    rows_changed: 0,
+  })) as number[];
+  await lock('mvs_mview_refresh_info')
+    .where({ mview_id: req.mviewId })
+    .update({
+      last_refresh_result: 'SKIPPED',
+      last_refresh_trigger: req.trigger,
+      next_time: next === null ? null : new Date(next),
+      updated_at: lock.fn.now(6),
+    });
+  return Number(refreshId);
+}

@@ -1,0 +1,220 @@
+import type { Knex } from 'knex';
+import { connectionDatabase } from '../db/connect.js';
+import { probeSelect } from '../ddl/evaluate.js';
+import { MvsError, ValidationError } from '../errors.js';
+import { explainFast, type FastSetup } from '../fast/explain.js';
+import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable } from '../fast/fastRefresh.js';
+import type { Logger } from '../log.js';
+import { CutTimeoutError, takeCut, type Cut } from '../mlog/cut.js';
+import { identityProblem, readLogIdentity } from '../mlog/identity.js';
+import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
+import { isNoSuchTable } from '../db/errors.js';
+import { retryDelayMs } from '../schedule/nextTime.js';
+import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
+import type { MlogLink } from './method.js';
+import type { ConcreteMethod } from './types.js';
+
+/** The log cannot have captured every change of its table: nothing may be applied from it. */
+export class LogBrokenError extends MvsError {}
+
+/** The base table was truncated or rebuilt since the MV read it: a complete refresh is needed. */
+class IdentityMovedError extends Error {}
+
+/** Consecutive cuts that gave up before a FORCE MV refreshes COMPLETE without one. */
+export const FORCE_FALLBACK_AFTER = 2;
+
+export interface LoggedRefreshDeps {
+  db: Knex;
+  /** How long a cut waits for writer transactions in flight (MVS_CUT_WAIT_MS). */
+  cutWaitMs?: number;
+}
+
+export interface LoggedOutcome {
+  rows: number;
+  method: ConcreteMethod;
+  /** What happened to the consistent cut: it decides the MV's cut back-off (refresh-info). */
+  cut: 'taken' | 'timed-out' | 'none';
+}
+
+/** refresh-info columns that follow the cut: a give-up backs FORCE MVs off from the next one. */
+export function cutPatch(cut: LoggedOutcome['cut'], info: Pick<RefreshInfoRow, 'cut_timeouts'>, nowMs: number): Record<string, unknown> {
+  if (cut === 'taken') return { cut_timeouts: 0, cut_retry_after: null };
+  if (cut === 'none') return {};
+  const n = Number(info.cut_timeouts ?? 0) + 1;
+  return { cut_timeouts: n, cut_retry_after: new Date(nowMs + retryDelayMs(n)) };
+}
+
+const brokenText = (link: MlogLink, reason: string) =>
+  `the materialized view log on ${link.table.schema}.${link.table.name} is broken (${reason}); ` +
+  `re-create it with CREATE MATERIALIZED VIEW LOG ON ${link.table.schema}.${link.table.name} (...)`;
+
+/**
+ * Refreshes of an MV that consumes an MV log: FAST from the log, and COMPLETE built from a
+ * snapshot at a cut so that it records an exact watermark. Also what happens when the log
+ * cannot be used: a broken log fails REFRESH FAST MVs with the reason and rebuilds the others
+ * from their definition; a cut that keeps giving up does the same for FORCE MVs.
+ */
+export class LoggedRefresh {
+  /**
+   * FAST plans by MV, keyed by what they depend on: the definition (changes only with the MV's
+   * modify time) and the log (an MV log's columns never change). Saves the analysis and its
+   * round trips on every run.
+   */
+  private readonly setups = new Map<number, { key: string; setup: FastSetup }>();
+
+  constructor(private readonly deps: LoggedRefreshDeps) {}
+
+  /**
+   * One run with the concrete `method`. `strict`: the MV (or the request) wants FAST and nothing
+   * else, so a log that cannot serve it is a failure rather than a reason to rebuild.
+   */
+  async refresh(
+    lock: Knex.Transaction,
+    mv: MviewRow,
+    info: RefreshInfoRow,
+    link: MlogLink,
+    method: ConcreteMethod,
+    strict: boolean,
+    nowMs: number,
+    log: Logger,
+  ): Promise<LoggedOutcome> {
+    if (link.broken) {
+      if (strict) throw new LogBrokenError(brokenText(link, link.broken));
+      return this.withoutLog(mv, brokenText(link, link.broken), log);
+    }
+    const force = mv.refresh_method === 'FORCE' && !strict;
+    if (force && info.cut_retry_after && info.cut_retry_after.getTime() > nowMs) {
+      return this.withoutLog(mv, 'consistent cuts of its log keep timing out (writer transactions held open); retrying later', log);
+    }
+    try {
+      if (method === 'FAST') {
+        try {
+          return { rows: await this.fast(lock, mv, link, log), method, cut: 'taken' };
+        } catch (err) {
+          if (err instanceof IdentityMovedError) {
+            log.info({ mlog_id: link.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
+          } else if (isNoSuchTable(err) && !(await tableExists(this.deps.db, mv.table_schema, mv.mview_name))) {
+            // The MV's own table was dropped behind our back: build it again.
+            log.warn('the materialized view table is gone: refreshing COMPLETE');
+          } else throw err;
+        }
+      }
+      return { rows: await this.complete(lock, mv, link, log), method: 'COMPLETE', cut: 'taken' };
+    } catch (err) {
+      if (err instanceof LogBrokenError && !strict) return this.withoutLog(mv, err.message, log);
+      if (err instanceof CutTimeoutError && force && Number(info.cut_timeouts ?? 0) + 1 >= FORCE_FALLBACK_AFTER) {
+        log.warn({ mlog_id: link.mlogId, err: err.message }, 'cut timed out again: FORCE falls back to COMPLETE');
+        const out = await this.withoutLog(mv, `consistent cut timed out: ${err.message}`, log);
+        return { ...out, cut: 'timed-out' };
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * COMPLETE from the definition alone, no cut: the MV is right at the end of its build but
+   * records no watermark, so it is marked not fast-refreshable before the swap (a run that dies
+   * after the swap must not be followed by FAST from a stale watermark).
+   */
+  private async withoutLog(mv: MviewRow, reason: string, log: Logger): Promise<LoggedOutcome> {
+    await this.deps.db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false, fast_reason: reason.slice(0, 1024) });
+    log.info({ reason }, 'refreshing COMPLETE without the MV log');
+    return { rows: await buildComplete(this.deps.db, mv), method: 'COMPLETE', cut: 'none' };
+  }
+
+  async setup(mv: MviewRow, link: MlogLink): Promise<FastSetup> {
+    const key = `${mv.mview_modify_time.getTime()}:${link.mlogId}:${mv.mview_definition}`;
+    const cached = this.setups.get(mv.mview_id);
+    if (cached?.key === key) return cached.setup;
+    const probe = await probeSelect(this.deps.db, mv.mview_definition);
+    const ex = await explainFast(this.deps.db, mv.mview_definition, connectionDatabase(this.deps.db), probe.columns);
+    if (!ex.fast) throw new ValidationError(`${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${ex.reason}`);
+    if (ex.setup.mlog.mlog_id !== link.mlogId) {
+      throw new ValidationError(`${mv.table_schema}.${mv.mview_name}: its materialized view log changed; refresh it COMPLETE`);
+    }
+    if (this.setups.size > 10_000) this.setups.clear();
+    this.setups.set(mv.mview_id, { key, setup: ex.setup });
+    return ex.setup;
+  }
+
+  /**
+   * A cut, then the log's identity checked after it: a change made before the cut that the log
+   * cannot have seen (table re-created, renamed, triggers gone) would make the MV wrong at the
+   * cut. Returns the base table's identity token.
+   */
+  private async cutAndCheck(setup: FastSetup, link: MlogLink): Promise<{ cut: Cut; token: number | null }> {
+    const cut = await takeCut(this.deps.db, [setup.mlog], this.deps.cutWaitMs);
+    try {
+      const id = await readLogIdentity(this.deps.db, setup.mlog);
+      const problem = identityProblem(setup.mlog, id);
+      if (problem) throw new LogBrokenError(brokenText(link, problem));
+      return { cut, token: id.token };
+    } catch (err) {
+      await cut.snapshot.rollback().catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * FAST: take a consistent cut of the log, apply the rows after the MV's watermark up to it, and
+   * move the watermark, in the lock transaction (under a savepoint, so a failure leaves the MV and
+   * its watermark as they were and the run is still recorded).
+   */
+  private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+    const setup = await this.setup(mv, link);
+    const { cut, token } = await this.cutAndCheck(setup, link);
+    try {
+      if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError();
+      const to = Math.max(cut.highWater.get(link.mlogId)!, link.watermark);
+      const rows = await lock.transaction(async (sp) => {
+        const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, { from: link.watermark, to });
+        await sp('mvs_mview_base_tables')
+          .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
+          .update({ consumed_watermark: to, ...(link.mvToken === null && token !== null ? { base_table_id: token } : {}) });
+        return n;
+      });
+      log.debug({ mlog_id: link.mlogId, from: link.watermark, to, rows }, 'fast refresh applied');
+      return rows;
+    } finally {
+      await cut.snapshot.rollback().catch(() => {});
+    }
+  }
+
+  /**
+   * COMPLETE of an MV that consumes a log: built out of place from a snapshot at a cut of the
+   * log, then swapped in. The swap is DDL and cannot share a transaction with the watermark, so
+   * the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
+   * next run is a complete one again, never a FAST run from a stale watermark.
+   */
+  private async complete(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+    const { db } = this.deps;
+    const setup = await this.setup(mv, link);
+    const select = buildSelect(setup, mv.mview_definition);
+    let highWater = 0;
+    let token: number | null = null;
+    const rows = await buildInPlaceOf(db, mv, select, {
+      prepare: (build) => prepareBuildTable(db, build, setup),
+      fill: async (build) => {
+        const taken = await this.cutAndCheck(setup, link);
+        token = taken.token;
+        highWater = taken.cut.highWater.get(link.mlogId)!;
+        try {
+          return await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
+            log.info({ rows: n }, 'complete refresh: rows copied so far'),
+          );
+        } finally {
+          await taken.cut.snapshot.rollback().catch(() => {});
+        }
+      },
+      beforeSwap: async () => {
+        await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
+      },
+    });
+    // A purge never passes this MV's watermark, so rows after the cut are all still in the log.
+    await lock('mvs_mview_base_tables')
+      .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
+      .update({ consumed_watermark: highWater, base_table_id: token });
+    await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
+    return rows;
+  }
+}
