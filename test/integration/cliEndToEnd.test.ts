@@ -170,7 +170,10 @@ describe('output: results on stdout, logs on stderr', () => {
     ],
     purge: [['purge', 'clicks', '--wait', '--json']],
     'explain-mv': [['explain-mv', 'SELECT cust, COUNT(*) AS n FROM orders GROUP BY cust', '--json']],
-    'report-versions': [['report-versions', 'orders', '--file', join(dir, 'versions.json'), '--wait', '--json']],
+    'report-versions': [
+      ['report-versions', 'orders', '--file', join(dir, 'versions.json'), '--wait', '--json'],
+      ['report-versions', 'orders', '--forget', '--json'],
+    ],
     repair: [['repair', 'orders', '--file', join(dir, 'repair.json'), '--wait', '--json']],
   });
 
