@@ -11,6 +11,7 @@ import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRepairThroughput } from './repairThroughput.js';
+import { runWriterStall } from './writerStall.js';
 import {
   fmtRatio,
   loadAvg,
@@ -76,6 +77,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   fast: { title: 'FAST vs COMPLETE refresh (bench/fastRefresh.ts)', run: (ctx) => runFastRefresh(ctx) },
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
+  'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
