@@ -80,12 +80,13 @@ describe('mvsched dev with the demo', () => {
     try {
       const dev = cluster.spawn('dev', ['dev', '--workers', '1', '--no-demo'], { MVS_HTTP_PORT: '', LOG_LEVEL: 'warn' });
       const port = await waitFor(() => /port 8080 is taken: the server listens on (\d+) instead/.exec(dev.output())?.[1], {
-        timeoutMs: 30_000,
+        timeoutMs: 60_000,
         what: 'dev to pick another port',
       });
       expect(dev.output()).toContain(`API http://127.0.0.1:${port}/v1/mviews`);
+      // Process start-up (tsx compiling the sources) is slow on a loaded machine.
       await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200, {
-        timeoutMs: 30_000,
+        timeoutMs: 60_000,
         what: 'the server on the port it picked',
       });
       await stopDev(dev);
