@@ -95,6 +95,8 @@ const ALIASES: Record<string, string> = {
   fastrefresh: 'fast',
   mlogwriters: 'mlog-writers',
   writers: 'mlog-writers',
+  writerstall: 'writer-stall',
+  stall: 'writer-stall',
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
@@ -110,6 +112,7 @@ function usage(): string {
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
+    '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
   ].join('\n');
 }
 

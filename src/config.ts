@@ -81,6 +81,8 @@ const envSchema = z.object({
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
   MVS_DRIFT_CHECK_S: wholeNumber(1, 3_600).default(2),
   MVS_CUT_WAIT_MS: wholeNumber(100, 600_000).default(2_000),
+  MVS_HISTORY_KEEP_DAYS: wholeNumber(1, 36_500).default(30),
+  MVS_HISTORY_KEEP_RUNS: wholeNumber(1, 10_000_000).default(1_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
   MVS_BOARD_WRITE: z
     .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
@@ -109,6 +111,10 @@ export interface Config {
   readonly driftCheckS: number;
   /** How long a consistent cut waits for writer transactions in flight (ms). */
   readonly cutWaitMs: number;
+  /** Refresh / purge history and the edit log older than this go (days). */
+  readonly historyKeepDays: number;
+  /** At most this many history rows per MV and per MV log. */
+  readonly historyKeepRuns: number;
   readonly vnodes: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
@@ -167,6 +173,8 @@ export function loadConfig(
     purgeBatch: e.MVS_PURGE_BATCH,
     driftCheckS: e.MVS_DRIFT_CHECK_S,
     cutWaitMs: e.MVS_CUT_WAIT_MS,
+    historyKeepDays: e.MVS_HISTORY_KEEP_DAYS,
+    historyKeepRuns: e.MVS_HISTORY_KEEP_RUNS,
     vnodes: e.MVS_VNODES,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,

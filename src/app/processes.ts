@@ -6,6 +6,7 @@ import type { Closeable } from '../process/lifecycle.js';
 import { createRuntime } from './runtime.js';
 import { systemRefreshRequester } from './systemRefresh.js';
 import { DriftChecker } from '../drift/driftChecker.js';
+import { HistoryRetention } from '../planner/retention.js';
 
 /** Start a planner; returns what to close, in start order. */
 export async function startPlanner(config: Config, logger: Logger): Promise<Closeable[]> {
@@ -29,6 +30,10 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
     leaseTtlMs: config.nodeTtlS * 1000,
     ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     drift: { checker, intervalS: config.driftCheckS },
+    retention: {
+      trimmer: new HistoryRetention({ db: rt.db, logger, clock: rt.clock, keepDays: config.historyKeepDays, keepRuns: config.historyKeepRuns }),
+      intervalS: Math.max(10, Math.min(60, config.reconcileIntervalS)),
+    },
   });
   await planner.start();
   return [

@@ -236,7 +236,7 @@ export class MlogDdl {
             statement: stmt.kind,
             name: displayName(n),
             mlogId: m.mlog_id,
-            purgeId: outcome.purgeId,
+            purgeId: outcome.purgeId ?? undefined,
             rows: outcome.rows,
             message: `purged materialized view log on ${displayName(n)} (${outcome.rows} rows up to ${outcome.watermark})`,
           };

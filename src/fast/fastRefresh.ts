@@ -150,14 +150,24 @@ function logTable(setup: FastSetup): TableRef {
  * the rows up to the cut are committed and never change); `snapshot` sees the base table as of
  * the cut, for the MIN/MAX groups that must be recomputed. Returns the number of MV rows changed.
  */
-export async function applyFast(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: FastSetup, range: FastRange): Promise<number> {
-  if (range.to <= range.from) return 0;
+/**
+ * MV rows a FAST refresh changed: `changed` counts each statement's rows once; an updated row
+ * (a group whose values moved) counts as one deleted and one inserted.
+ */
+export interface FastChanges {
+  changed: number;
+  inserted: number;
+  deleted: number;
+}
+
+export async function applyFast(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: FastSetup, range: FastRange): Promise<FastChanges> {
+  if (range.to <= range.from) return { changed: 0, inserted: 0, deleted: 0 };
   return setup.plan.kind === 'aggregate'
     ? applyAggregate(trx, snapshot, mv, setup, setup.plan, range)
     : applySpj(trx, mv, setup, range);
 }
 
-async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: FastSetup, range: FastRange): Promise<number> {
+async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: FastSetup, range: FastRange): Promise<FastChanges> {
   const plan = setup.plan;
   if (plan.kind !== 'spj') throw new Error('not an SPJ plan');
   const log = qt(logTable(setup));
@@ -181,7 +191,7 @@ async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: FastSetup, r
       (plan.where ? ` AND (${plan.where})` : ''),
     bind,
   )) as [{ affectedRows: number }];
-  return del.affectedRows + ins.affectedRows;
+  return { changed: del.affectedRows + ins.affectedRows, inserted: ins.affectedRows, deleted: del.affectedRows };
 }
 
 interface AggCols {
@@ -197,7 +207,7 @@ async function applyAggregate(
   setup: FastSetup,
   plan: AggregatePlan,
   range: FastRange,
-): Promise<number> {
+): Promise<FastChanges> {
   const log = qt(logTable(setup));
   const a = q(plan.alias);
   const on = `${a}.${q(OLD_NEW_COLUMN)}`;
@@ -285,24 +295,25 @@ async function applyAggregate(
       }
     }
     const mjoin = groupCols.length ? groupCols.map((c, i) => `m.${q(c)} <=> d.g${i}`).join(' AND ') : 'TRUE';
-    let changed = 0;
     const affected = (r: unknown) => (r as [{ affectedRows: number }])[0].affectedRows;
-    changed += affected(
+    const updated = affected(
       await trx.raw(
         `UPDATE ${d} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
           ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0${groupCols.length ? '' : ' OR TRUE'})`,
       ),
     );
+    let deleted = 0;
+    let inserted = 0;
     if (groupCols.length) {
-      changed += affected(await trx.raw(`DELETE m FROM ${d} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
+      deleted = affected(await trx.raw(`DELETE m FROM ${d} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
       const insCols = [...groupCols, ...set.map(([c]) => c)];
       const insExprs = [...groupCols.map((_, i) => `d.g${i}`), ...set.map(([, e]) => e)];
-      changed += affected(
+      inserted = affected(
         await trx.raw(`INSERT INTO ${qt(mv)} (${insCols.map(q).join(', ')}) SELECT ${insExprs.join(', ')} FROM ${d} AS d WHERE d.o_cnt IS NULL AND ${n} > 0`),
       );
     }
     if (recomputeWhen.length) await recomputeExtremes(trx, snapshot, mv, setup, plan, aggs, d, recomputeWhen);
-    return changed;
+    return { changed: updated + deleted + inserted, inserted: updated + inserted, deleted: updated + deleted };
   } finally {
     await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${d}`);
   }

@@ -12,6 +12,7 @@ import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
 import type { DriftChecker } from '../drift/driftChecker.js';
+import type { HistoryRetention } from './retention.js';
 
 /** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
 const FULL_PASS_EVERY = 20;
@@ -35,6 +36,8 @@ export interface PlannerDeps {
   membershipPollMs?: number;
   /** Checks MV logs for changes made behind mvsched's back, every intervalS while leading. */
   drift?: { checker: DriftChecker; intervalS: number };
+  /** Trims history and the edit log, every intervalS while leading. */
+  retention?: { trimmer: HistoryRetention; intervalS: number };
 }
 
 /**
@@ -63,8 +66,7 @@ export class Planner {
   private passes = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
-  private driftTimer: NodeJS.Timeout | undefined;
-  private drifting: Promise<void> | undefined;
+  private readonly chores: Array<{ timer?: NodeJS.Timeout; running?: Promise<void> }> = [];
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
@@ -132,27 +134,44 @@ export class Planner {
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
     this.leaseTimer.unref();
     this.loop = this.run();
-    this.scheduleDrift();
+    const { drift, retention } = this.deps;
+    if (drift) {
+      this.chore('drift check', drift.intervalS, async () => {
+        const r = await drift.checker.check();
+        return r.broken.length || r.systemRefreshes.length ? r : undefined;
+      });
+    }
+    if (retention) {
+      this.chore('history retention', retention.intervalS, async () => {
+        const r = await retention.trimmer.run();
+        return r.refreshRows + r.purgeRows + r.editLogRows > 0 ? r : undefined;
+      });
+    }
   }
 
-  /** The drift check, on its own clock (MVS_DRIFT_CHECK_S): never behind a long reconcile. */
-  private scheduleDrift(): void {
-    const drift = this.deps.drift;
-    if (!drift || this.closed) return;
-    this.driftTimer = setTimeout(() => {
-      this.drifting = (async () => {
-        if (this.leading && !this.closed) {
+  /**
+   * A leader's periodic chore on a clock of its own (never behind a long reconcile, one run at a
+   * time); what it returns, when anything, is logged.
+   */
+  private chore(name: string, intervalS: number, work: () => Promise<object | undefined>): void {
+    const c: { timer?: NodeJS.Timeout; running?: Promise<void> } = {};
+    this.chores.push(c);
+    const next = () => {
+      if (this.closed) return;
+      c.timer = setTimeout(() => {
+        c.running = (async () => {
+          if (!this.leading || this.closed) return;
           try {
-            const r = await drift.checker.check();
-            if (r.broken.length || r.systemRefreshes.length) this.log.info(r, 'drift check');
-            else this.log.debug(r, 'drift check');
+            const r = await work();
+            if (r) this.log.info(r, name);
           } catch (err) {
-            this.log.warn({ err }, 'drift check failed; the next one retries');
+            this.log.warn({ err }, `${name} failed; the next one retries`);
           }
-        }
-      })().finally(() => this.scheduleDrift());
-    }, drift.intervalS * 1000);
-    this.driftTimer.unref();
+        })().finally(next);
+      }, intervalS * 1000);
+      c.timer.unref();
+    };
+    next();
   }
 
   private async leaseTick(): Promise<void> {
@@ -260,8 +279,8 @@ export class Planner {
     this.closed = true;
     clearInterval(this.leaseTimer);
     clearTimeout(this.sweepTimer);
-    clearTimeout(this.driftTimer);
-    await this.drifting?.catch(() => {});
+    for (const c of this.chores) clearTimeout(c.timer);
+    await Promise.all(this.chores.map((c) => c.running?.catch(() => {})));
     this.notifier.wake();
     await this.loop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});

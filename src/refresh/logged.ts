@@ -12,7 +12,7 @@ import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
 import type { MlogLink } from './method.js';
-import type { ConcreteMethod } from './types.js';
+import { builtResult, type ConcreteMethod, type RunResult } from './types.js';
 
 /** The log cannot have captured every change of its table: nothing may be applied from it. */
 export class LogBrokenError extends MvsError {}
@@ -29,8 +29,7 @@ export interface LoggedRefreshDeps {
   cutWaitMs?: number;
 }
 
-export interface LoggedOutcome {
-  rows: number;
+export interface LoggedOutcome extends RunResult {
   method: ConcreteMethod;
   /** What happened to the consistent cut: it decides the MV's cut back-off (refresh-info). */
   cut: 'taken' | 'timed-out' | 'none';
@@ -89,7 +88,7 @@ export class LoggedRefresh {
     try {
       if (method === 'FAST') {
         try {
-          return { rows: await this.fast(lock, mv, link, log), method, cut: 'taken' };
+          return { ...(await this.fast(lock, mv, link, log)), method, cut: 'taken' };
         } catch (err) {
           if (err instanceof IdentityMovedError) {
             log.info({ mlog_id: link.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
@@ -99,7 +98,7 @@ export class LoggedRefresh {
           } else throw err;
         }
       }
-      return { rows: await this.complete(lock, mv, link, log), method: 'COMPLETE', cut: 'taken' };
+      return { ...(await this.complete(lock, mv, link, log)), method: 'COMPLETE', cut: 'taken' };
     } catch (err) {
       if (err instanceof LogBrokenError && !strict) return this.withoutLog(mv, err.message, log);
       if (err instanceof CutTimeoutError && force && Number(info.cut_timeouts ?? 0) + 1 >= FORCE_FALLBACK_AFTER) {
@@ -119,7 +118,7 @@ export class LoggedRefresh {
   private async withoutLog(mv: MviewRow, reason: string, log: Logger): Promise<LoggedOutcome> {
     await this.deps.db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false, fast_reason: reason.slice(0, 1024) });
     log.info({ reason }, 'refreshing COMPLETE without the MV log');
-    return { rows: await buildComplete(this.deps.db, mv), method: 'COMPLETE', cut: 'none' };
+    return { ...builtResult(await buildComplete(this.deps.db, mv)), method: 'COMPLETE', cut: 'none' };
   }
 
   async setup(mv: MviewRow, link: MlogLink): Promise<FastSetup> {
@@ -160,21 +159,22 @@ export class LoggedRefresh {
    * move the watermark, in the lock transaction (under a savepoint, so a failure leaves the MV and
    * its watermark as they were and the run is still recorded).
    */
-  private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+  private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<RunResult> {
     const setup = await this.setup(mv, link);
     const { cut, token } = await this.cutAndCheck(setup, link);
     try {
       if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError();
       const to = Math.max(cut.highWater.get(link.mlogId)!, link.watermark);
-      const rows = await lock.transaction(async (sp) => {
+      const changes = await lock.transaction(async (sp) => {
         const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, { from: link.watermark, to });
         await sp('mvs_mview_base_tables')
           .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
           .update({ consumed_watermark: to, ...(link.mvToken === null && token !== null ? { base_table_id: token } : {}) });
         return n;
       });
-      log.debug({ mlog_id: link.mlogId, from: link.watermark, to, rows }, 'fast refresh applied');
-      return rows;
+      log.debug({ mlog_id: link.mlogId, from: link.watermark, to, rows: changes.changed }, 'fast refresh applied');
+      const { changed, inserted, deleted } = changes;
+      return { rows: changed, inserted, deleted, dataTime: cut.at, watermarkFrom: link.watermark, watermarkTo: to };
     } finally {
       await cut.snapshot.rollback().catch(() => {});
     }
@@ -186,22 +186,23 @@ export class LoggedRefresh {
    * the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
    * next run is a complete one again, never a FAST run from a stale watermark.
    */
-  private async complete(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<number> {
+  private async complete(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<RunResult> {
     const { db } = this.deps;
     const setup = await this.setup(mv, link);
     const select = buildSelect(setup, mv.mview_definition);
     let highWater = 0;
     let token: number | null = null;
-    const rows = await buildInPlaceOf(db, mv, select, {
+    const built = await buildInPlaceOf(db, mv, select, {
       prepare: (build) => prepareBuildTable(db, build, setup),
       fill: async (build) => {
         const taken = await this.cutAndCheck(setup, link);
         token = taken.token;
         highWater = taken.cut.highWater.get(link.mlogId)!;
         try {
-          return await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
+          const rows = await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
             log.info({ rows: n }, 'complete refresh: rows copied so far'),
           );
+          return { rows, dataTime: taken.cut.at };
         } finally {
           await taken.cut.snapshot.rollback().catch(() => {});
         }
@@ -215,6 +216,6 @@ export class LoggedRefresh {
       .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
       .update({ consumed_watermark: highWater, base_table_id: token });
     await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
-    return rows;
+    return builtResult(built);
   }
 }
