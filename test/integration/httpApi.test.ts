@@ -129,7 +129,8 @@ describe('HTTP API /v1', () => {
     for (const h of items) for (const f of fields) expect(h, f).toHaveProperty(f);
     expect(items[0]).toMatchObject({ trigger: 'MANUAL', method: 'COMPLETE', node: 'test', scheduledTime: null, reason: expect.stringMatching(/gone_soon/) });
     expect(Date.parse(items[0]!.endTime as string)).toBeGreaterThanOrEqual(Date.parse(items[0]!.startTime as string));
-    expect(items[1]).toMatchObject({ status: 'SUCCESS', reason: null, rowsChanged: 0 });
+    expect(items[1]).toMatchObject({ status: 'SUCCESS', reason: null, rowsChanged: 0, dataTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) });
+    expect(items[0]!.dataTime).toBeNull(); // a failed run reflects no snapshot
     const ids = items.map((h) => h.refreshId as number);
     expect([...ids].sort((a, b) => b - a)).toEqual(ids);
 
