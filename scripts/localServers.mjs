@@ -237,7 +237,13 @@ export async function startMariadb({ baseDir, database = 'mvsched', keepDir }) {
       server,
       ['--no-defaults', `--datadir=${datadir}`, '--user=root', `--port=${port}`, '--bind-address=127.0.0.1',
         `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
-        '--skip-log-bin', '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
+        // The row-based binary log is on, as in production, for binlog capture (mvsched capture):
+        // full row images with full metadata (column names in every table map), files expiring
+        // after a day. Triggers created by a user without SUPER need the trust setting.
+        `--log-bin=${join(datadir, 'binlog')}`, '--binlog-format=ROW', '--binlog-row-image=FULL',
+        '--binlog-row-metadata=FULL', '--server-id=1', '--binlog-expire-logs-seconds=86400',
+        '--max-binlog-size=256M', '--log-bin-trust-function-creators=1', '--sync-binlog=0',
+        '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
         '--innodb-log-file-size=256M', '--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0',
         '--max-connections=2000', '--default-time-zone=+00:00', '--character-set-server=utf8mb4',
         '--collation-server=utf8mb4_general_ci', '--innodb-lock-wait-timeout=20',

@@ -84,6 +84,8 @@ const envSchema = z.object({
   MVS_HISTORY_KEEP_DAYS: wholeNumber(1, 36_500).default(30),
   MVS_HISTORY_KEEP_RUNS: wholeNumber(1, 10_000_000).default(1_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
+  // The replica id `mvsched capture` gives the server (unique among its replicas; default random).
+  MVS_CAPTURE_SERVER_ID: wholeNumber(1, 4_294_967_295).optional(),
   MVS_BOARD_WRITE: z
     .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
     .default('0'),
@@ -116,6 +118,7 @@ export interface Config {
   /** At most this many history rows per MV and per MV log. */
   readonly historyKeepRuns: number;
   readonly vnodes: number | undefined;
+  readonly captureServerId: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
   /** LOG_LEVEL was set: one-shot commands then log at that level instead of warn. */
@@ -176,6 +179,7 @@ export function loadConfig(
     historyKeepDays: e.MVS_HISTORY_KEEP_DAYS,
     historyKeepRuns: e.MVS_HISTORY_KEEP_RUNS,
     vnodes: e.MVS_VNODES,
+    captureServerId: e.MVS_CAPTURE_SERVER_ID,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,
     logLevelExplicit: 'LOG_LEVEL' in raw,

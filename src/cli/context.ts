@@ -14,7 +14,7 @@ export interface CliContext {
 }
 
 /** Processes that run until stopped log at LOG_LEVEL (default info); everything else at warn. */
-const LONG_LIVED = new Set(['planner', 'worker', 'server']);
+const LONG_LIVED = new Set(['planner', 'worker', 'server', 'capture']);
 
 export function makeContext(
   env: Record<string, string | undefined>,

@@ -4,7 +4,7 @@ import { ConfigError, MvsError, ValidationError, NotFoundError, ConflictError, e
 import { makeContext, type CliContext } from './context.js';
 import type { ConfigNeeds } from '../config.js';
 import { migrateCommand } from './commands/migrate.js';
-import { devCommand, plannerCommand, workerCommand, type DevOptions } from './commands/processes.js';
+import { captureCommand, devCommand, plannerCommand, workerCommand, type DevOptions } from './commands/processes.js';
 import { refreshCommand } from './commands/refresh.js';
 import { explainMvCommand, purgeCommand } from './commands/mlog.js';
 import { historyCommand } from './commands/history.js';
@@ -89,8 +89,14 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--workers <n>', 'number of workers', '2')
     .option('--no-server', 'do not start the HTTP server')
     .option('--no-demo', 'do not create or run the demo (also MVS_DEMO=0)')
+    .option('--no-capture', 'do not run binlog capture')
     .option('--log-file <path>', 'where the logs of every level go (default .mvsched/logs/dev-<time>-<pid>.log)')
     .action(wrap(both, 'dev', (ctx, opts: DevOptions) => devCommand(ctx, opts)));
+
+  program
+    .command('capture')
+    .description('fill USING BINLOG MV logs from the row-based binary log (one active per deployment, the others stand by)')
+    .action(wrap(both, 'capture', (ctx) => captureCommand(ctx)));
 
   program
     .command('server')

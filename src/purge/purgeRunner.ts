@@ -140,7 +140,7 @@ export class PurgeRunner {
   /** Delete the log rows every consumer consumed, in batches; returns how many, and up to where. */
   private async purgeRows(mlog: MlogRow, progress: (rows: number) => void): Promise<{ rows: number; watermark: number }> {
     const { db, clock } = this.deps;
-    if (mlog.state === 'BROKEN') {
+    if (mlog.state && mlog.state !== 'OK') {
       throw new Error(`the materialized view log on ${mlog.table_schema}.${mlog.base_table_name} is broken (${mlog.broken_reason ?? 'unknown'}); nothing to purge until it is re-created`);
     }
     const logT = `${quoteIdent(mlog.table_schema)}.${quoteIdent(mlog.mlog_name)}`;

@@ -29,7 +29,7 @@ export async function mlogLink(db: Knex | Knex.Transaction, mviewId: number): Pr
     watermark: toNumber(row.consumed_watermark),
     purgeMethod: String(row.purge_method),
     table: { schema: String(row.table_schema), name: String(row.base_table_name) },
-    broken: row.state === 'BROKEN' ? String(row.broken_reason ?? 'broken') : null,
+    broken: row.state === 'OK' || !row.state ? null : row.state === 'CREATING' ? 'being created' : String(row.broken_reason ?? 'broken'),
     mvToken: row.base_table_id === null || row.base_table_id === undefined ? null : toNumber(row.base_table_id),
   };
 }

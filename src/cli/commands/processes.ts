@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startPlanner, startWorker } from '../../app/processes.js';
+import { startCapture, startPlanner, startWorker } from '../../app/processes.js';
 import { loadConfig } from '../../config.js';
 import { ConfigError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
@@ -14,6 +14,10 @@ import { anyFreePort, portFree } from '../ports.js';
 
 export async function plannerCommand(ctx: CliContext): Promise<number> {
   return runUntilSignal(await startPlanner(ctx.config, ctx.logger), ctx.logger);
+}
+
+export async function captureCommand(ctx: CliContext): Promise<number> {
+  return runUntilSignal(await startCapture(ctx.config, ctx.logger), ctx.logger);
 }
 
 export async function workerCommand(ctx: CliContext, opts: { nodeId?: string; concurrency?: string }): Promise<number> {
@@ -30,6 +34,7 @@ export interface DevOptions {
   workers: string;
   server?: boolean;
   demo?: boolean;
+  capture?: boolean;
   logFile?: string;
 }
 
@@ -62,6 +67,8 @@ export async function devCommand(ctx: CliContext, opts: DevOptions): Promise<num
   const procs: Array<{ name: string; args: string[]; env?: Record<string, string> }> = [{ name: 'planner', args: ['planner'] }];
   for (let i = 1; i <= n; i++) procs.push({ name: `worker-${i}`, args: ['worker', '--node-id', `dev-${i}`] });
   if (withServer) procs.push({ name: 'server', args: ['server'], env: { MVS_HTTP_PORT: String(http!.port) } });
+  // Fills BINLOG logs from the binary log; with none it only follows the binlog's position.
+  if (opts.capture !== false && ctx.hasCommand('capture')) procs.push({ name: 'capture', args: ['capture'] });
 
   const logFile = opts.logFile ?? devLogFile(process.cwd());
   const out = new DevConsole({
