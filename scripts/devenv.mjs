@@ -4,21 +4,26 @@
 //   start  install what is missing, start throwaway Redis + MariaDB (unless REDIS_URL /
 //          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it.
 //          `npm start -- --keep` keeps their data in .mvsched/keep/ and uses it again next time
+//          `start -- --cluster` (or MVS_DEV_CLUSTER=1): a throwaway Redis Cluster (3 masters +
+//          3 replicas) instead of the single Redis, unless REDIS_CLUSTER_NODES is set
 //   test   install what is missing, then vitest (its global setup starts the servers)
 //   bench  like start, but runs the benchmarks instead of `mvsched dev`
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureServerPackages, startMariadb, startRedis } from './localServers.mjs';
+import { ensureServerPackages, startMariadb, startRedis, startRedisCluster } from './localServers.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const [mode = 'start', ...args] = process.argv.slice(2);
-// --keep is ours (npm start only); everything else goes to `mvsched dev` / vitest / the benchmarks.
-const keep = mode === 'start' && args.includes('--keep');
-const rest = mode === 'start' ? args.filter((a) => a !== '--keep') : args;
 const keepDir = join(root, '.mvsched', 'keep');
 const say = (msg) => console.error(`[mvsched] ${msg}`);
+// --keep and --cluster are ours (npm start only); everything else goes to `mvsched dev` / vitest /
+// the benchmarks.
+const keep = mode === 'start' && args.includes('--keep');
+const rest = args.filter((a) => a !== '--cluster' && !(keep && a === '--keep'));
+const devCluster = mode === 'start' && (args.includes('--cluster') || ['1', 'true'].includes(process.env.MVS_DEV_CLUSTER ?? ''));
+const haveRedis = () => Boolean(process.env.REDIS_CLUSTER_NODES || (!devCluster && process.env.REDIS_URL));
 
 function ensureNodeModules() {
   const marker = join(root, 'node_modules', '.package-lock.json');
@@ -34,7 +39,7 @@ function ensureNodeModules() {
 
 function ensurePackages() {
   try {
-    ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL }, say);
+    ensureServerPackages({ redis: !haveRedis(), mariadb: !process.env.DATABASE_URL }, say);
   } catch (err) {
     say(err.message);
     process.exit(1);
@@ -73,14 +78,21 @@ async function withServers(fn) {
   process.once('SIGTERM', early);
   try {
     const kept = (name) => (keep ? { keepDir: join(keepDir, name) } : {});
-    const [redis, db] = await Promise.all([
-      env.REDIS_URL ? undefined : startRedis({ baseDir, ...kept('redis') }),
+    const [redis, cluster, db] = await Promise.all([
+      haveRedis() || devCluster ? undefined : startRedis({ baseDir, ...kept('redis') }),
+      haveRedis() || !devCluster ? undefined : startRedisCluster({ baseDir }),
       env.DATABASE_URL ? undefined : startMariadb({ baseDir, ...kept('mariadb') }),
     ]);
     if (redis) {
       started.push(redis);
       env.REDIS_URL = redis.url;
       say(`started Redis at ${redis.url}`);
+    }
+    if (cluster) {
+      started.push(cluster);
+      env.REDIS_CLUSTER_NODES = cluster.nodes;
+      delete env.REDIS_URL; // it would only be ignored, with a warning from every process
+      say(`started a Redis Cluster (3 masters + 3 replicas) at ${cluster.nodes}`);
     }
     if (db) {
       started.push(db);
@@ -89,11 +101,15 @@ async function withServers(fn) {
     }
     process.off('SIGINT', early);
     process.off('SIGTERM', early);
-    if (started.length && keep) say(`data kept in ${keepDir} for the next npm start -- --keep (delete it to start afresh)`);
+    if (started.length && keep) {
+      const what = cluster ? ' (MariaDB only: the Redis Cluster is thrown away)' : '';
+      say(`data kept in ${keepDir}${what} for the next npm start -- --keep (delete it to start afresh)`);
+    }
     else if (started.length && mode === 'start') say('data is thrown away on exit (npm start -- --keep keeps it)');
     if (started.length && mode === 'start') {
       say('to use the CLI from another terminal:');
-      say(`  export DATABASE_URL=${env.DATABASE_URL} REDIS_URL=${env.REDIS_URL}`);
+      const redisVar = env.REDIS_CLUSTER_NODES ? `REDIS_CLUSTER_NODES=${env.REDIS_CLUSTER_NODES}` : `REDIS_URL=${env.REDIS_URL}`;
+      say(`  export DATABASE_URL=${env.DATABASE_URL} ${redisVar}`);
     }
     return await fn(env);
   } finally {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 
 // What the active capture publishes about itself (for `status`, metrics and alerts): where it
 // is and how far behind the server. Kept in Redis with a TTL, so a capture that died is seen
@@ -29,7 +29,7 @@ export function captureKeys(prefix: string) {
 }
 
 /** The active capture's last published status, or null when none published lately (down). */
-export async function readCaptureStatus(redis: Redis, prefix: string): Promise<CaptureStatus | null> {
+export async function readCaptureStatus(redis: RedisClient, prefix: string): Promise<CaptureStatus | null> {
   const raw = await redis.get(captureKeys(prefix).status);
   return raw ? (JSON.parse(raw) as CaptureStatus) : null;
 }

@@ -3,15 +3,16 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { Queue, type Job } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { MembershipRegistry } from '../membership/registry.js';
-import { nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE, taskJobDisplayName } from '../queue/names.js';
+import { PROMOTE_LEAD_MS } from '../queue/jobPlacer.js';
+import { bullQueueName, nodeQueueName, queueOfBullName, REPAIR_QUEUE, REQUESTS_QUEUE, taskJobDisplayName } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 
 export const BOARD_PATH = '/admin/queues';
 
 export interface BoardDeps {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   logger: Logger;
   /** MVS_BOARD_WRITE=1: retry, remove, promote jobs from the board. Read-only otherwise. */
@@ -23,12 +24,14 @@ export interface BoardDeps {
 /**
  * Bull Board at /admin/queues over every mvsched queue: the shared `requests` and `repair`
  * queues and one `node-<id>` queue per live worker, kept in step with membership so node queues
- * appear and disappear as workers join and leave.
+ * appear and disappear as workers join and leave. On a Redis Cluster the board shows the BullMQ
+ * names, which carry their hash tags (`{requests}`, `{node-<id>}`).
  */
 export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Promise<void> {
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(BOARD_PATH);
   const queues = new Map<string, Queue>();
+  const bullName = (name: string) => bullQueueName(name, isCluster(deps.redis));
   const adapter = (name: string) => {
     let q = queues.get(name);
     if (!q) {
@@ -45,7 +48,7 @@ export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Prom
     return a;
   };
   const registry = new MembershipRegistry(deps.redis, deps.prefix);
-  const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)];
+  const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)].map(bullName);
   let shown = await current();
   const board = createBullBoard({
     queues: shown.map(adapter),
@@ -75,7 +78,8 @@ export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Prom
   await app.register(serverAdapter.registerPlugin(), { prefix: BOARD_PATH });
 }
 
-function describe(name: string): string {
+function describe(bullName: string): string {
+  const name = queueOfBullName(bullName);
   if (name === REQUESTS_QUEUE) return 'refresh / purge / report-versions / repair requests from other services';
   if (name === REPAIR_QUEUE) return 'per-MV version-map repairs (serialized per MV)';
   return 'scheduled refreshes and purges owned by this node';
@@ -87,12 +91,13 @@ const DELAY_SCORE_FACTOR = 0x1000;
 /**
  * The board shows a delayed job's run time as its creation time plus its first delay. A
  * scheduled job is created once and re-delayed after every run (moveToDelayed, changeDelay),
- * so that sum points at its first slot; the delayed set holds the real one, put in its place here.
+ * so that sum points at its first slot; the delayed set holds the real one (PROMOTE_LEAD_MS before
+ * the slot: the job wakes a little early and waits in the worker), put in its place here.
  */
 class ScheduledJobsAdapter extends BullMQAdapter {
   constructor(
     private readonly q: Queue,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     options: ConstructorParameters<typeof BullMQAdapter>[1],
   ) {
     super(q, options);
@@ -116,7 +121,8 @@ class ScheduledJobsAdapter extends BullMQAdapter {
     jobs.forEach((job, i) => {
       const score = scores[i]?.[1];
       if (score === null || score === undefined) return;
-      const delay = Math.max(0, Math.floor(Number(score) / DELAY_SCORE_FACTOR) - job.timestamp);
+      const slot = Math.floor(Number(score) / DELAY_SCORE_FACTOR) + PROMOTE_LEAD_MS;
+      const delay = Math.max(0, slot - job.timestamp);
       job.delay = delay;
       job.opts = { ...job.opts, delay };
     });
