@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runDispatchLateness } from './dispatchLateness.js';
+import { runFastOracleSoak } from './fastOracleSoak.js';
 import { runFastRefresh } from './fastRefresh.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
@@ -78,6 +79,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
+  'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -100,6 +102,8 @@ const ALIASES: Record<string, string> = {
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
+  fastoracle: 'fast-oracle',
+  oracle: 'fast-oracle',
 };
 
 function usage(): string {
@@ -112,6 +116,7 @@ function usage(): string {
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
+    '       BENCH_FAST_ORACLE_SEEDS=20 (MVS_TEST_SEED replays a run)',
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
   ].join('\n');
 }

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { MembershipRegistry } from '../membership/registry.js';
+import { addCaptureGauges } from './captureMetrics.js';
 import { listMviewStatus } from '../mv/status.js';
 import { REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
 import { metricsKeyPattern, RunMetrics } from './runMetrics.js';
@@ -65,6 +66,7 @@ export class ServerMetrics {
 
     const logs = (await this.deps.db('mvs_mlogs').count({ n: '*' }).first()) as { n: number | string };
     new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(Number(logs.n));
+    await addCaptureGauges(reg, this.deps);
     return reg;
   }
 
