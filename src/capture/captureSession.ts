@@ -11,6 +11,7 @@ import {
   insertLogRows,
   lockPosition,
   markBroken,
+  releasePosition,
   takeOverPosition,
   writePosition,
   type BinlogPosition,
@@ -445,6 +446,11 @@ export class CaptureSession {
     clearTimeout(this.flushTimer);
     this.reader?.stop();
     await this.flushing?.catch(() => {});
+  }
+
+  /** After stop(), when the process shuts down: the position no longer has an owner. */
+  async release(): Promise<void> {
+    if (this.stored) await releasePosition(this.deps.db, this.stored.epoch);
   }
 
   /**

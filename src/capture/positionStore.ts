@@ -173,3 +173,11 @@ async function updatePosition(trx: Executor, batch: Pick<Batch, 'position' | 'ac
       updated_at: trx.fn.now(6),
     });
 }
+
+/**
+ * A capture stopping cleanly says so: the position's owner is cleared (if it is still this
+ * capture's), so a refresh waiting for capture can tell "stopped" from "died".
+ */
+export async function releasePosition(db: Executor, epoch: number): Promise<void> {
+  await db(POSITION_TABLE).where({ id: 1, epoch }).update({ owner: null, owner_conn: null });
+}

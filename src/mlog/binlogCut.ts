@@ -139,7 +139,7 @@ export async function waitForCapture(db: Knex, p: FilePosition, opts: CaptureWai
 
 async function downText(db: Knex, c: StoredCapture | undefined, p: FilePosition, quietMs: number): Promise<string> {
   const where = c ? `it stopped at ${showPos(c)}, ${await distance(db, c, p)} before the cut's binlog position ${showPos(p)}` : 'it has never run';
-  const who = c?.owner ? ` (last held by ${c.owner})` : '';
+  const who = c?.owner ? ` (last held by ${c.owner}, which stopped without saying so)` : c ? ' (the last capture was stopped)' : '';
   return (
     `binlog capture is not running: its position has not moved for ${Math.round(quietMs / 1000)} s${who}; ${where}. ` +
     'Start `mvsched capture` (BINLOG logs are filled by it)'
