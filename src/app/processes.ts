@@ -37,6 +37,10 @@ export async function startPlanner(config: Config, logger: Logger): Promise<Clos
       intervalS: Math.max(10, Math.min(60, config.reconcileIntervalS)),
     },
   });
+  // A failover may have dropped the last writes to a node queue (a job re-delayed or handed
+  // over an instant before the master died): compare everything with MySQL once the replica
+  // has taken over, instead of waiting for the periodic full pass.
+  rt.onTopologyChange(() => planner.wake(true));
   await planner.start();
   return [
     { name: 'runtime', close: () => rt.close() },

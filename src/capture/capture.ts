@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import type { MysqlConnection } from '../db/connect.js';
 import type { Logger } from '../log.js';
 import { LeaderLease } from '../planner/leaderLease.js';
@@ -23,7 +23,7 @@ export interface CaptureDeps {
    * Defaults to `db`.
    */
   commitDb?: Knex;
-  redis: Redis;
+  redis: RedisClient;
   connection: MysqlConnection;
   metaSchema: string;
   prefix: string;

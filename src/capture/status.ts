@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { Executor } from '../mv/repository.js';
+import type { RedisClient } from '../queue/redis.js';
 import { readPosition } from './positionStore.js';
 
 // What the active capture publishes about itself (for `status`, metrics and alerts): where it
@@ -31,7 +31,7 @@ export function captureKeys(prefix: string) {
 }
 
 /** The active capture's last published status, or null when none published lately (down). */
-export async function readCaptureStatus(redis: Redis, prefix: string): Promise<CaptureStatus | null> {
+export async function readCaptureStatus(redis: RedisClient, prefix: string): Promise<CaptureStatus | null> {
   const raw = await redis.get(captureKeys(prefix).status);
   return raw ? (JSON.parse(raw) as CaptureStatus) : null;
 }
@@ -56,7 +56,7 @@ export interface CaptureSummary {
  * Capture as status and metrics show it, or null when there is nothing to say (no BINLOG log and
  * no capture running). `db` is the metadata database (stored position, BINLOG logs).
  */
-export async function captureSummary(db: Executor, redis: Redis, prefix: string): Promise<CaptureSummary | null> {
+export async function captureSummary(db: Executor, redis: RedisClient, prefix: string): Promise<CaptureSummary | null> {
   const [live, counted, stored] = await Promise.all([
     readCaptureStatus(redis, prefix),
     db('mvs_mlogs').where({ capture_mode: 'BINLOG' }).count({ n: '*' }).first() as Promise<{ n: number | string } | undefined>,

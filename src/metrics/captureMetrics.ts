@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import type { Knex } from 'knex';
 import { Gauge, type Registry } from 'prom-client';
 import { captureSummary } from '../capture/status.js';
@@ -10,7 +10,7 @@ import { captureSummary } from '../capture/status.js';
  * while active `mvs_capture_lag_seconds` / `mvs_capture_lag_bytes`, how far behind the server's
  * binary log it is.
  */
-export async function addCaptureGauges(reg: Registry, deps: { db: Knex; redis: Redis; prefix: string }): Promise<void> {
+export async function addCaptureGauges(reg: Registry, deps: { db: Knex; redis: RedisClient; prefix: string }): Promise<void> {
   const c = await captureSummary(deps.db, deps.redis, deps.prefix);
   if (!c) return;
   const registers = [reg];

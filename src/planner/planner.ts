@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -7,6 +6,7 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
 import { redisKeys, mlogTask, mviewTask } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
@@ -22,9 +22,9 @@ const SWEEP_AFTER_RING_CHANGE_MS = 3_000;
 export interface PlannerDeps {
   db: Knex;
   /** Commands connection. */
-  redis: Redis;
+  redis: RedisClient;
   /** A second connection, used only for pub/sub. */
-  subscriber: Redis;
+  subscriber: RedisClient;
   logger: Logger;
   clock: Clock;
   prefix: string;
@@ -69,7 +69,7 @@ export class Planner {
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
-    this.keys = redisKeys(deps.prefix);
+    this.keys = redisKeys(deps.prefix, isCluster(deps.redis));
     this.lease = new LeaderLease(deps.redis, this.keys.plannerLeader, this.id, deps.leaseTtlMs);
     this.registry = new MembershipRegistry(deps.redis, deps.prefix);
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, {
