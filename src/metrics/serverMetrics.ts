@@ -2,6 +2,7 @@ import { Queue } from 'bullmq';
 import type { Knex } from 'knex';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { MembershipRegistry } from '../membership/registry.js';
+import { addCaptureGauges } from './captureMetrics.js';
 import { listMviewStatus } from '../mv/status.js';
 import { bullQueueName, redisKeys, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
 import { isCluster, scanKeys, type RedisClient } from '../queue/redis.js';
@@ -70,6 +71,7 @@ export class ServerMetrics {
 
     const logs = (await this.deps.db('mvs_mlogs').count({ n: '*' }).first()) as { n: number | string };
     new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(Number(logs.n));
+    await addCaptureGauges(reg, this.deps);
     return reg;
   }
 
