@@ -19,10 +19,12 @@ export function findBinary(...names) {
   return undefined;
 }
 
-export function missingServerPackages({ redis = true, mariadb = true, chromium = false } = {}) {
+export function missingServerPackages({ redis = true, mariadb = true, chromium = false, prometheus = false } = {}) {
   const missing = [];
   // The browser test of Bull Board drives Debian's chromium (playwright-core, no bundled browser).
   if (chromium && !findBinary('chromium')) missing.push('chromium');
+  // The alert-rule tests run promtool, which Debian ships in its prometheus package.
+  if (prometheus && !findBinary('promtool')) missing.push('prometheus');
   if (redis && !findBinary('redis-server')) missing.push('redis-server');
   // redis-cli (Debian's redis-tools, which redis-server depends on) sets up local Redis Clusters.
   else if (redis && !findBinary('redis-cli')) missing.push('redis-tools');
@@ -33,7 +35,7 @@ export function missingServerPackages({ redis = true, mariadb = true, chromium =
 }
 
 /**
- * Install Debian's redis-server / mariadb-server (and chromium for tests) when they are missing. Root installs them;
+ * Install Debian's redis-server / mariadb-server (and chromium and prometheus for tests) when they are missing. Root installs them;
  * anyone else gets the exact command and an error.
  */
 export function ensureServerPackages(needs, log = console.error) {
