@@ -25,12 +25,13 @@ export async function startServer(config: Config, logger: Logger): Promise<{ app
       ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     },
     board: { prefix: config.prefix, writable: config.boardWrite },
+    ui: true,
     metrics: () => metrics.scrape(),
   });
   const host = config.apiToken ? '0.0.0.0' : '127.0.0.1';
   if (!config.apiToken) logger.warn('MVS_API_TOKEN is not set: listening on 127.0.0.1 only, without authentication');
   const url = await app.listen({ port: config.httpPort, host });
-  logger.info({ url }, 'HTTP server listening');
+  logger.info({ url, dashboard: `${url}/ui` }, 'HTTP server listening');
   return {
     app,
     url,
