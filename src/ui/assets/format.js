@@ -120,7 +120,7 @@ export function lagSeries(runs, nowS) {
     const data = prev === null ? r.data : Math.max(prev, r.data);
     if (prev !== null) {
       xs.push(r.end - 0.001);
-      ys.push(Math.max(0, r.end - prev));
+      ys.push(Math.max(0, r.end - 0.001 - prev));
     }
     xs.push(r.end);
     ys.push(Math.max(0, r.end - data));
