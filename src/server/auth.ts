@@ -54,7 +54,8 @@ export function cookieAccepted(method: string, path: string): boolean {
  */
 export function tokenGuard(token: string): (req: FastifyRequest, reply: FastifyReply) => Promise<void> {
   return async (req, reply) => {
-    if (req.url === '/healthz') return;
+    // Browsers ask for /favicon.ico on their own, without the cookie's help on other paths.
+    if (req.url === '/healthz' || req.url === '/favicon.ico') return;
     if (bearerMatches(req.headers.authorization, token)) return;
     const url = new URL(req.url, 'http://mvsched');
     if (isBrowserArea(url.pathname)) {

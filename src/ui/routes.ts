@@ -103,6 +103,8 @@ export async function registerUi(app: FastifyInstance, deps: UiDeps): Promise<vo
           '<li><a href="/v1/mviews">/v1/mviews</a>: the JSON API</li><li><a href="/metrics">/metrics</a>: Prometheus</li></ul>',
       ),
   );
+  // Nothing to show, but an answer, so a browser's own request for it is no error.
+  app.get('/favicon.ico', (_req, reply) => reply.code(204).header('cache-control', 'public, max-age=86400').send());
   app.get(UI_PATH, page('overview', 'mvsched: materialized views'));
   app.get<MvParams>(`${UI_PATH}/mv/:schema/:name`, (req, reply) => page('mview', `mvsched: ${req.params.schema}.${req.params.name}`)(req, reply));
   app.get<{ Params: { file: string } }>(`${UI_PATH}/assets/:file`, (req, reply) => sendStatic(req, reply, assets.get(req.params.file), 'no-cache'));
