@@ -6,7 +6,7 @@ import { fmtCount, fmtDuration, lagSeries, runRows, runSeconds } from './format.
 // wrote as bars on a second axis; and the MV's lag over time, drawn from the runs' data times,
 // against the lag past which the MV counts as late.
 
-const COLORS = { SUCCESS: '#2e7d32', FAILED: '#d32f2f', SKIPPED: '#9e9e9e', rows: 'rgba(21, 101, 192, 0.35)', lag: '#6a1b9a', late: '#e65100' };
+const COLORS = { SUCCESS: '#2e7d32', FAILED: '#d32f2f', SKIPPED: '#9e9e9e', rows: 'rgba(21, 101, 192, 0.25)', lag: '#6a1b9a', late: '#e65100' };
 
 const secondsAxis = (label) => ({ label, scale: 's', size: 70, values: (_u, vals) => vals.map((v) => (v === null ? '' : fmtDuration(v))) });
 
@@ -52,7 +52,7 @@ export function historyChart(box, runs, height = 240) {
       pointsOnly('succeeded', COLORS.SUCCESS, 8),
       pointsOnly('failed', COLORS.FAILED, 12),
       pointsOnly('skipped', COLORS.SKIPPED, 8),
-      { label: 'rows written', scale: 'rows', fill: COLORS.rows, stroke: COLORS.rows, paths: uPlot.paths.bars({ size: [0.5, 12] }), points: { show: false }, value: (_u, v) => (v === null ? '–' : fmtCount(v)) },
+      { label: 'rows written', scale: 'rows', fill: COLORS.rows, stroke: COLORS.rows, paths: uPlot.paths.bars({ size: [0.35, 8] }), points: { show: false }, value: (_u, v) => (v === null ? '–' : fmtCount(v)) },
     ],
   };
   const chart = new uPlot(opts, historyData(runs), box);

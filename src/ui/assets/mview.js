@@ -10,7 +10,7 @@ import { explainBlock } from './explain.js';
 // its lag over time, its definition and why it is (not) fast-refreshable, and a refresh button.
 
 const HISTORY_LIMIT = 200;
-const TABLE_ROWS = 50;
+const TABLE_ROWS = 25;
 
 function nameFromPath() {
   const parts = location.pathname.split('/').filter(Boolean); // ui, mv, <schema>, <name>
@@ -67,6 +67,8 @@ export function renderMview(main) {
   const historyBox = h('div', { id: 'history-chart', class: 'chart' });
   const lagBox = h('div', { id: 'lag-chart', class: 'chart' });
   const runsBody = h('tbody', { id: 'runs' });
+  let allRuns = false;
+  const moreRuns = h('button', { type: 'button', id: 'more-runs', hidden: true }, 'Show more');
   const definition = h('pre', { id: 'definition', class: 'sql' });
   const explain = h('div', { id: 'explain' });
   fill(
@@ -79,7 +81,7 @@ export function renderMview(main) {
     h('section', {}, h('h2', {}, 'Pipeline'), graphNote, graphBox),
     h('section', {}, h('h2', {}, 'Refresh history'), h('p', { class: 'sub' }, 'Each run at its start: its length (failed runs red, skipped grey) and the rows it wrote (bars).'), historyBox),
     h('section', {}, h('h2', {}, 'Lag over time'), h('p', { class: 'sub' }, 'How old the data the MV showed was, from the data time each run recorded; dashed: late past this.'), lagBox),
-    h('section', {}, h('h2', {}, 'Runs'), h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['#', 'Started', 'Trigger', 'Method', 'Result', 'Took', 'Rows', 'Data time', 'Node', 'Reason'].map((t) => h('th', {}, t)))), runsBody)),
+    h('section', {}, h('h2', {}, 'Runs'), h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['#', 'Started', 'Trigger', 'Method', 'Result', 'Took', 'Rows', 'Data time', 'Node', 'Reason'].map((t) => h('th', {}, t)))), runsBody), moreRuns),
     h('section', {}, h('h2', {}, 'Definition'), definition, explain),
   );
 
@@ -124,7 +126,9 @@ export function renderMview(main) {
       charts.history.update(runs);
       charts.lag.update(runs, nowS, self.lateAfterS ?? null);
     }
-    fill(runsBody, ...(runs.length ? runs.slice(0, TABLE_ROWS).map(runRow) : [h('tr', {}, h('td', { colspan: 10, class: 'muted' }, 'No runs yet.'))]));
+    fill(runsBody, ...(runs.length ? runs.slice(0, allRuns ? runs.length : TABLE_ROWS).map(runRow) : [h('tr', {}, h('td', { colspan: 10, class: 'muted' }, 'No runs yet.'))]));
+    moreRuns.hidden = allRuns || runs.length <= TABLE_ROWS;
+    fill(moreRuns, `Show all ${runs.length} loaded runs`);
     maxRunId = Math.max(maxRunId, ...runs.map((r) => r.refreshId));
     if (waitingFor) await followRefresh(runs);
     if (!explained) {
@@ -156,6 +160,10 @@ export function renderMview(main) {
   }
 
   let round;
+  moreRuns.addEventListener('click', () => {
+    allRuns = true;
+    void round();
+  });
   button.addEventListener('click', async () => {
     button.disabled = true;
     fill(job, 'asking for a refresh…');
