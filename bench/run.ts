@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runDashboard } from './dashboard.js';
 import { runDispatchLateness } from './dispatchLateness.js';
 import { runFastOracleSoak } from './fastOracleSoak.js';
 import { runFastRefresh } from './fastRefresh.js';
@@ -82,6 +83,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
   'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
+  ui: { title: 'Dashboard overview at 10,000 MVs (bench/dashboard.ts)', run: (ctx) => runDashboard(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -108,6 +110,8 @@ const ALIASES: Record<string, string> = {
   oracle: 'fast-oracle',
   cluster: 'cluster',
   rediscluster: 'cluster',
+  ui: 'ui',
+  dashboard: 'ui',
 };
 
 function usage(): string {
@@ -124,6 +128,7 @@ function usage(): string {
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
+    '       BENCH_UI_MVS=10000 BENCH_UI_REPS=15',
   ].join('\n');
 }
 

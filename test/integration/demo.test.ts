@@ -40,6 +40,7 @@ describe('mvsched dev with the demo', () => {
     await waitFor(() => dev.output().includes(`demo created in database ${schema}`), { timeoutMs: 60_000, what: 'the demo to be created' });
     const logFile = /logs of every level in (\S+);/.exec(dev.output())?.[1];
     expect(logFile, dev.output()).toMatch(/\/\.mvsched\/logs\/dev-[\d-]+\.log$/);
+    expect(dev.output()).toContain(`dashboard http://127.0.0.1:${port}/ui`);
     expect(dev.output()).toContain(`Bull Board http://127.0.0.1:${port}/admin/queues`);
     expect(dev.output()).toContain(`metrics http://127.0.0.1:${port}/metrics`);
     // A FAST refresh of the aggregate MV over the writer's new orders, on its schedule.
