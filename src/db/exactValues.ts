@@ -31,10 +31,15 @@ export async function exactRows(db: Knex | Knex.Transaction, sql: string, bindin
   return rows.map(conv);
 }
 
-/** Stream a query's rows as arrays of exact values (the query is planned once for its types). */
+/**
+ * Stream a query's rows as arrays of exact values (the query is planned once for its types).
+ * Without bindings the SQL goes as it is: a `?` in a string literal of a user's definition is
+ * not a placeholder.
+ */
 export async function* exactStream(db: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[] = []): AsyncGenerator<ExactValue[]> {
-  const [, fields] = (await db.raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`, bindings as never).options(RAW)) as [unknown, FieldMeta[]];
+  const raw = (text: string) => (bindings.length ? db.raw(text, bindings as never) : db.raw(text));
+  const [, fields] = (await raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`).options(RAW)) as [unknown, FieldMeta[]];
   const conv = converter(fields);
-  const stream = db.raw(sql, bindings as never).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
+  const stream = raw(sql).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
   for await (const row of stream) yield conv(row);
 }
