@@ -1,0 +1,162 @@
+import { describe, expect, it } from 'vitest';
+import { analyzeFast, type JoinPlan } from '../../src/fast/analyze.js';
+import type { JoinSetup } from '../../src/fast/explain.js';
+import {
+  deltaTerms,
+  deltaUnion,
+  netChanges,
+  notChanged,
+  orderOccurrences,
+  preState,
+  subtermSql,
+  type DeltaInput,
+  type DeltaOccurrence,
+} from '../../src/fast/joinDelta.js';
+import { deltaInput, joinAggregateDelta, joinSpjDelta } from '../../src/fast/joinRefresh.js';
+import type { MlogRow } from '../../src/mlog/repository.js';
+
+// The delta rule of a join as SQL (src/fast/joinDelta.ts): which terms and sub-terms exist, and
+// what each source reads. The oracle test (test/integration/fastJoinOracle.test.ts) checks the
+// results against MariaDB; these pin the rule's shape.
+
+const occ = (alias: string, table: string, logId: number, exposed = ['id', 'k', 'v']): DeltaOccurrence => ({
+  alias,
+  base: { schema: 's', name: table },
+  log: { schema: 's', name: `mlog$${table}` },
+  logId,
+  pk: ['id'],
+  exposed,
+});
+
+const F = occ('f', 'fact', 1);
+const D1 = occ('d1', 'dim1', 2);
+const D2 = occ('d2', 'dim2', 3);
+
+function input(occurrences: DeltaOccurrence[], changed: number[], maxSubterms?: number): DeltaInput {
+  const ranges = new Map([1, 2, 3].map((id) => [id, { from: 10 * id, to: 10 * id + 5 }]));
+  return { occurrences, where: '(`f`.`k` = `d1`.`id`)', ranges, changed: new Set(changed), ...(maxSubterms ? { maxSubterms } : {}) };
+}
+
+describe('the terms of the delta rule', () => {
+  it('one term per occurrence whose log changed: post-change before it, pre-change (kept | old) after it', () => {
+    const terms = deltaTerms(input([F, D1, D2], [1, 2, 3]));
+    expect(terms.map((t) => t.index)).toEqual([0, 1, 2]);
+    expect(terms[0]!.subterms).toEqual([
+      ['delta', 'kept', 'kept'],
+      ['delta', 'kept', 'old'],
+      ['delta', 'old', 'kept'],
+      ['delta', 'old', 'old'],
+    ]);
+    expect(terms[1]!.subterms).toEqual([
+      ['post', 'delta', 'kept'],
+      ['post', 'delta', 'old'],
+    ]);
+    expect(terms[2]!.subterms).toEqual([['post', 'post', 'delta']]);
+  });
+
+  it('an occurrence whose log has no rows in the range has no term and is the same before and after', () => {
+    const terms = deltaTerms(input([F, D1, D2], [2]));
+    expect(terms).toEqual([{ index: 1, subterms: [['post', 'delta', 'post']] }]);
+    expect(deltaTerms(input([F, D1, D2], []))).toEqual([]);
+  });
+
+  it('a self-join reads one log under two aliases: a term per alias', () => {
+    const a = occ('a', 'emp', 7);
+    const b = occ('b', 'emp', 7);
+    const i = { ...input([a, b], []), ranges: new Map([[7, { from: 3, to: 9 }]]), changed: new Set([7]) };
+    expect(deltaTerms(i)).toEqual([
+      { index: 0, subterms: [['delta', 'kept'], ['delta', 'old']] },
+      { index: 1, subterms: [['post', 'delta']] },
+    ]);
+  });
+
+  it('past maxSubterms, the remaining pre-change states are one derived union each', () => {
+    const terms = deltaTerms(input([F, D1, D2], [1, 2, 3], 2));
+    expect(terms[0]!.subterms).toEqual([
+      ['delta', 'kept', 'pre'],
+      ['delta', 'old', 'pre'],
+    ]);
+    expect(deltaTerms(input([F, D1, D2], [1, 2, 3], 1))[0]!.subterms).toEqual([['delta', 'pre', 'pre']]);
+  });
+});
+
+describe('the sources of a sub-term', () => {
+  const i = input([F, D1, D2], [1, 2, 3]);
+
+  it('the delta of a table: first image per key when old (-1), last when new (+1), from its log range', () => {
+    expect(netChanges(i, F)).toBe(
+      'SELECT l.`id`, l.`k`, l.`v`, l.`old_new` AS `_mlog$w` FROM (SELECT MIN(`_mlog$seq`) AS f, MAX(`_mlog$seq`) AS la FROM `s`.`mlog$fact` ' +
+        'WHERE `_mlog$seq` > 10 AND `_mlog$seq` <= 15 GROUP BY `id`) AS e JOIN `s`.`mlog$fact` AS l ON l.`_mlog$seq` IN (e.f, e.la) ' +
+        'WHERE (l.`_mlog$seq` = e.f AND l.`old_new` = -1) OR (l.`_mlog$seq` = e.la AND l.`old_new` = 1)',
+    );
+    expect(netChanges(i, D1, true)).toBe(
+      'SELECT l.`id`, l.`k`, l.`v` FROM (SELECT MIN(`_mlog$seq`) AS f FROM `s`.`mlog$dim1` WHERE `_mlog$seq` > 20 AND `_mlog$seq` <= 25 GROUP BY `id`) AS e ' +
+        'JOIN `s`.`mlog$dim1` AS l ON l.`_mlog$seq` = e.f WHERE l.`old_new` = -1',
+    );
+  });
+
+  it('the pre-change state: the table without the keys its log changed, plus their first old images', () => {
+    expect(notChanged(i, D2)).toBe('`d2`.`id` NOT IN (SELECT `id` FROM `s`.`mlog$dim2` WHERE `_mlog$seq` > 30 AND `_mlog$seq` <= 35)');
+    const composite = { ...D2, pk: ['a', 'b'] };
+    expect(notChanged(i, composite)).toMatch(/^\(`d2`\.`a`, `d2`\.`b`\) NOT IN \(SELECT `a`, `b` FROM/);
+    expect(preState(i, D2)).toBe(
+      'SELECT x.`id`, x.`k`, x.`v` FROM `s`.`dim2` AS x WHERE `x`.`id` NOT IN (SELECT `id` FROM `s`.`mlog$dim2` WHERE `_mlog$seq` > 30 AND `_mlog$seq` <= 35) ' +
+        `UNION ALL ${netChanges(i, D2, true)}`,
+    );
+  });
+
+  it('a sub-term joins its sources under the definition\'s conditions, and carries the delta row\'s sign', () => {
+    const sql = subtermSql(i, ['post', 'delta', 'kept'], ['`d1`.`v` AS g0']);
+    expect(sql).toBe(
+      'SELECT `d1`.`v` AS g0, `d1`.`_mlog$w` AS `_mlog$w` FROM `s`.`fact` AS `f`, ' +
+        `(${netChanges(i, D1)}) AS \`d1\`, \`s\`.\`dim2\` AS \`d2\` ` +
+        `WHERE ((\`f\`.\`k\` = \`d1\`.\`id\`)) AND ${notChanged(i, D2)}`,
+    );
+    expect(subtermSql(i, ['delta', 'old', 'pre'], ['1'])).toContain(`(${netChanges(i, D1, true)}) AS \`d1\`, (${preState(i, D2)}) AS \`d2\``);
+    expect(() => subtermSql(i, ['post', 'post', 'post'], ['1'])).toThrow(/exactly one delta/);
+  });
+
+  it('watermarks are validated integers', () => {
+    const bad = { ...i, ranges: new Map([[1, { from: 1.5, to: 3 }]]) };
+    expect(() => netChanges(bad, F)).toThrow(/not a log sequence number/);
+  });
+
+  it('bigger tables come first (their terms read the small ones in their pre-change state); ties keep FROM order', () => {
+    expect(orderOccurrences([D2, F, D1], { f: 1_000_000, d1: 10_000, d2: 100 }).map((o) => o.alias)).toEqual(['f', 'd1', 'd2']);
+    expect(orderOccurrences([D2, D1], {}).map((o) => o.alias)).toEqual(['d2', 'd1']);
+  });
+});
+
+describe('the delta queries of a join MV', () => {
+  const mlog = (id: number, table: string, cols: string[]): MlogRow =>
+    ({ mlog_id: id, table_schema: 's', base_table_name: table, mlog_name: `mlog$${table}`, columns: cols, pkColumns: ['id'] }) as MlogRow;
+  const setupOf = (select: string, outputColumns: string[]): JoinSetup => {
+    const a = analyzeFast(select, 's');
+    if (!a.ok || a.plan.shape !== 'join') throw new Error(a.ok ? 'not a join' : a.reason);
+    const plan: JoinPlan = a.plan;
+    const logs: Record<string, MlogRow> = { fact: mlog(1, 'fact', ['k', 'v']), dim1: mlog(2, 'dim1', ['region']) };
+    const occurrences = plan.occurrences.map((o) => ({ ...o, mlog: logs[o.table.name]!, exposed: ['id', ...o.columnsRead.filter((c) => c !== 'id')] }));
+    return { shape: 'join', plan, occurrences, mlogs: Object.values(logs), outputColumns, sizes: { f: 1000, d: 10 }, pkOutput: [] };
+  };
+  const ranges = new Map([
+    [1, { from: 0, to: 9 }],
+    [2, { from: 4, to: 8 }],
+  ]);
+
+  it('aggregates: the terms\' rows summed per group with their signs', () => {
+    const setup = setupOf('SELECT d.region, COUNT(*) AS n, SUM(f.v) AS s, MAX(f.v) AS m FROM fact f JOIN dim1 d ON f.k = d.id GROUP BY d.region', ['region', 'n', 's', 'm']);
+    const q = joinAggregateDelta(setup, deltaInput(setup, ranges, new Set([1, 2])));
+    expect(q.columns).toEqual(['g0', 'd_cnt', 'd1_cnt', 'd1_plus', 'd1_minus', 'd2_cnt', 'd2_ins', 'd2_del']);
+    expect(q.sql).toMatch(/^SELECT z\.g0, SUM\(z\.`_mlog\$w`\) AS d_cnt, .* FROM \(SELECT `d`\.`region` AS g0, `f`\.`v` AS a1, `f`\.`v` AS a2, `f`\.`_mlog\$w` AS `_mlog\$w` FROM /);
+    expect(q.sql.split(' UNION ALL ')).toHaveLength(3); // fact: kept + old dim1; dim1: post fact
+    expect(q.sql).toMatch(/ GROUP BY z\.g0$/);
+  });
+
+  it('select-project-join: rows tagged with their term, applied in term order', () => {
+    const setup = setupOf('SELECT f.id, d.id AS did, f.v, d.region FROM fact f JOIN dim1 d ON f.k = d.id', ['id', 'did', 'v', 'region']);
+    const q = joinSpjDelta(setup, deltaInput(setup, ranges, new Set([2])));
+    expect(q.columns).toEqual(['__mvs_term', 'c0', 'c1', 'c2', 'c3', '__mvs_w']);
+    expect(q.sql).toMatch(/^SELECT 1 AS `__mvs_term`, `f`\.`id` AS c0, `d`\.`id` AS c1, `f`\.`v` AS c2, `d`\.`region` AS c3, `d`\.`_mlog\$w` AS `_mlog\$w` FROM `s`\.`fact` AS `f`, \(/);
+    expect(() => deltaUnion(deltaInput(setup, ranges, new Set()), () => ['1'])).toThrow(/nothing to join/);
+  });
+});
