@@ -21,8 +21,9 @@ import { OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
 //
 // A pre-change state is a union; inside a join the optimizer could not reach the table through
 // its indexes behind a derived UNION, so by default each sub-term takes one branch ("kept" is
-// the table itself with a NOT IN condition, "old" a small derived table), which doubles the
-// sub-terms per pre-change table; past `maxSubterms` the remaining ones use the derived union.
+// the table itself, anti-joined with the keys its log changed; "old" a small derived table),
+// which doubles the sub-terms per pre-change table; past `maxSubterms` the remaining ones use
+// the derived union.
 //
 // Watermarks are integers mvsched read itself and go into the SQL as literals: these statements
 // carry the user's expressions, whose string literals may hold a `?` that no binding may touch.
@@ -87,33 +88,40 @@ function range(input: DeltaInput, o: DeltaOccurrence, col: string): string {
 /**
  * The net change of each row of the occurrence's table in the range: its first image when old
  * (with weight -1) and its last image when new (+1); `oldOnly`: only the first old images (the
- * rows as they were), without a weight.
+ * rows as they were), without a weight. Each half finds its images by primary key (_mlog$seq)
+ * from the per-key first / last sequence numbers of the range, so it reads the range, never the
+ * whole log; as a UNION the whole is never merged into the outer query.
  */
 export function netChanges(input: DeltaInput, o: DeltaOccurrence, oldOnly = false): string {
   const seq = q(SEQ_COLUMN);
   const sign = q(OLD_NEW_COLUMN);
-  const cols = o.exposed.map((c) => `l.${q(c)}`);
-  const ends =
-    `SELECT MIN(${seq}) AS f${oldOnly ? '' : `, MAX(${seq}) AS la`} FROM ${qt(o.log)} WHERE ${range(input, o, seq)} ` +
-    `GROUP BY ${o.pk.map(q).join(', ')}`;
-  if (oldOnly) {
-    return `SELECT ${cols.join(', ')} FROM (${ends}) AS e JOIN ${qt(o.log)} AS l ON l.${seq} = e.f WHERE l.${sign} = -1`;
-  }
-  return (
-    `SELECT ${cols.join(', ')}, l.${sign} AS ${q(WEIGHT)} FROM (${ends}) AS e JOIN ${qt(o.log)} AS l ON l.${seq} IN (e.f, e.la) ` +
-    `WHERE (l.${seq} = e.f AND l.${sign} = -1) OR (l.${seq} = e.la AND l.${sign} = 1)`
-  );
+  const cols = o.exposed.map((c) => `l.${q(c)}`).join(', ');
+  const half = (fn: 'MIN' | 'MAX', image: -1 | 1, weight: boolean) =>
+    `SELECT ${cols}${weight ? `, ${image} AS ${q(WEIGHT)}` : ''} ` +
+    `FROM (SELECT ${fn}(${seq}) AS s FROM ${qt(o.log)} WHERE ${range(input, o, seq)} GROUP BY ${o.pk.map(q).join(', ')}) AS e ` +
+    `JOIN ${qt(o.log)} AS l ON l.${seq} = e.s WHERE l.${sign} = ${image}`;
+  return oldOnly ? half('MIN', -1, false) : `${half('MIN', -1, true)} UNION ALL ${half('MAX', 1, true)}`;
 }
 
-/** `alias`'s key is not among the keys the log changed in the range (its row is as it was). */
-export function notChanged(input: DeltaInput, o: DeltaOccurrence, alias: string = o.alias): string {
-  const key = o.pk.length === 1 ? `${q(alias)}.${q(o.pk[0]!)}` : `(${o.pk.map((c) => `${q(alias)}.${q(c)}`).join(', ')})`;
-  return `${key} NOT IN (SELECT ${o.pk.map(q).join(', ')} FROM ${qt(o.log)} WHERE ${range(input, o, q(SEQ_COLUMN))})`;
+/** The keys the log changed in the range (a derived table the anti-join finds rows in by key). */
+function changedKeys(input: DeltaInput, o: DeltaOccurrence): string {
+  return `SELECT DISTINCT ${o.pk.map(q).join(', ')} FROM ${qt(o.log)} WHERE ${range(input, o, q(SEQ_COLUMN))}`;
 }
+
+/**
+ * The table without the rows whose key the log changed in the range: an anti-join with those
+ * keys (`keys` is the alias of the key set; the caller adds `keyAbsent`).
+ */
+export function keptRows(input: DeltaInput, o: DeltaOccurrence, alias: string, keys: string): string {
+  const on = o.pk.map((c) => `${q(keys)}.${q(c)} = ${q(alias)}.${q(c)}`).join(' AND ');
+  return `${qt(o.base)} AS ${q(alias)} LEFT JOIN (${changedKeys(input, o)}) AS ${q(keys)} ON ${on}`;
+}
+
+export const keyAbsent = (o: DeltaOccurrence, keys: string) => `${q(keys)}.${q(o.pk[0]!)} IS NULL`;
 
 /** The table as it was at the watermark, as one derived table. */
 export function preState(input: DeltaInput, o: DeltaOccurrence): string {
-  const kept = `SELECT ${o.exposed.map((c) => `x.${q(c)}`).join(', ')} FROM ${qt(o.base)} AS x WHERE ${notChanged(input, o, 'x')}`;
+  const kept = `SELECT ${o.exposed.map((c) => `x.${q(c)}`).join(', ')} FROM ${keptRows(input, o, 'x', '__mvs_k')} WHERE ${keyAbsent(o, '__mvs_k')}`;
   return `${kept} UNION ALL ${netChanges(input, o, true)}`;
 }
 
@@ -136,11 +144,15 @@ export function deltaTerms(input: DeltaInput): Term[] {
   return terms;
 }
 
-function source(input: DeltaInput, o: DeltaOccurrence, kind: SourceKind): string {
+/** The key set of the occurrence at position j when it is read as "kept". */
+const keysAlias = (j: number) => `__mvs_k${j}`;
+
+function source(input: DeltaInput, o: DeltaOccurrence, kind: SourceKind, j: number): string {
   switch (kind) {
     case 'post':
-    case 'kept':
       return `${qt(o.base)} AS ${q(o.alias)}`;
+    case 'kept':
+      return `(${keptRows(input, o, o.alias, keysAlias(j))})`;
     case 'delta':
       return `(${netChanges(input, o)}) AS ${q(o.alias)}`;
     case 'old':
@@ -157,10 +169,10 @@ function source(input: DeltaInput, o: DeltaOccurrence, kind: SourceKind): string
 export function subtermSql(input: DeltaInput, kinds: SourceKind[], select: string[]): string {
   const deltaAt = kinds.indexOf('delta');
   if (deltaAt < 0 || kinds.length !== input.occurrences.length) throw new Error('a sub-term reads exactly one delta');
-  const from = input.occurrences.map((o, j) => source(input, o, kinds[j]!));
+  const from = input.occurrences.map((o, j) => source(input, o, kinds[j]!, j));
   const conds = [
     ...(input.where ? [`(${input.where})`] : []),
-    ...input.occurrences.flatMap((o, j) => (kinds[j] === 'kept' ? [notChanged(input, o)] : [])),
+    ...input.occurrences.flatMap((o, j) => (kinds[j] === 'kept' ? [keyAbsent(o, keysAlias(j))] : [])),
   ];
   const weight = `${q(input.occurrences[deltaAt]!.alias)}.${q(WEIGHT)} AS ${q(WEIGHT)}`;
   return `SELECT ${[...select, weight].join(', ')} FROM ${from.join(', ')}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`;
