@@ -182,8 +182,10 @@ export function joinRules(setup: JoinSetup): string[] {
   );
   const rules = [
     `inner join of ${plan.occurrences.length} table occurrences; every ON and WHERE condition is applied to each change`,
-    `each refresh takes one consistent cut of ${n === 1 ? 'the log' : `all ${n} logs`} and commits the MV change with the watermark of every log in one transaction`,
-    'for each table with changes, its log rows since the watermark are joined with the tables before it as they are at the cut and the tables after it as they were before the changes (rebuilt from the table and its log)',
+    n === 1
+      ? 'each refresh takes one consistent cut of the log and commits the MV change with its watermark in one transaction'
+      : `each refresh takes one consistent cut of all ${n} logs and commits the MV change with the watermark of every log in one transaction`,
+    'tables taken in a fixed order (biggest first): for each table with changes, its log rows since the watermark are joined with the tables before it as they are at the cut and the tables after it as they were before the changes (rebuilt from the table and its log), so each change counts exactly once',
   ];
   if (selfJoined.length) rules.push(`${selfJoined.join(', ')} appears more than once (self-join): one log, one watermark, one delta term per alias`);
   if (plan.kind === 'aggregate') {
