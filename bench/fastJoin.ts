@@ -188,9 +188,9 @@ async function differences(db: Knex, mv: MvName): Promise<string | undefined> {
   const cols = "CONCAT_WS('|', id, d1_id, d2_id, amt, region, cat)";
   const sums = async (from: string) =>
     JSON.stringify(((await db.raw(`SELECT COUNT(*) AS n, SUM(CRC32(${cols})) AS a, SUM(CRC32(CONCAT(${cols}, '#'))) AS b FROM (${from}) AS x`)) as [unknown[]])[0][0]);
-  const mv = await sums('SELECT * FROM mv_spj');
+  const got = await sums('SELECT * FROM mv_spj');
   const def = await sums(MVS.mv_spj);
-  return mv === def ? undefined : `MV ${mv} vs definition ${def} (rows, checksums)`;
+  return got === def ? undefined : `MV ${got} vs definition ${def} (rows, checksums)`;
 }
 
 /** Phase of a statement of a join refresh (the one-table phases otherwise). */

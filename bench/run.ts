@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { runDispatchLateness } from './dispatchLateness.js';
 import { runFastJoin } from './fastJoin.js';
 import { runFastRefresh } from './fastRefresh.js';
+import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
@@ -76,6 +77,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   repair: { title: 'Version repair (bench/repairThroughput.ts)', run: (ctx) => runRepairThroughput(ctx) },
   fast: { title: 'FAST vs COMPLETE refresh (bench/fastRefresh.ts)', run: (ctx) => runFastRefresh(ctx) },
   'fast-join': { title: 'FAST vs COMPLETE refresh over a star join (bench/fastJoin.ts)', run: (ctx) => runFastJoin(ctx) },
+  'join-oracle': { title: 'Join oracle with many seeds (bench/joinOracleSoak.ts)', run: (ctx) => runJoinOracleSoak(ctx) },
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
 };
@@ -95,6 +97,7 @@ const ALIASES: Record<string, string> = {
   fastrefresh: 'fast',
   fastjoin: 'fast-join',
   join: 'fast-join',
+  joinoracle: 'join-oracle',
   mlogwriters: 'mlog-writers',
   writers: 'mlog-writers',
   mlogwriter: 'mlog-writers',
@@ -111,7 +114,7 @@ function usage(): string {
     '       BENCH_KEEP_DB=1 (keep dispatch / fast databases)  BENCH_RESULTS=bench-results.json',
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
     '       BENCH_JOIN_FACT_ROWS=1000000 BENCH_JOIN_DIM1_ROWS=10000 BENCH_JOIN_DIM2_ROWS=100 BENCH_JOIN_FACT_CHANGES=1000',
-    '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5',
+    '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
   ].join('\n');
