@@ -21,6 +21,7 @@ export async function fillFromSnapshot(
   select: string,
   onProgress?: (rows: number) => void,
   bindings: readonly unknown[] = [],
+  asBytes?: boolean[],
 ): Promise<number> {
   const perBatch = Math.max(1, Math.min(1000, Math.floor(30_000 / columns.length)));
   const head = `INSERT INTO ${typeof target === 'string' ? target : `${q(target.schema)}.${q(target.name)}`} (${columns.map(q).join(', ')}) VALUES `;
@@ -34,7 +35,7 @@ export async function fillFromSnapshot(
     batch = [];
     if (onProgress && rows % 100_000 < perBatch) onProgress(rows);
   };
-  for await (const row of exactStream(snapshot, `SELECT * FROM (${select}) AS __mvs_def`, bindings)) {
+  for await (const row of exactStream(snapshot, `SELECT * FROM (${select}) AS __mvs_def`, bindings, asBytes)) {
     batch.push(row);
     if (batch.length >= perBatch) await flush();
   }

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { byteColumns } from '../db/exactValues.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { SEQ_COLUMN } from '../mlog/names.js';
 import { aggregateShape, applyAggregateDelta, createTemporary, deltaColumnSpecs, qt, withCurrentValues, type TableRef } from './aggregateApply.js';
@@ -164,7 +165,12 @@ async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, m
   }
 }
 
-/** Stream `select` (read in the snapshot) into a temporary table of the refresh's transaction. */
-function fillTemporary(trx: Knex.Transaction, snapshot: Knex.Transaction, table: string, columns: string[], select: string): Promise<number> {
-  return fillFromSnapshot(trx, snapshot, q(table), columns, select);
+/**
+ * Stream `select` (read in the snapshot) into a temporary table of the refresh's transaction. The
+ * table has the delta's column types, so reading it empty tells which columns are binary, and
+ * the (long) delta query is not planned a second time for that.
+ */
+async function fillTemporary(trx: Knex.Transaction, snapshot: Knex.Transaction, table: string, columns: string[], select: string): Promise<number> {
+  const asBytes = await byteColumns(trx, `SELECT ${columns.map(q).join(', ')} FROM ${q(table)}`);
+  return fillFromSnapshot(trx, snapshot, q(table), columns, select, undefined, [], asBytes);
 }

@@ -6,7 +6,7 @@ import { explainFast, setupLogs, type FastSetup } from '../fast/explain.js';
 import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable, type FastRange } from '../fast/fastRefresh.js';
 import type { Logger } from '../log.js';
 import { CutTimeoutError, takeCut, type Cut } from '../mlog/cut.js';
-import { identityProblem, readLogIdentity } from '../mlog/identity.js';
+import { identityProblem, readLogIdentities } from '../mlog/identity.js';
 import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
 import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
@@ -155,8 +155,9 @@ export class LoggedRefresh {
     const cut = await takeCut(this.deps.db, logs, this.deps.cutWaitMs);
     try {
       const tokens = new Map<number, number | null>();
+      const ids = await readLogIdentities(this.deps.db, logs);
       for (const m of logs) {
-        const id = await readLogIdentity(this.deps.db, m);
+        const id = ids.get(m.mlog_id)!;
         const problem = identityProblem(m, id);
         if (problem) throw new LogBrokenError(brokenText(links.find((l) => l.mlogId === m.mlog_id)!, problem));
         tokens.set(m.mlog_id, id.token);
@@ -184,12 +185,14 @@ export class LoggedRefresh {
       const ranges = new Map<number, FastRange>(links.map((l) => [l.mlogId, { from: l.watermark, to: Math.max(cut.highWater.get(l.mlogId)!, l.watermark) }]));
       const rows = await lock.transaction(async (sp) => {
         const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges);
-        for (const link of links) {
-          const token = tokens.get(link.mlogId) ?? null;
-          await sp('mvs_mview_base_tables')
-            .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
-            .update({ consumed_watermark: ranges.get(link.mlogId)!.to, ...(link.mvToken === null && token !== null ? { base_table_id: token } : {}) });
-        }
+        await recordWatermarks(
+          sp,
+          mv.mview_id,
+          links.map((l) => {
+            const token = tokens.get(l.mlogId) ?? null;
+            return { mlogId: l.mlogId, watermark: ranges.get(l.mlogId)!.to, token: l.mvToken === null ? token : undefined };
+          }),
+        );
         return n;
       });
       log.debug({ ranges: Object.fromEntries(ranges), rows }, 'fast refresh applied');
@@ -230,12 +233,35 @@ export class LoggedRefresh {
       },
     });
     // A purge never passes this MV's watermarks, so rows after the cut are all still in the logs.
-    for (const link of links) {
-      await lock('mvs_mview_base_tables')
-        .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
-        .update({ consumed_watermark: highWater.get(link.mlogId)!, base_table_id: tokens.get(link.mlogId) ?? null });
-    }
+    await recordWatermarks(
+      lock,
+      mv.mview_id,
+      links.map((l) => ({ mlogId: l.mlogId, watermark: highWater.get(l.mlogId)!, token: tokens.get(l.mlogId) ?? null })),
+    );
     await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
     return rows;
   }
+}
+
+/**
+ * Every log's consumed watermark (and, where given, the base table's identity) in one statement:
+ * one row per (MV, table) in mvs_mview_base_tables.
+ */
+async function recordWatermarks(
+  trx: Knex.Transaction,
+  mviewId: number,
+  marks: Array<{ mlogId: number; watermark: number; token: number | null | undefined }>,
+): Promise<void> {
+  const ids = marks.map((m) => m.mlogId);
+  const withToken = marks.filter((m) => m.token !== undefined);
+  const sets = [`consumed_watermark = CASE mlog_id ${marks.map(() => 'WHEN ? THEN ?').join(' ')} END`];
+  const bindings: unknown[] = marks.flatMap((m) => [m.mlogId, m.watermark]);
+  if (withToken.length) {
+    sets.push(`base_table_id = CASE mlog_id ${withToken.map(() => 'WHEN ? THEN ?').join(' ')} ELSE base_table_id END`);
+    bindings.push(...withToken.flatMap((m) => [m.mlogId, m.token]));
+  }
+  await trx.raw(
+    `UPDATE mvs_mview_base_tables SET ${sets.join(', ')} WHERE mview_id = ? AND mlog_id IN (${ids.map(() => '?').join(', ')})`,
+    [...bindings, mviewId, ...ids] as never,
+  );
 }
