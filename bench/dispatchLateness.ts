@@ -12,15 +12,15 @@
 //
 // First, the refresh capacity of the machine without any scheduler (buildComplete() and
 // RefreshRunner.run() called in a loop, in-process), so a saturated run can be told apart from
-// a slow scheduler. When the mvsched run saturates the workers (every slot busy most of the
-// time) or misses p99 <= 100 ms, a lower-rate variant (default 1,000 MVs over 60 s) runs as well,
-// with its own baseline.
+// a slow scheduler. Then 5,000 and 1,000 MVs over 60 s (BENCH_DISPATCH_LOW=never: 5,000 only),
+// each with its own baseline; the goal is p99 <= 20 ms at both, with Redis at its default hz.
+// BENCH_BEFORE_DIR=<checkout of an earlier mvsched>: each rate also runs that release (its
+// planner and workers as processes) right before this one, for before/after in one run.
 // 64 warm-up MVs run just before each window (cold worker processes); they are reported apart.
 // Redis' `hz` is reported, because it sets BullMQ's dispatch floor (BENCH_REDIS_HZ changes it
 // for the run and restores it afterwards).
 import os from 'node:os';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { systemClock } from '../src/clock.js';
 import { createDb } from '../src/db/connect.js';
 import { MembershipRegistry } from '../src/membership/registry.js';
@@ -28,10 +28,13 @@ import { Planner } from '../src/planner/planner.js';
 import { buildComplete } from '../src/refresh/completeRefresh.js';
 import { RefreshRunner } from '../src/refresh/runner.js';
 import { JobPlacer } from '../src/queue/jobPlacer.js';
-import { mviewJobId, mviewRingKey, nodeQueueName, SCHEDULED_REFRESH, type ScheduledRefreshData } from '../src/queue/names.js';
+import { bullQueueName, mviewJobId, mviewRingKey, nodeQueueName, SCHEDULED_REFRESH, type ScheduledRefreshData } from '../src/queue/names.js';
+import { isCluster, type RedisClient } from '../src/queue/redis.js';
 import { HashRing } from '../src/ring/hashRing.js';
 import {
   benchLogger,
+  benchRedis,
+  redisEnv,
   closeRedis,
   cpuSnapshot,
   cpuUse,
@@ -60,6 +63,7 @@ import {
   spawnMvsched,
   stopMvsched,
   type MvschedProc,
+  beforeCheckout,
 } from './support.js';
 
 const NODES = ['bench-1', 'bench-2'];
@@ -148,6 +152,8 @@ export interface MvschedResult {
 export interface VariantResult {
   label: string;
   mvsched: MvschedResult;
+  /** The same run with BENCH_BEFORE_DIR's mvsched (planner and workers), when given. */
+  before?: MvschedResult | null;
   bullmq: BaselineResult | null;
 }
 
@@ -206,7 +212,7 @@ export async function runBullmqBaseline(ctx: BenchContext, mvs: number, windowS:
   const ring = new HashRing();
   ring.rebuild(NODES);
   const queues = new Map(NODES.map((n) => [n, new Queue(nodeQueueName(n), { connection: producer, prefix })]));
-  const workerConns: Redis[] = [];
+  const workerConns: RedisClient[] = [];
   const workers: Worker[] = [];
   const lateness: Array<{ offsetMs: number; lateness: number }> = [];
   let inFlight = 0;
@@ -378,8 +384,8 @@ export async function runRefreshCapacity(ctx: BenchContext): Promise<CapacityPha
 
 type WorkerProc = MvschedProc;
 
-function spawnWorker(id: string, env: Record<string, string>): WorkerProc {
-  return spawnMvsched(id, ['worker', '--node-id', id], env);
+function spawnWorker(id: string, env: Record<string, string>, bin?: string): WorkerProc {
+  return spawnMvsched(id, ['worker', '--node-id', id], env, bin);
 }
 
 const stopWorker = stopMvsched;
@@ -399,19 +405,22 @@ export async function runMvsched(
   mvs: number,
   windowS: number,
   warmup = WARMUP_MVS,
+  /** Run an earlier mvsched (BENCH_BEFORE_DIR): its workers and its planner, as a process. */
+  before?: { bin: string },
 ): Promise<MvschedResult> {
-  const label = `mvsched ${fmtInt(mvs)}/${windowS}s`;
+  const label = `mvsched${before ? ' (before)' : ''} ${fmtInt(mvs)}/${windowS}s${ctx.redisClusterNodes ? ' (Redis Cluster)' : ''}`;
   const load = loadAvg();
   progress(`${label}: creating database and prefix`);
   const bdb = await createBenchDatabase(ctx, `dispatch_${mvs}`, 8);
   const prefix = freshPrefix(`dispatch${mvs}`);
-  const redis = createRedis(ctx.redisUrl);
+  const redis = benchRedis(ctx);
   const logger = benchLogger();
   const workers: WorkerProc[] = [];
   let planner: Planner | undefined;
+  let plannerProc: MvschedProc | undefined;
   const plannerDb = createDb(bdb.url, { poolMax: 4 });
-  const plannerRedis = createRedis(ctx.redisUrl);
-  const plannerSub = createRedis(ctx.redisUrl);
+  const plannerRedis = benchRedis(ctx);
+  const plannerSub = benchRedis(ctx);
   const ids = Array.from({ length: mvs }, (_, i) => i + 1);
   // Warm-up MVs (ids after the measured ones): due just before the window, not measured.
   const warmIds = Array.from({ length: warmup }, (_, i) => mvs + i + 1);
@@ -437,12 +446,12 @@ export async function runMvsched(
     progress(`${label}: starting 2 worker processes (concurrency ${CONCURRENCY})`);
     const env = {
       DATABASE_URL: bdb.url,
-      REDIS_URL: ctx.redisUrl,
+      ...redisEnv(ctx),
       MVS_PREFIX: prefix,
       LOG_LEVEL: 'warn',
       MVS_WORKER_CONCURRENCY: String(CONCURRENCY),
     };
-    for (const id of NODES) workers.push(spawnWorker(id, env));
+    for (const id of NODES) workers.push(spawnWorker(id, env, before?.bin));
     const registry = new MembershipRegistry(redis, prefix);
     const startDeadline = Date.now() + 60_000;
     for (;;) {
@@ -464,26 +473,46 @@ export async function runMvsched(
     await insertMvMetadata(bdb.db, bdb.name, specs);
 
     const t0 = performance.now();
-    planner = new Planner({
-      db: plannerDb,
-      redis: plannerRedis,
-      subscriber: plannerSub,
-      logger,
-      clock: systemClock,
-      prefix,
-      reconcileIntervalS: 30,
-      leaseTtlMs: 10_000,
-    });
-    await planner.start();
-    while (planner.passCount < 1) {
-      if (performance.now() - t0 > 30_000) throw new Error('planner made no pass within 30 s');
-      await sleep(20);
+    let firstPass: unknown;
+    if (before) {
+      // That release's planner, as a process: placed when every MV has its job.
+      plannerProc = spawnMvsched('planner (before)', ['planner'], { ...env, MVS_RECONCILE_S: '30' }, before.bin);
+      const placer = new JobPlacer(redis, prefix, logger);
+      for (;;) {
+        let n = 0;
+        for (const node of NODES) {
+          const snap = await placer.snapshot(nodeQueueName(node));
+          n += snap.delayed.size + snap.ready.size + snap.active.size;
+        }
+        if (n >= allIds.length) break;
+        if (plannerProc.child.exitCode !== null) throw new Error(`planner exited:\n${plannerProc.lines.join('\n')}`);
+        if (performance.now() - t0 > 30_000) throw new Error(`the planner placed ${n} of ${allIds.length} jobs within 30 s`);
+        await sleep(20);
+      }
+      await placer.close();
+      firstPass = { added: allIds.length };
+    } else {
+      planner = new Planner({
+        db: plannerDb,
+        redis: plannerRedis,
+        subscriber: plannerSub,
+        logger,
+        clock: systemClock,
+        prefix,
+        reconcileIntervalS: 30,
+        leaseTtlMs: 10_000,
+      });
+      await planner.start();
+      while (planner.passCount < 1) {
+        if (performance.now() - t0 > 30_000) throw new Error('planner made no pass within 30 s');
+        await sleep(20);
+      }
+      firstPass = planner.lastReconcile;
     }
     const placementMs = performance.now() - t0;
     const placementMarginMs = base - Date.now();
-    const firstPass = planner.lastReconcile;
     progress(
-      `${label}: planner placed ${firstPass?.added ?? '?'} jobs in ${fmtMs(placementMs)}, ` +
+      `${label}: planner placed ${(firstPass as { added?: number } | undefined)?.added ?? '?'} jobs in ${fmtMs(placementMs)}, ` +
         `${(placementMarginMs / 1000).toFixed(1)} s before the first is due`,
     );
     if (placementMarginMs <= MIN_PLACEMENT_MARGIN_MS) {
@@ -491,10 +520,8 @@ export async function runMvsched(
     }
 
     // Sample BullMQ's active lists: every slot busy means new due jobs queue behind them.
-    const activeKeys = NODES.map((n) => `${prefix}:${nodeQueueName(n)}:active`);
+    const activeKeys = NODES.map((n) => `${prefix}:${bullQueueName(nodeQueueName(n), isCluster(redis))}:active`);
     const maxActive: Record<string, number> = Object.fromEntries(NODES.map((n) => [n, 0]));
-    let samplesInWindow = 0;
-    let fullSamples = 0;
     const windowEnd = dues[dues.length - 1]!;
 
     // CPU use from the first due time on; planner passes made meanwhile.
@@ -508,29 +535,22 @@ export async function runMvsched(
       cpu0 = cpuSnapshot(pids);
     }, Math.max(0, base - Date.now()));
     const passLog: MvschedResult['plannerPassLog'] = [];
-    let seenPasses = planner.passCount;
+    let seenPasses = planner?.passCount ?? 0;
     const p = planner;
     const passWatch = setInterval(() => {
-      if (p.passCount === seenPasses) return;
+      if (!p || p.passCount === seenPasses) return;
       seenPasses = p.passCount;
       const st = p.lastReconcile;
       if (st) passLog.push({ atS: Math.round((Date.now() - base) / 100) / 10, ...st });
     }, 50);
     sampler = setInterval(() => {
-      const p = redis.pipeline();
-      for (const k of activeKeys) p.llen(k);
-      void p.exec().then((res) => {
+      // One LLEN per queue: on a cluster the queues live in different slots (no shared pipeline).
+      void Promise.all(activeKeys.map((k) => redis.llen(k).then((v) => [null, v] as const))).then((res) => {
         const now = Date.now();
-        let full = false;
-        res?.forEach(([, v], i) => {
+        res.forEach(([, v], i) => {
           const n = Number(v);
-          maxActive[NODES[i]!] = Math.max(maxActive[NODES[i]!]!, n);
-          if (n >= CONCURRENCY) full = true;
+          if (now >= base - 1000 && now <= windowEnd) maxActive[NODES[i]!] = Math.max(maxActive[NODES[i]!]!, n);
         });
-        if (now >= base && now <= windowEnd) {
-          samplesInWindow++;
-          if (full) fullSamples++;
-        }
       });
     }, SAMPLE_MS);
 
@@ -605,7 +625,16 @@ export async function runMvsched(
     for (const n of NODES) {
       overlap[n] = maxOverlap(ended.filter((h) => h.node_id === n).map((h) => [h.start_time.getTime(), h.end_time!.getTime()]));
     }
-    const fullSlotsFraction = samplesInWindow ? fullSamples / samplesInWindow : 0;
+    // Every run slot of a node busy, sampled from the history every SAMPLE_MS over the window (the
+    // active list also holds jobs that only wait for their slot, so it cannot tell).
+    let samples = 0;
+    let fullSamples = 0;
+    for (let at = base; at <= dues[dues.length - 1]!; at += SAMPLE_MS) {
+      samples++;
+      const busy = NODES.map((n) => ended.filter((h) => h.node_id === n && h.start_time.getTime() <= at && h.end_time!.getTime() > at).length);
+      if (busy.some((b) => b >= CONCURRENCY)) fullSamples++;
+    }
+    const fullSlotsFraction = samples ? fullSamples / samples : 0;
     const late = summarize(lat.map((p) => p.lateness));
     const bk = buckets(lat, windowS);
     // Saturated: every slot of a node busy for a good part of the window (a short burst, such
@@ -641,7 +670,7 @@ export async function runMvsched(
       placementMs,
       placementMarginMs,
       plannerFirstPass: firstPass,
-      plannerPasses: planner.passCount,
+      plannerPasses: planner?.passCount ?? 0,
       completed: ended.length,
       statuses,
       extraRuns: hist.length - runs.length,
@@ -664,6 +693,7 @@ export async function runMvsched(
     if (sampler) clearInterval(sampler);
     progress(`${label}: stopping planner and workers; cleaning up (database ${bdb.name}, prefix ${prefix})`);
     await planner?.close().catch(() => {});
+    if (plannerProc) await stopWorker(plannerProc);
     await Promise.allSettled(workers.map(stopWorker));
     await plannerDb.destroy().catch(() => {});
     await Promise.allSettled([plannerRedis, plannerSub].map(closeRedis));
@@ -736,6 +766,7 @@ function report(r: DispatchResult): string {
     out.push('');
     const rows = [latenessRow('mvsched: start_time - scheduled_time', m.lateness)];
     rows.push(latenessRow(`(warm-up MVs, cold workers, the ${WARMUP_SPREAD_MS / 1000} s before; not counted)`, m.warmupLateness));
+    if (v.before) rows.push(latenessRow('mvsched before (BENCH_BEFORE_DIR): start_time - scheduled_time', v.before.lateness));
     if (v.bullmq) rows.push(latenessRow('bare BullMQ no-op: start - due (baseline)', v.bullmq.lateness));
     out.push(table(['lateness', 'n', 'min', 'p50', 'p90', 'p99', 'max'], rows));
     out.push('');
@@ -757,8 +788,8 @@ function report(r: DispatchResult): string {
         `${m.completed} completed, statuses ${JSON.stringify(m.statuses)}, ${m.extraRuns} extra scheduled runs${m.timedOut ? ', TIMED OUT' : ''}`,
     );
     out.push(
-      `saturation: max active jobs per node (sampled every ${SAMPLE_MS} ms) ${NODES.map((n) => `${n} ${m.maxActiveSampled[n]}`).join(', ')} of ${CONCURRENCY}; ` +
-        `every slot busy in ${(m.fullSlotsFraction * 100).toFixed(0)}% of samples; max overlapping refreshes from history ` +
+      `saturation: max jobs held per node (BullMQ active list, sampled every ${SAMPLE_MS} ms; with jobs waiting for their slot) ${NODES.map((n) => `${n} ${m.maxActiveSampled[n]}`).join(', ')}; ` +
+        `every one of the ${CONCURRENCY} run slots of a node busy (from history) in ${(m.fullSlotsFraction * 100).toFixed(0)}% of samples; max overlapping refreshes from history ` +
         `${NODES.map((n) => `${n} ${m.maxOverlapFromHistory[n]}`).join(', ')}; slot utilization ${(m.slotUtilization * 100).toFixed(0)}% ` +
         `=> ${m.saturated ? 'SATURATED' : 'not saturated'}`,
     );
@@ -822,14 +853,21 @@ async function runDispatchVariants(ctx: BenchContext, variants: VariantResult[],
   const mvs = envInt('BENCH_DISPATCH_MVS', 5000);
   const windowS = envInt('BENCH_DISPATCH_WINDOW_S', 60);
   const lowMvs = envInt('BENCH_DISPATCH_LOW_MVS', 1000);
-  const lowMode = process.env.BENCH_DISPATCH_LOW ?? 'auto';
+  // The p99 goal is for both rates: the lower one runs unless told not to.
+  const lowMode = process.env.BENCH_DISPATCH_LOW ?? 'always';
 
+  const prior = beforeCheckout();
   const runVariant = async (label: string, n: number): Promise<VariantResult> => {
     progress(`dispatch ${label}: BullMQ baseline, ${fmtInt(n)} jobs over ${windowS} s`);
     const bullmq = await runBullmqBaseline(ctx, n, windowS);
+    let before: MvschedResult | null = null;
+    if (prior) {
+      progress(`dispatch ${label}: mvsched from ${prior.dir} (before), ${fmtInt(n)} MVs over ${windowS} s`);
+      before = await runMvsched(ctx, n, windowS, WARMUP_MVS, { bin: prior.bin });
+    }
     progress(`dispatch ${label}: mvsched, ${fmtInt(n)} MVs over ${windowS} s`);
     const mv = await runMvsched(ctx, n, windowS);
-    return { label, mvsched: mv, bullmq };
+    return { label, mvsched: mv, before, bullmq };
   };
 
   progress('dispatch: refresh capacity without the scheduler');
@@ -852,12 +890,15 @@ async function runDispatchVariants(ctx: BenchContext, variants: VariantResult[],
   const result: DispatchResult = { capacity, redisHz, concurrencyPerWorker: CONCURRENCY, workers: NODES.length, variants, lowRateRun, lowRateReason };
   const goals: GoalCheck[] = variants.map((v) => {
     const m = v.mvsched;
-    const name = `dispatch ${fmtInt(m.mvs)} MVs/${m.windowS}s: mvsched p99 lateness`;
-    if (m.saturated) {
-      return { name, value: m.lateness.p99, goal: '<= 100 ms when not saturated', met: null, note: 'workers saturated: goal does not apply' };
-    }
-    const ratio = v.bullmq ? ` (BullMQ alone p99 ${fmtMs(v.bullmq.lateness.p99)})` : '';
-    return { name, value: m.lateness.p99, goal: '<= 100 ms when not saturated', met: m.lateness.p99 <= 100, note: ratio.trim() };
+    const name = `dispatch ${fmtInt(m.mvs)} MVs/${m.windowS}s: mvsched p99 lateness (Redis hz ${redisHz ?? '?'})`;
+    const goal = '<= 20 ms when not saturated';
+    const others = [
+      v.bullmq ? `BullMQ alone p99 ${fmtMs(v.bullmq.lateness.p99)}` : '',
+      v.before ? `before p99 ${fmtMs(v.before.lateness.p99)}` : '',
+      m.cpu?.otherCores != null ? `other load ${m.cpu.otherCores.toFixed(2)} cores` : '',
+    ].filter(Boolean).join(', ');
+    if (m.saturated) return { name, value: m.lateness.p99, goal, met: null, note: `workers saturated: goal does not apply; ${others}` };
+    return { name, value: m.lateness.p99, goal, met: m.lateness.p99 <= 20, note: `(${others})` };
   });
   return { result, goals, report: report(result) };
 }

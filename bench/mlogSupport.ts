@@ -153,8 +153,9 @@ export function refreshPhase(sqlRaw: string): string {
   if (/for update nowait/.test(sql) && /mvs_mview_refresh_info/.test(sql)) return 'lock: refresh-info FOR UPDATE NOWAIT';
   if (/__mvs_probe/.test(sql)) return 'setup: probe definition (SELECT * FROM (def) LIMIT 0)';
   if (/information_schema/.test(sql)) return 'information_schema lookups';
-  if (/mvs_mlog_gates|innodb_lock_wait_timeout/.test(sql)) return 'cut: gate lock (wait for writers)';
-  if (/^select coalesce\(max\(`_mlog\$seq`\)/.test(sql)) return 'cut: high-water read (snapshot)';
+  if (/mvs_mlog_gates|innodb_lock_wait_timeout|idle_transaction_timeout/.test(sql)) return 'cut: gate lock (wait for writers)';
+  if (/^select now\(3\) as __at, \(select coalesce\(max\(`_mlog\$seq`\)/.test(sql)) return 'cut: high-water read (snapshot)';
+  if (/information_schema\.triggers/.test(sql) && /innodb_sys_tables|innodb_tables|table_type/.test(sql)) return 'cut: log identity check';
   if (/create temporary table/.test(sql)) return 'delta: CREATE TEMPORARY TABLE (log GROUP BY + MV join)';
   if (/drop temporary table/.test(sql)) return 'delta: DROP TEMPORARY TABLE';
   if (/^update .* join `__mvs_delta/.test(sql)) return 'apply: UPDATE MV groups';

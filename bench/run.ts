@@ -12,7 +12,9 @@ import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
+import { runRedisCluster } from './redisCluster.js';
 import { runRepairThroughput } from './repairThroughput.js';
+import { runWriterStall } from './writerStall.js';
 import {
   fmtRatio,
   loadAvg,
@@ -80,6 +82,8 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'join-oracle': { title: 'Join oracle with many seeds (bench/joinOracleSoak.ts)', run: (ctx) => runJoinOracleSoak(ctx) },
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
+  'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
+  cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -100,9 +104,13 @@ const ALIASES: Record<string, string> = {
   joinoracle: 'join-oracle',
   mlogwriters: 'mlog-writers',
   writers: 'mlog-writers',
+  writerstall: 'writer-stall',
+  stall: 'writer-stall',
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
+  cluster: 'cluster',
+  rediscluster: 'cluster',
 };
 
 function usage(): string {
@@ -117,6 +125,9 @@ function usage(): string {
     '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
+    '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
+    '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
+    '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
   ].join('\n');
 }
 

@@ -3,13 +3,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 // Shared helpers for the benchmarks run by bench/run.ts: throwaway databases and BullMQ prefixes,
 // Redis / MySQL work counters, statistics and report formatting.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../src/db/connect.js';
 import { migrateLatest } from '../src/db/migrate.js';
 import { createLogger, type Logger } from '../src/log.js';
-import { closeRedis, createRedis } from '../src/queue/redis.js';
+import { parseClusterNodes } from '../src/queue/clusterSeeds.js';
+import { closeRedis, createRedis, createRedisClient, dataNodes, isCluster, type RedisClient } from '../src/queue/redis.js';
 
 export { closeRedis, createRedis };
 
@@ -17,6 +18,18 @@ export interface BenchContext {
   /** Server URL from DATABASE_URL; benchmarks make databases of their own on that server. */
   serverUrl: string;
   redisUrl: string;
+  /** Seeds of a Redis Cluster: when set, the benchmark runs there instead of on redisUrl. */
+  redisClusterNodes?: string;
+}
+
+/** A connection to the benchmark's Redis: the cluster when the context names one. */
+export function benchRedis(ctx: BenchContext): RedisClient {
+  return ctx.redisClusterNodes ? createRedisClient({ cluster: parseClusterNodes(ctx.redisClusterNodes) }) : createRedis(ctx.redisUrl);
+}
+
+/** The environment that points an `mvsched` child process at the benchmark's Redis. */
+export function redisEnv(ctx: BenchContext): Record<string, string> {
+  return ctx.redisClusterNodes ? { REDIS_CLUSTER_NODES: ctx.redisClusterNodes } : { REDIS_URL: ctx.redisUrl };
 }
 
 /** One goal, judged against a baseline measured in the same process (never an absolute time). */
@@ -188,15 +201,26 @@ export function freshPrefix(tag: string): string {
   return `bench_${tag}_${suffix()}`;
 }
 
-/** Delete every key matching `pattern` (SCAN + UNLINK); returns how many. */
-export async function deleteKeys(redis: Redis, pattern: string): Promise<number> {
-  let cursor = '0';
+/**
+ * Delete every key matching `pattern` (SCAN + UNLINK on every master of a cluster, one key per
+ * UNLINK there since a cluster refuses multi-key commands across slots); returns how many.
+ */
+export async function deleteKeys(redis: RedisClient, pattern: string): Promise<number> {
   let n = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 5000);
-    cursor = next;
-    if (keys.length) n += await redis.unlink(...keys);
-  } while (cursor !== '0');
+  for (const node of dataNodes(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 5000);
+      cursor = next;
+      if (!keys.length) continue;
+      if (!isCluster(redis)) n += await node.unlink(...keys);
+      else {
+        const p = node.pipeline();
+        for (const k of keys) p.unlink(k);
+        n += ((await p.exec()) ?? []).reduce((a, [, v]) => a + Number(v ?? 0), 0);
+      }
+    } while (cursor !== '0');
+  }
   return n;
 }
 
@@ -488,9 +512,12 @@ function commOf(pid: number): string {
   }
 }
 
-/** Pids of the database and Redis servers when they run on this host (else undefined). */
-export async function serverPids(db: Db | undefined, redis: Redis): Promise<{ mariadbd?: number; redis?: number }> {
-  const out: { mariadbd?: number; redis?: number } = {};
+/**
+ * Pids of the database and Redis servers when they run on this host (else undefined); on a
+ * Redis Cluster every master is listed, as `redis <port>`.
+ */
+export async function serverPids(db: Db | undefined, redis: RedisClient): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
   if (db) try {
     const [rows] = (await db.raw('SELECT @@pid_file AS f')) as [Array<{ f: string }>];
     const pid = Number(readFileSync(rows[0]!.f, 'utf8').trim());
@@ -498,11 +525,13 @@ export async function serverPids(db: Db | undefined, redis: Redis): Promise<{ ma
   } catch {
     // not local, or not readable
   }
-  try {
-    const pid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
-    if (pid > 0 && /redis/.test(commOf(pid))) out.redis = pid;
-  } catch {
-    // not local
+  for (const node of dataNodes(redis)) {
+    try {
+      const pid = Number(/process_id:(\d+)/.exec(await node.info('server'))?.[1]);
+      if (pid > 0 && /redis/.test(commOf(pid))) out[isCluster(redis) ? `redis ${node.options.port}` : 'redis'] = pid;
+    } catch {
+      // not local
+    }
   }
   return out;
 }
@@ -523,8 +552,21 @@ export interface MvschedProc {
 const mvschedBin = fileURLToPath(new URL('../bin/mvsched.js', import.meta.url));
 
 /** Start `mvsched <args>` as a child process, counting its warning and error log lines. */
-export function spawnMvsched(name: string, args: string[], env: Record<string, string>): MvschedProc {
-  const child = spawn(process.execPath, [mvschedBin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * BENCH_BEFORE_DIR: a checkout of an earlier mvsched (with node_modules), whose processes a
+ * benchmark also runs, so before and after are measured in the same run on the same host.
+ */
+export function beforeCheckout(): { dir: string; bin: string } | undefined {
+  const dir = process.env.BENCH_BEFORE_DIR;
+  if (!dir) return undefined;
+  const bin = `${dir.replace(/\/$/, '')}/bin/mvsched.js`;
+  if (!existsSync(bin) || !existsSync(`${dir}/node_modules`)) throw new Error(`BENCH_BEFORE_DIR=${dir}: expected a checkout with bin/mvsched.js and node_modules`);
+  return { dir, bin };
+}
+
+/** Start `mvsched <args>` (this checkout's, or `bin` of another one). */
+export function spawnMvsched(name: string, args: string[], env: Record<string, string>, bin = mvschedBin): MvschedProc {
+  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const p: MvschedProc = { name, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
   let buf = '';
   const onData = (d: Buffer) => {

@@ -2,18 +2,24 @@
 // dependencies, because its first job is to install them on a fresh machine.
 //
 //   start  install what is missing, start throwaway Redis + MariaDB (unless REDIS_URL /
-//          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it
+//          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it.
+//          `start -- --cluster` (or MVS_DEV_CLUSTER=1): a throwaway Redis Cluster (3 masters +
+//          3 replicas) instead of the single Redis, unless REDIS_CLUSTER_NODES is set
 //   test   install what is missing, then vitest (its global setup starts the servers)
 //   bench  like start, but runs the benchmarks instead of `mvsched dev`
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureServerPackages, startMariadb, startRedis } from './localServers.mjs';
+import { ensureServerPackages, startMariadb, startRedis, startRedisCluster } from './localServers.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
-const [mode = 'start', ...rest] = process.argv.slice(2);
+const [mode = 'start', ...args] = process.argv.slice(2);
 const say = (msg) => console.error(`[mvsched] ${msg}`);
+// `--cluster` is ours, not `mvsched dev`'s.
+const rest = args.filter((a) => a !== '--cluster');
+const devCluster = mode === 'start' && (args.includes('--cluster') || ['1', 'true'].includes(process.env.MVS_DEV_CLUSTER ?? ''));
+const haveRedis = () => Boolean(process.env.REDIS_CLUSTER_NODES || (!devCluster && process.env.REDIS_URL));
 
 function ensureNodeModules() {
   const marker = join(root, 'node_modules', '.package-lock.json');
@@ -29,7 +35,7 @@ function ensureNodeModules() {
 
 function ensurePackages() {
   try {
-    ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL }, say);
+    ensureServerPackages({ redis: !haveRedis(), mariadb: !process.env.DATABASE_URL }, say);
   } catch (err) {
     say(err.message);
     process.exit(1);
@@ -67,14 +73,21 @@ async function withServers(fn) {
   process.once('SIGINT', early);
   process.once('SIGTERM', early);
   try {
-    const [redis, db] = await Promise.all([
-      env.REDIS_URL ? undefined : startRedis({ baseDir }),
+    const [redis, cluster, db] = await Promise.all([
+      haveRedis() || devCluster ? undefined : startRedis({ baseDir }),
+      haveRedis() || !devCluster ? undefined : startRedisCluster({ baseDir }),
       env.DATABASE_URL ? undefined : startMariadb({ baseDir }),
     ]);
     if (redis) {
       started.push(redis);
       env.REDIS_URL = redis.url;
       say(`started Redis at ${redis.url}`);
+    }
+    if (cluster) {
+      started.push(cluster);
+      env.REDIS_CLUSTER_NODES = cluster.nodes;
+      delete env.REDIS_URL; // it would only be ignored, with a warning from every process
+      say(`started a Redis Cluster (3 masters + 3 replicas) at ${cluster.nodes}`);
     }
     if (db) {
       started.push(db);
@@ -85,7 +98,8 @@ async function withServers(fn) {
     process.off('SIGTERM', early);
     if (started.length && mode === 'start') {
       say('to use the CLI from another terminal:');
-      say(`  export DATABASE_URL=${env.DATABASE_URL} REDIS_URL=${env.REDIS_URL}`);
+      const redisVar = env.REDIS_CLUSTER_NODES ? `REDIS_CLUSTER_NODES=${env.REDIS_CLUSTER_NODES}` : `REDIS_URL=${env.REDIS_URL}`;
+      say(`  export DATABASE_URL=${env.DATABASE_URL} ${redisVar}`);
     }
     return await fn(env);
   } finally {

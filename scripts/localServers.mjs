@@ -24,6 +24,8 @@ export function missingServerPackages({ redis = true, mariadb = true, chromium =
   // The browser test of Bull Board drives Debian's chromium (playwright-core, no bundled browser).
   if (chromium && !findBinary('chromium')) missing.push('chromium');
   if (redis && !findBinary('redis-server')) missing.push('redis-server');
+  // redis-cli (Debian's redis-tools, which redis-server depends on) sets up local Redis Clusters.
+  else if (redis && !findBinary('redis-cli')) missing.push('redis-tools');
   if (mariadb && !(findBinary('mariadbd', 'mysqld') && findBinary('mariadb-install-db', 'mysql_install_db') && findBinary('mariadb', 'mysql'))) {
     missing.push('mariadb-server');
   }
@@ -175,6 +177,115 @@ export async function startRedis({ baseDir }) {
   }
 }
 
+function redisCommand(port, ...args) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    let buf = '';
+    sock.setTimeout(2000);
+    sock.on('connect', () => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
+    sock.on('data', (d) => {
+      buf += d.toString();
+      // A bulk string reply: "$<len>\r\n<body>\r\n"; anything else fits in one line.
+      const m = /^\$(\d+)\r\n/.exec(buf);
+      if ((m && buf.length >= m[0].length + Number(m[1]) + 2) || (!m && !buf.startsWith('$') && buf.includes('\r\n'))) {
+        sock.destroy();
+        resolve(m ? buf.slice(m[0].length, m[0].length + Number(m[1])) : buf.trim());
+      }
+    });
+    sock.on('error', () => resolve(''));
+    sock.on('timeout', () => {
+      sock.destroy();
+      resolve('');
+    });
+  });
+}
+
+/**
+ * Start a throwaway Redis Cluster: `masters` masters with `replicas` replicas each (default
+ * 3 + 3), every node its own redis-server on free loopback ports (client and cluster-bus port),
+ * no persistence, joined with `redis-cli --cluster create`. `nodeTimeoutMs` is the cluster's
+ * node timeout: how long a master must be unreachable before its replica takes over.
+ * Returns the seeds (`nodes`, for REDIS_CLUSTER_NODES), each node's port and pid, kill(port)
+ * to SIGKILL one node (a failover test), and stop().
+ */
+export async function startRedisCluster({ baseDir, masters = 3, replicas = 1, nodeTimeoutMs = 2000 }) {
+  const bin = findBinary('redis-server');
+  const cli = findBinary('redis-cli');
+  if (!bin || !cli) throw new Error('redis-server / redis-cli not installed');
+  mkdirSync(baseDir, { recursive: true });
+  const dir = mkdtempSync(join(baseDir, 'redis-cluster-'));
+  const count = masters * (1 + replicas);
+  const nodes = [];
+  const stopAll = async () => {
+    await Promise.allSettled(nodes.map((n) => stopChild(n.child, 5000)));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      for (let attempt = 1; ; attempt++) {
+        const [port, busPort] = [await freePort(), await freePort()];
+        const nodeDir = join(dir, `node-${port}`);
+        mkdirSync(nodeDir, { recursive: true });
+        const logFile = join(nodeDir, 'redis.log');
+        const child = track(spawn(
+          bin,
+          ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', nodeDir,
+            '--logfile', logFile, '--maxclients', '10000', '--protected-mode', 'no',
+            '--cluster-enabled', 'yes', '--cluster-config-file', join(nodeDir, 'nodes.conf'),
+            '--cluster-port', String(busPort), '--cluster-node-timeout', String(nodeTimeoutMs)],
+          { stdio: 'ignore', detached: true }, // as startRedis: out of the terminal's process group
+        ));
+        try {
+          await waitReady(child, () => redisPing(port), 'redis-server (cluster node)', logFile, 20_000);
+        } catch (err) {
+          await stopChild(child, 2000);
+          if (attempt < 3) continue;
+          throw err;
+        }
+        nodes.push({ port, busPort, pid: child.pid, child, logFile });
+        break;
+      }
+    }
+    const create = spawnSync(
+      cli,
+      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed (exit ${create.status}): ${(create.stdout + create.stderr).slice(-2000)}`);
+    // `create` returns once the slots are assigned; wait until every node agrees the cluster is
+    // whole and every replica has attached to its master.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const infos = await Promise.all(nodes.map((n) => redisCommand(n.port, 'CLUSTER', 'INFO')));
+      const ok = infos.every((t) => t.includes('cluster_state:ok') && t.includes(`cluster_known_nodes:${count}`));
+      const linked = (await Promise.all(nodes.map((n) => redisCommand(n.port, 'INFO', 'replication'))))
+        .filter((t) => t.includes('role:slave'))
+        .every((t) => t.includes('master_link_status:up'));
+      if (ok && linked) break;
+      if (Date.now() > deadline) throw new Error(`Redis Cluster not ready after 30 s:\n${infos.join('\n')}`);
+      await sleep(100);
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return {
+    nodes: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+    ports: nodes.map((n) => n.port),
+    pids: Object.fromEntries(nodes.map((n) => [n.port, n.pid])),
+    /** SIGKILL one node (by client port) and wait until it is gone. */
+    async kill(port) {
+      const n = nodes.find((x) => x.port === port);
+      if (!n) throw new Error(`no cluster node on port ${port}`);
+      if (n.child.exitCode !== null || n.child.signalCode !== null) return;
+      const done = exitPromise(n.child);
+      n.child.kill('SIGKILL');
+      await done;
+    },
+    stop: stopAll,
+  };
+}
+
 /**
  * Start a MariaDB server in a fresh data dir under baseDir, on a free port, with a user
  * `mvsched`/`mvsched` that may do anything, and an empty database `mvsched`. Durability
@@ -205,7 +316,13 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
       server,
       ['--no-defaults', `--datadir=${datadir}`, '--user=root', `--port=${port}`, '--bind-address=127.0.0.1',
         `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
-        '--skip-log-bin', '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
+        // The row-based binary log is on, as in production, for binlog capture (mvsched capture):
+        // full row images with full metadata (column names in every table map), files expiring
+        // after a day. Triggers created by a user without SUPER need the trust setting.
+        `--log-bin=${join(datadir, 'binlog')}`, '--binlog-format=ROW', '--binlog-row-image=FULL',
+        '--binlog-row-metadata=FULL', '--server-id=1', '--binlog-expire-logs-seconds=86400',
+        '--max-binlog-size=256M', '--log-bin-trust-function-creators=1', '--sync-binlog=0',
+        '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
         '--innodb-log-file-size=256M', '--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0',
         '--max-connections=2000', '--default-time-zone=+00:00', '--character-set-server=utf8mb4',
         '--collation-server=utf8mb4_general_ci', '--innodb-lock-wait-timeout=20',

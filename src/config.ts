@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { parseClusterNodes, type RedisClusterConfig } from './queue/clusterSeeds.js';
 
 // Every setting of DESIGN.md §3 is read here, once; the rest of the code receives a Config.
 
@@ -52,9 +53,19 @@ const redisUrl = z
     { message: 'expected a URL like redis://host:6379' },
   );
 
+const clusterNodes = z.string().transform((s, ctx) => {
+  try {
+    return parseClusterNodes(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
 const envSchema = z.object({
   DATABASE_URL: databaseUrl.optional(),
   REDIS_URL: redisUrl.optional(),
+  REDIS_CLUSTER_NODES: clusterNodes.optional(),
   // BullMQ prefix; braces are allowed so `{mvs}` pins all keys to one Redis Cluster slot.
   MVS_PREFIX: z
     .string()
@@ -75,7 +86,11 @@ const envSchema = z.object({
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
   MVS_DRIFT_CHECK_S: wholeNumber(1, 3_600).default(2),
   MVS_CUT_WAIT_MS: wholeNumber(100, 600_000).default(2_000),
+  MVS_HISTORY_KEEP_DAYS: wholeNumber(1, 36_500).default(30),
+  MVS_HISTORY_KEEP_RUNS: wholeNumber(1, 10_000_000).default(1_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
+  // The replica id `mvsched capture` gives the server (unique among its replicas; default random).
+  MVS_CAPTURE_SERVER_ID: wholeNumber(1, 4_294_967_295).optional(),
   MVS_BOARD_WRITE: z
     .enum(['0', '1', 'true', 'false'], { message: 'expected 0, 1, true or false' })
     .default('0'),
@@ -83,10 +98,13 @@ const envSchema = z.object({
 });
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
+export type { RedisClusterConfig };
 
 export interface Config {
   readonly databaseUrl: string | undefined;
   readonly redisUrl: string | undefined;
+  /** REDIS_CLUSTER_NODES: when set, every connection goes to this Redis Cluster (redisUrl is unset). */
+  readonly redisCluster: RedisClusterConfig | undefined;
   readonly prefix: string;
   /** Explicit MVS_NODE_ID, or a per-process default (host name + pid). */
   readonly nodeId: string;
@@ -101,9 +119,16 @@ export interface Config {
   readonly driftCheckS: number;
   /** How long a consistent cut waits for writer transactions in flight (ms). */
   readonly cutWaitMs: number;
+  /** Refresh / purge history and the edit log older than this go (days). */
+  readonly historyKeepDays: number;
+  /** At most this many history rows per MV and per MV log. */
+  readonly historyKeepRuns: number;
   readonly vnodes: number | undefined;
+  readonly captureServerId: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
+  /** Settings that work but are probably not what was meant; logged once by each process. */
+  readonly warnings: readonly string[];
 }
 
 export interface ConfigNeeds {
@@ -124,11 +149,15 @@ export function loadConfig(
     const v = env[key];
     if (v !== undefined && v.trim() !== '') raw[key] = v;
   }
+  // Ignored, so not judged either: a stale REDIS_URL must not stop a cluster deployment.
+  const ignoredRedisUrl = raw.REDIS_CLUSTER_NODES !== undefined && raw.REDIS_URL !== undefined;
+  if (ignoredRedisUrl) delete raw.REDIS_URL;
   const parsed = envSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0] ?? 'environment');
-    const shown = name in raw && name !== 'MVS_API_TOKEN' ? ` (got ${JSON.stringify(raw[name])})` : '';
+    const secret = name === 'MVS_API_TOKEN' || name === 'REDIS_CLUSTER_NODES';
+    const shown = name in raw && !secret ? ` (got ${JSON.stringify(raw[name])})` : '';
     throw new ConfigError(`invalid ${name}: ${issue.message}${shown}`, { variable: name });
   }
   const e = parsed.data;
@@ -138,13 +167,23 @@ export function loadConfig(
       { variable: 'DATABASE_URL' },
     );
   }
-  if (needs.redis && !e.REDIS_URL) {
-    throw new ConfigError('missing REDIS_URL: set it to redis://host:6379', { variable: 'REDIS_URL' });
+  if (needs.redis && !e.REDIS_URL && !e.REDIS_CLUSTER_NODES) {
+    throw new ConfigError('missing REDIS_URL: set it to redis://host:6379 (or REDIS_CLUSTER_NODES to host:port,... for a Redis Cluster)', {
+      variable: 'REDIS_URL',
+    });
+  }
+  const warnings: string[] = [];
+  if (ignoredRedisUrl) warnings.push('REDIS_CLUSTER_NODES is set: REDIS_URL is ignored');
+  if (e.REDIS_CLUSTER_NODES && /[{}]/.test(e.MVS_PREFIX)) {
+    warnings.push(
+      `MVS_PREFIX ${JSON.stringify(e.MVS_PREFIX)} has braces: on a Redis Cluster its hash tag puts every queue in one slot; a plain prefix lets each queue carry its own`,
+    );
   }
   const defaultNodeId = `${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40)}-${process.pid}`;
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
+    redisCluster: e.REDIS_CLUSTER_NODES,
     prefix: e.MVS_PREFIX,
     nodeId: e.MVS_NODE_ID ?? defaultNodeId,
     nodeIdExplicit: e.MVS_NODE_ID !== undefined,
@@ -156,9 +195,13 @@ export function loadConfig(
     purgeBatch: e.MVS_PURGE_BATCH,
     driftCheckS: e.MVS_DRIFT_CHECK_S,
     cutWaitMs: e.MVS_CUT_WAIT_MS,
+    historyKeepDays: e.MVS_HISTORY_KEEP_DAYS,
+    historyKeepRuns: e.MVS_HISTORY_KEEP_RUNS,
     vnodes: e.MVS_VNODES,
+    captureServerId: e.MVS_CAPTURE_SERVER_ID,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,
+    warnings: Object.freeze(warnings),
   });
 }
 

@@ -1,12 +1,12 @@
-import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { createDb, parseDatabaseUrl, type Db } from '../db/connect.js';
 import type { DdlEvent } from '../ddl/executor.js';
 import { DdlExecutor } from '../ddl/executor.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import { closeRedis, createRedis } from '../queue/redis.js';
+import { closeRedis, createRedisClient, isCluster, redisTarget, type RedisClient } from '../queue/redis.js';
 import { redisKeys } from '../queue/names.js';
+import { watchClusterTopology } from '../queue/clusterTopology.js';
 import { RefreshRunner } from '../refresh/runner.js';
 import { PurgeRunner } from '../purge/purgeRunner.js';
 import type { RunObserver } from '../metrics/runMetrics.js';
@@ -17,14 +17,20 @@ export interface Runtime {
   logger: Logger;
   clock: Clock;
   db: Db;
-  redis: Redis;
+  /** A single Redis (REDIS_URL) or a Redis Cluster (REDIS_CLUSTER_NODES); the code is the same. */
+  redis: RedisClient;
   defaultSchema: string;
   /** Publish a DDL event so the planner wakes (DESIGN.md §1, channel "ddl" under the prefix). */
   publishDdl(event: DdlEvent): Promise<void>;
   /** A new connection for pub/sub; closed with the runtime. */
-  newSubscriber(): Redis;
+  newSubscriber(): RedisClient;
   /** A new connection for a blocking reader (QueueEvents); closed with the runtime. */
-  newConnection(): Redis;
+  newConnection(): RedisClient;
+  /**
+   * Call `fn` when the set of Redis Cluster masters changes (a failover): writes the old master
+   * took but had not yet replicated are gone. Never called on a single Redis.
+   */
+  onTopologyChange(fn: () => void): void;
   close(): Promise<void>;
 }
 
@@ -36,10 +42,14 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
   // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
   // listener would print a stack trace for every reconnect attempt.
   const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');
-  const redis = createRedis(config.redisUrl!);
+  const target = redisTarget(config);
+  for (const warning of config.warnings) logger.warn(warning);
+  const redis = createRedisClient(target);
   redis.on('error', onError);
-  const extra: Redis[] = [];
-  const keys = redisKeys(config.prefix);
+  const extra: RedisClient[] = [];
+  const keys = redisKeys(config.prefix, isCluster(redis));
+  const topologyListeners: Array<() => void> = [];
+  let stopWatching: (() => void) | undefined;
   let closed: Promise<void> | undefined;
   return {
     config,
@@ -54,19 +64,28 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
     newSubscriber() {
       // No INFO ready-check: it is not allowed once the connection is in subscriber mode and
       // would fail on every reconnect.
-      const r = createRedis(config.redisUrl!, { enableReadyCheck: false });
+      const r = createRedisClient(target, { enableReadyCheck: false });
       r.on('error', onError);
       extra.push(r);
       return r;
     },
     newConnection() {
-      const r = createRedis(config.redisUrl!);
+      const r = createRedisClient(target);
       r.on('error', onError);
       extra.push(r);
       return r;
     },
+    onTopologyChange(fn) {
+      if (!isCluster(redis)) return;
+      topologyListeners.push(fn);
+      stopWatching ??= watchClusterTopology(redis, (masters, previous) => {
+        logger.warn({ masters, previous }, 'Redis Cluster masters changed (failover)');
+        for (const l of topologyListeners) l();
+      });
+    },
     close() {
       closed ??= (async () => {
+        stopWatching?.();
         await Promise.allSettled(extra.map(closeRedis));
         await closeRedis(redis);
         await db.destroy();

@@ -2,7 +2,8 @@ import { Queue } from 'bullmq';
 import type { Logger } from '../log.js';
 import { qualifiedText } from '../mv/identifiers.js';
 import { getMview } from '../mv/repository.js';
-import { REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, REQUESTS_QUEUE } from '../queue/names.js';
+import { isCluster } from '../queue/redis.js';
 import type { Runtime } from './runtime.js';
 
 /**
@@ -16,7 +17,7 @@ export function systemRefreshRequester(rt: Pick<Runtime, 'db' | 'redis' | 'confi
     async request(mviewId: number, key: string, reason: string): Promise<void> {
       const mv = await getMview(rt.db, mviewId);
       if (!mv) return;
-      queue ??= new Queue(REQUESTS_QUEUE, { connection: rt.redis, prefix: rt.config.prefix });
+      queue ??= new Queue(bullQueueName(REQUESTS_QUEUE, isCluster(rt.redis)), { connection: rt.redis, prefix: rt.config.prefix });
       await queue.add(
         'refresh',
         { mview: qualifiedText({ schema: mv.table_schema, name: mv.mview_name }), method: 'COMPLETE', trigger: 'SYSTEM' },

@@ -4,7 +4,7 @@ import { ConfigError, MvsError, ValidationError, NotFoundError, ConflictError, e
 import { makeContext, type CliContext } from './context.js';
 import type { ConfigNeeds } from '../config.js';
 import { migrateCommand } from './commands/migrate.js';
-import { devCommand, plannerCommand, workerCommand } from './commands/processes.js';
+import { captureCommand, devCommand, plannerCommand, workerCommand } from './commands/processes.js';
 import { refreshCommand } from './commands/refresh.js';
 import { explainMvCommand, purgeCommand } from './commands/mlog.js';
 import { sqlCommand } from './commands/sql.js';
@@ -81,7 +81,13 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--workers <n>', 'number of workers', '2')
     .option('--no-server', 'do not start the HTTP server')
     .option('--no-demo', 'do not create or run the demo (also MVS_DEMO=0)')
-    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean; demo?: boolean }) => devCommand(ctx, opts)));
+    .option('--no-capture', 'do not run binlog capture')
+    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean; demo?: boolean; capture?: boolean }) => devCommand(ctx, opts)));
+
+  program
+    .command('capture')
+    .description('fill USING BINLOG MV logs from the row-based binary log (one active per deployment, the others stand by)')
+    .action(wrap(both, 'capture', (ctx) => captureCommand(ctx)));
 
   program
     .command('server')

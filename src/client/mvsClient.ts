@@ -1,9 +1,14 @@
 import { Queue, QueueEvents, type ConnectionOptions } from 'bullmq';
 import { parsePayload, type PartitionRepairInfo, type RefreshPayload, type ReportVersionsPayload } from '../jobs/schemas.js';
-import { REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, REQUESTS_QUEUE } from '../queue/names.js';
+import { closeRedis, isCluster, type RedisClient } from '../queue/redis.js';
 
 export interface MvsClientOptions {
-  /** ioredis connection options or instance, as BullMQ takes them. */
+  /**
+   * ioredis connection options or instance, as BullMQ takes them. For a Redis Cluster pass an
+   * ioredis `Cluster` (with `redisOptions: { maxRetriesPerRequest: null }`): the client then
+   * enqueues to `{requests}`, the queue name mvsched's workers use on a cluster.
+   */
   connection: ConnectionOptions;
   /** The deployment's MVS_PREFIX (default `mvs`). */
   prefix?: string;
@@ -44,11 +49,23 @@ export interface JobStatus {
  * validated before they are sent, with the same schemas the workers use.
  */
 export class MvsClient {
+  /** The BullMQ queue it enqueues to: `requests`, or `{requests}` on a Redis Cluster. */
+  readonly queueName: string;
   private readonly queue: Queue;
   private events: QueueEvents | undefined;
+  private eventsConnection: RedisClient | undefined;
 
   constructor(private readonly opts: MvsClientOptions) {
-    this.queue = new Queue(REQUESTS_QUEUE, { connection: opts.connection, prefix: opts.prefix ?? 'mvs' });
+    this.queueName = bullQueueName(REQUESTS_QUEUE, isCluster(opts.connection));
+    this.queue = new Queue(this.queueName, { connection: opts.connection, prefix: opts.prefix ?? 'mvs' });
+  }
+
+  /** QueueEvents blocks its connection: an instance given to us gets a duplicate for it. */
+  private eventsConnectionOptions(): ConnectionOptions {
+    const c = this.opts.connection as ConnectionOptions & { duplicate?: () => RedisClient };
+    if (typeof c.duplicate !== 'function') return c;
+    this.eventsConnection ??= c.duplicate();
+    return this.eventsConnection;
   }
 
   private async enqueue<R>(name: string, payload: unknown): Promise<EnqueueResult<R>> {
@@ -56,7 +73,7 @@ export class MvsClient {
     return {
       jobId: job.id!,
       finished: async (timeoutMs = 600_000) => {
-        this.events ??= new QueueEvents(REQUESTS_QUEUE, { connection: this.opts.connection, prefix: this.opts.prefix ?? 'mvs' });
+        this.events ??= new QueueEvents(this.queueName, { connection: this.eventsConnectionOptions(), prefix: this.opts.prefix ?? 'mvs' });
         await this.events.waitUntilReady();
         return (await job.waitUntilFinished(this.events, timeoutMs)) as R;
       },
@@ -103,6 +120,7 @@ export class MvsClient {
 
   async close(): Promise<void> {
     await this.events?.close();
+    if (this.eventsConnection) await closeRedis(this.eventsConnection);
     await this.queue.close();
   }
 }

@@ -36,4 +36,5 @@ export const METADATA_TABLES = Object.freeze([
   'mvs_mview_version_map',
   'mvs_edit_log',
   'mvs_mlog_gates',
+  'mvs_capture_position',
 ]);

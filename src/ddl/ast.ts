@@ -47,11 +47,16 @@ export interface RefreshMviewStatement {
   text: string;
 }
 
+/** How an MV log is filled: by triggers in the writers' transactions, or from the binary log. */
+export type CaptureMode = 'TRIGGERS' | 'BINLOG';
+
 export interface CreateMlogStatement {
   kind: 'createMlog';
   table: QualifiedName;
   columns: string[];
   purge?: PurgeClause;
+  /** `USING ...`; absent means TRIGGERS. */
+  capture?: CaptureMode;
   text: string;
 }
 

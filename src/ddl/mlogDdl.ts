@@ -92,22 +92,21 @@ export class MlogDdl {
 
   /** A BROKEN log, or one whose objects are gone (the drift check has not marked it yet). */
   private async replaceable(m: MlogRow): Promise<boolean> {
-    if (m.state === 'BROKEN') return true;
+    if (m.state !== 'OK') return true; // BROKEN, or a creation that did not finish
     const id = await readLogIdentity(this.ctx.db, m);
     if (identityProblem(m, id)) return true;
     return (await logTableState(this.ctx.db, m.mlog_id, m.table_schema, m.mlog_name)) !== 'ours';
   }
 
   /**
-   * Before a broken or orphaned log is replaced: marked BROKEN (so no purge or FAST refresh uses
-   * it meanwhile), then its objects dropped. They capture nothing any more, so losing them loses
-   * nothing; the log's id, gate and consumers carry over to the new objects.
+   * Before a broken or orphaned log is replaced: marked CREATING (so no purge, FAST refresh or
+   * drift check uses it meanwhile), then its objects dropped. They capture nothing any more, so
+   * losing them loses nothing; the log's id, gate and consumers carry over to the new objects.
    */
   private async retire(m: MlogRow): Promise<void> {
     const { db } = this.ctx;
-    await db('mvs_mlogs')
-      .where({ mlog_id: m.mlog_id, state: 'OK' })
-      .update({ state: 'BROKEN', broken_reason: 'being re-created', broken_at: new Date(this.ctx.deps.clock.now()) });
+    const now = new Date(this.ctx.deps.clock.now());
+    await db('mvs_mlogs').where({ mlog_id: m.mlog_id }).update({ state: 'CREATING', broken_reason: 'being re-created', broken_at: now, mlog_modify_time: now });
     await dropLogObjects(db, m.mlog_id, m.table_schema, m.mlog_name, this.ctx.ddlWaitMs);
     const gate = await db('mvs_mlog_gates').where({ mlog_id: m.mlog_id }).first('mlog_id');
     if (!gate) await db('mvs_mlog_gates').insert({ mlog_id: m.mlog_id });
@@ -134,6 +133,8 @@ export class MlogDdl {
           purge_interval: purge.interval,
           created_at: new Date(nowMs),
           mlog_modify_time: new Date(nowMs),
+          // Until its table and triggers exist: the drift check leaves it alone meanwhile.
+          state: 'CREATING',
         })) as number[];
         await trx('mvs_mlog_purge_info').insert({ mlog_id: id, next_time: purge.next === null ? null : new Date(purge.next), updated_at: trx.fn.now(6) });
         await trx('mvs_mlog_gates').insert({ mlog_id: id });
@@ -236,7 +237,7 @@ export class MlogDdl {
             statement: stmt.kind,
             name: displayName(n),
             mlogId: m.mlog_id,
-            purgeId: outcome.purgeId,
+            purgeId: outcome.purgeId ?? undefined,
             rows: outcome.rows,
             message: `purged materialized view log on ${displayName(n)} (${outcome.rows} rows up to ${outcome.watermark})`,
           };

@@ -4,7 +4,7 @@
 // disagreeing opinion. What this parser must get right is where those texts end.
 
 import { ValidationError } from '../errors.js';
-import type { PurgeClause, QualifiedName, RefreshMethod, Schedule, Statement } from './ast.js';
+import type { CaptureMode, PurgeClause, QualifiedName, RefreshMethod, Schedule, Statement } from './ast.js';
 import { positionAt, tokenize, type Token } from './lexer.js';
 
 export type { Statement } from './ast.js';
@@ -255,10 +255,12 @@ class Parser {
     const table = this.mlogTarget();
     const columns = this.columnList();
     let purge: PurgeClause | undefined;
-    if (this.acceptKeyword('PURGE')) purge = this.purgeClause();
-    else this.expectEnd(['PURGE']);
+    if (this.acceptKeyword('PURGE')) purge = this.purgeClause(['USING']);
+    let capture: CaptureMode | undefined;
+    if (this.acceptKeyword('USING')) capture = this.expectOneOf(['TRIGGERS', 'BINLOG'] as const);
+    else this.expectEnd(purge ? ['USING'] : ['PURGE', 'USING']);
     this.expectEnd([]);
-    return { kind: 'createMlog', table, columns, ...(purge ? { purge } : {}), text: this.text() };
+    return { kind: 'createMlog', table, columns, ...(purge ? { purge } : {}), ...(capture ? { capture } : {}), text: this.text() };
   }
 
   private alterMlog(): Statement {
@@ -269,18 +271,18 @@ class Parser {
     return { kind: 'alterMlogPurge', table, purge, text: this.text() };
   }
 
-  /** After PURGE: `IMMEDIATE | [START WITH expr] NEXT expr` */
-  private purgeClause(): PurgeClause {
+  /** After PURGE: `IMMEDIATE | [START WITH expr] NEXT expr`; `stops` are keywords that may follow it. */
+  private purgeClause(stops: string[] = []): PurgeClause {
     if (this.acceptKeyword('IMMEDIATE')) return { immediate: true };
     let startWith: string | undefined;
     if (this.acceptKeyword('START')) {
       this.expectKeyword('WITH');
-      startWith = this.expression(['NEXT', 'AS']);
+      startWith = this.expression(['NEXT', 'AS', ...stops]);
       this.expectKeyword('NEXT');
     } else if (!this.acceptKeyword('NEXT')) {
       this.fail(['IMMEDIATE', 'START WITH', 'NEXT']);
     }
-    const next = this.expression(['AS']);
+    const next = this.expression(['AS', ...stops]);
     return startWith === undefined ? { immediate: false, next } : { immediate: false, startWith, next };
   }
 

@@ -41,7 +41,11 @@ export interface DriftReport {
 interface MlogMeta extends LogUnderCheck {
   state: string;
   captureMode: string;
+  modifiedAt: Date;
 }
+
+/** A log still CREATING after this long is one whose creation died half-way. */
+const CREATING_GRACE_MS = 60_000;
 
 const inList = (xs: readonly unknown[]) => xs.map(() => '?').join(', ');
 
@@ -82,6 +86,7 @@ export class DriftChecker {
       pk: JSON.parse(String(r.pk_columns)) as string[],
       state: String(r.state ?? 'OK'),
       captureMode: String(r.capture_mode ?? 'TRIGGERS'),
+      modifiedAt: r.mlog_modify_time as Date,
       token: r.base_table_id === null || r.base_table_id === undefined ? null : Number(r.base_table_id),
     }));
   }
@@ -151,6 +156,12 @@ export class DriftChecker {
   private async checkOne(m: MlogMeta, catalog: CatalogView, report: DriftReport): Promise<void> {
     if (m.captureMode !== 'TRIGGERS') return;
     const key = `${m.schema}.${m.table}`;
+    if (m.state === 'CREATING') {
+      if (this.deps.clock.now() - m.modifiedAt.getTime() < CREATING_GRACE_MS) return; // being made now
+      await this.markBroken(m, 'its creation did not finish (CREATE MATERIALIZED VIEW LOG failed half-way)');
+      report.broken.push({ mlogId: m.mlogId, reason: 'its creation did not finish' });
+      return;
+    }
     if (m.state === 'BROKEN') {
       // Its triggers must stay gone (a DROP that timed out behind a long transaction is retried).
       if (catalog.ownTriggers(m).length) await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
@@ -183,7 +194,8 @@ export class DriftChecker {
     const dropped = await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
     await this.deps
       .db('mvs_mlogs')
-      .where({ mlog_id: m.mlogId, state: 'OK' })
+      .where({ mlog_id: m.mlogId })
+      .whereIn('state', ['OK', 'CREATING'])
       .update({ state: 'BROKEN', broken_reason: reason.slice(0, 4000), broken_at: new Date(this.deps.clock.now()) });
     this.log.error(
       { mlog_id: m.mlogId, table: `${m.schema}.${m.table}`, reason, dropped_triggers: dropped },

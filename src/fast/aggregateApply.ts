@@ -22,6 +22,18 @@ export interface TableRef {
 
 export const qt = (t: TableRef) => `${q(t.schema)}.${q(t.name)}`;
 
+/**
+ * MV rows a FAST refresh changed: `changed` counts each statement's rows once; an updated row
+ * (a group whose values moved) counts as one deleted and one inserted.
+ */
+export interface FastChanges {
+  changed: number;
+  inserted: number;
+  deleted: number;
+}
+
+export const NO_CHANGES: FastChanges = Object.freeze({ changed: 0, inserted: 0, deleted: 0 });
+
 /** What applying a delta needs to know of an aggregate MV. */
 export interface AggregateShape {
   groups: OutputItem[];
@@ -131,7 +143,7 @@ export async function createTemporary(trx: Knex.Transaction, name: string, selec
  * Apply the delta table `d` to the MV: update the groups it has, delete those left empty, insert
  * new ones, then recompute MIN / MAX where the extreme may have gone. Returns MV rows changed.
  */
-export async function applyAggregateDelta(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, shape: AggregateShape, d: string): Promise<number> {
+export async function applyAggregateDelta(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, shape: AggregateShape, d: string): Promise<FastChanges> {
   const groupCols = shape.groups.map((g) => shape.outputColumns[g.index]!);
   // New values, from the delta row alone (multi-table UPDATE assigns in no set order, so no
   // expression may read an MV column that the same statement writes).
@@ -174,22 +186,24 @@ export async function applyAggregateDelta(trx: Knex.Transaction, snapshot: Knex.
   const affected = (r: unknown) => (r as [{ affectedRows: number }])[0].affectedRows;
   // Every statement reads the (small) delta first and finds MV rows by their key: the
   // optimizer's row estimates for a just-swapped-in MV can be far off.
-  let changed = affected(
+  const updated = affected(
     await trx.raw(
       `UPDATE ${dq} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} SET ${set.map(([c, e]) => `m.${q(c)} = ${e}`).join(', ')}` +
         ` WHERE d.o_cnt IS NOT NULL AND (${n} > 0${groupCols.length ? '' : ' OR TRUE'})`,
     ),
   );
+  let deleted = 0;
+  let inserted = 0;
   if (groupCols.length) {
-    changed += affected(await trx.raw(`DELETE m FROM ${dq} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
+    deleted = affected(await trx.raw(`DELETE m FROM ${dq} AS d STRAIGHT_JOIN ${qt(mv)} AS m ON ${mjoin} WHERE d.o_cnt IS NOT NULL AND ${n} = 0`));
     const insCols = [...groupCols, ...set.map(([c]) => c)];
     const insExprs = [...groupCols.map((_, i) => `d.g${i}`), ...set.map(([, e]) => e)];
-    changed += affected(
+    inserted = affected(
       await trx.raw(`INSERT INTO ${qt(mv)} (${insCols.map(q).join(', ')}) SELECT ${insExprs.join(', ')} FROM ${dq} AS d WHERE d.o_cnt IS NULL AND ${n} > 0`),
     );
   }
   if (recomputeWhen.length) await recomputeExtremes(trx, snapshot, mv, shape, dq, recomputeWhen);
-  return changed;
+  return { changed: updated + deleted + inserted, inserted: updated + inserted, deleted: updated + deleted };
 }
 
 export interface ColumnInfo {

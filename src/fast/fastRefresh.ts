@@ -1,7 +1,19 @@
 import type { Knex } from 'knex';
 import { quoteIdent } from '../mv/identifiers.js';
 import { OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
-import { aggregateShape, applyAggregateDelta, baseSource, columnInfo, createTemporary, deltaColumns, qt, withCurrentValues, type TableRef } from './aggregateApply.js';
+import {
+  aggregateShape,
+  applyAggregateDelta,
+  baseSource,
+  columnInfo,
+  createTemporary,
+  deltaColumns,
+  NO_CHANGES,
+  qt,
+  withCurrentValues,
+  type FastChanges,
+  type TableRef,
+} from './aggregateApply.js';
 import type { AggregatePlan } from './analyze.js';
 import type { FastSetup, TableSetup } from './explain.js';
 import { applyJoin } from './joinRefresh.js';
@@ -13,7 +25,7 @@ import { applyJoin } from './joinRefresh.js';
 
 const q = quoteIdent;
 
-export type { TableRef } from './aggregateApply.js';
+export type { FastChanges, TableRef } from './aggregateApply.js';
 export { fillFromSnapshot } from './copyRows.js';
 
 /** Hidden columns of an aggregate MV: the row count of each group, and per aggregate what it needs. */
@@ -81,7 +93,7 @@ export interface FastRange {
 /**
  * Apply the log rows in (from, to] of every log (`ranges` by mlog_id) to the MV. `trx` is the
  * refresh's transaction (READ COMMITTED: the rows up to the cut are committed and never change);
- * `snapshot` sees the base tables as of the cut. Returns the number of MV rows changed.
+ * `snapshot` sees the base tables as of the cut. Returns the MV rows changed.
  */
 export async function applyFast(
   trx: Knex.Transaction,
@@ -89,10 +101,10 @@ export async function applyFast(
   mv: TableRef,
   setup: FastSetup,
   ranges: Map<number, FastRange>,
-): Promise<number> {
+): Promise<FastChanges> {
   if (setup.shape === 'join') return applyJoin(trx, snapshot, mv, setup, ranges);
   const range = ranges.get(setup.mlog.mlog_id)!;
-  if (range.to <= range.from) return 0;
+  if (range.to <= range.from) return NO_CHANGES;
   return setup.plan.kind === 'aggregate' ? applyAggregate(trx, snapshot, mv, setup, setup.plan, range) : applySpj(trx, mv, setup, range);
 }
 
@@ -103,7 +115,7 @@ function logRange(setup: TableSetup): string {
 
 const logTable = (setup: TableSetup): TableRef => ({ schema: setup.mlog.table_schema, name: setup.mlog.mlog_name });
 
-async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: TableSetup, range: FastRange): Promise<number> {
+async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: TableSetup, range: FastRange): Promise<FastChanges> {
   const plan = setup.plan;
   if (plan.kind !== 'spj') throw new Error('not an SPJ plan');
   const log = qt(logTable(setup));
@@ -127,7 +139,7 @@ async function applySpj(trx: Knex.Transaction, mv: TableRef, setup: TableSetup, 
       (plan.where ? ` AND (${plan.where})` : ''),
     bind,
   )) as [{ affectedRows: number }];
-  return del.affectedRows + ins.affectedRows;
+  return { changed: del.affectedRows + ins.affectedRows, inserted: ins.affectedRows, deleted: del.affectedRows };
 }
 
 async function applyAggregate(
@@ -137,7 +149,7 @@ async function applyAggregate(
   setup: TableSetup,
   plan: AggregatePlan,
   range: FastRange,
-): Promise<number> {
+): Promise<FastChanges> {
   const log = qt(logTable(setup));
   const a = q(plan.alias);
   const shape = aggregateShape(setup);

@@ -2,7 +2,17 @@ import type { Knex } from 'knex';
 import { byteColumns } from '../db/exactValues.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { SEQ_COLUMN } from '../mlog/names.js';
-import { aggregateShape, applyAggregateDelta, createTemporary, deltaColumnSpecs, qt, withCurrentValues, type TableRef } from './aggregateApply.js';
+import {
+  aggregateShape,
+  applyAggregateDelta,
+  createTemporary,
+  deltaColumnSpecs,
+  NO_CHANGES,
+  qt,
+  withCurrentValues,
+  type FastChanges,
+  type TableRef,
+} from './aggregateApply.js';
 import { fillFromSnapshot } from './copyRows.js';
 import type { JoinSetup } from './explain.js';
 import { deltaUnion, orderOccurrences, WEIGHT, type DeltaInput } from './joinDelta.js';
@@ -67,9 +77,9 @@ export async function applyJoin(
   mv: TableRef,
   setup: JoinSetup,
   ranges: Map<number, LogRange>,
-): Promise<number> {
+): Promise<FastChanges> {
   const changed = await changedLogs(snapshot, setup, ranges);
-  if (!changed.size) return 0;
+  if (!changed.size) return NO_CHANGES;
   const input = deltaInput(setup, ranges, changed);
   return setup.plan.kind === 'aggregate' ? applyJoinAggregate(trx, snapshot, mv, setup, input) : applyJoinSpj(trx, snapshot, mv, setup, input);
 }
@@ -88,7 +98,7 @@ export function joinAggregateDelta(setup: JoinSetup, input: DeltaInput): { sql: 
   };
 }
 
-async function applyJoinAggregate(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<number> {
+async function applyJoinAggregate(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
   if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
   const { groups, aggregates } = setup.plan;
   const out = setup.outputColumns;
@@ -132,7 +142,7 @@ export function joinSpjDelta(setup: JoinSetup, input: DeltaInput): { sql: string
  * the MV as the previous terms left it; so the terms are applied in order, each deleting its
  * going rows by key and inserting its coming ones.
  */
-async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<number> {
+async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
   const out = setup.outputColumns;
   const delta = joinSpjDelta(setup, input);
   const rowsTable = '__mvs_join_rows';
@@ -144,22 +154,23 @@ async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, m
   );
   try {
     const streamed = await fillTemporary(trx, snapshot, rowsTable, delta.columns, delta.sql);
-    if (streamed === 0) return 0;
+    if (streamed === 0) return NO_CHANGES;
     const keyOn = (setup.pkOutput ?? []).map((p) => `m.${q(p.output)} = s.c${out.indexOf(p.output)}`).join(' AND ');
     const affected = (x: unknown) => (x as [{ affectedRows: number }])[0].affectedRows;
     const [terms] = (await trx.raw(`SELECT DISTINCT ${q(TERM)} AS t FROM ${r} ORDER BY 1`)) as [Array<{ t: number | string }>];
-    let changed = 0;
+    let deleted = 0;
+    let inserted = 0;
     for (const { t } of terms) {
       const term = Number(t);
-      changed += affected(await trx.raw(`DELETE m FROM ${r} AS s STRAIGHT_JOIN ${qt(mv)} AS m ON ${keyOn} WHERE s.${q(TERM)} = ? AND s.${q(SIGN)} = -1`, [term]));
-      changed += affected(
+      deleted += affected(await trx.raw(`DELETE m FROM ${r} AS s STRAIGHT_JOIN ${qt(mv)} AS m ON ${keyOn} WHERE s.${q(TERM)} = ? AND s.${q(SIGN)} = -1`, [term]));
+      inserted += affected(
         await trx.raw(
           `INSERT INTO ${qt(mv)} (${out.map(q).join(', ')}) SELECT ${out.map((_, i) => `c${i}`).join(', ')} FROM ${r} WHERE ${q(TERM)} = ? AND ${q(SIGN)} = 1`,
           [term],
         ),
       );
     }
-    return changed;
+    return { changed: deleted + inserted, inserted, deleted };
   } finally {
     await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${r}`);
   }

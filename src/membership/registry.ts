@@ -1,8 +1,9 @@
-import type { Redis } from 'ioredis';
-import { nodeQueueName, redisKeys } from '../queue/names.js';
+import { nodeQueueName, redisKeys, type RedisKeys } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 
 // Live nodes are members of a sorted set scored by their expiry time, read from Redis' own
-// clock so hosts with skewed clocks still agree on who is alive.
+// clock so hosts with skewed clocks still agree on who is alive. On a Redis Cluster both keys
+// the heartbeat script writes carry the {mvs} hash tag (names.ts), so they share a slot.
 
 const HEARTBEAT = `
 local t = redis.call('TIME')
@@ -24,13 +25,13 @@ if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now) en
 return dead`;
 
 export class MembershipRegistry {
-  private readonly keys: ReturnType<typeof redisKeys>;
+  private readonly keys: RedisKeys;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
   ) {
-    this.keys = redisKeys(prefix);
+    this.keys = redisKeys(prefix, isCluster(redis));
   }
 
   get channel(): string {

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
+import type { RedisClient } from '../queue/redis.js';
 import { HashRing } from '../ring/hashRing.js';
 import type { MembershipRegistry } from './registry.js';
 
@@ -19,7 +19,7 @@ export class RingView {
 
   constructor(
     private readonly registry: MembershipRegistry,
-    private readonly subscriber: Redis,
+    private readonly subscriber: RedisClient,
     private readonly logger: Logger,
     opts: { vnodes?: number; pollMs?: number } = {},
   ) {

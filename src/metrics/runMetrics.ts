@@ -1,8 +1,9 @@
-import type { Redis } from 'ioredis';
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { PurgeOutcome, PurgeRequest } from '../purge/purgeRunner.js';
 import type { RefreshOutcome, RefreshRequest } from '../refresh/types.js';
+import { redisKeys } from '../queue/names.js';
+import type { RedisClient } from '../queue/redis.js';
 
 // Figures of the runs a process carries out (refreshes, purges, repairs). Each worker keeps its
 // own prom-client registry and publishes it to Redis every few seconds (key per node, with a
@@ -11,12 +12,12 @@ import type { RefreshOutcome, RefreshRequest } from '../refresh/types.js';
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 const LATENESS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-export function metricsKey(prefix: string, nodeId: string): string {
-  return `${prefix}:mvs:metrics:${nodeId}`;
+export function metricsKey(prefix: string, nodeId: string, cluster: boolean): string {
+  return redisKeys(prefix, cluster).metrics(nodeId);
 }
 
-export function metricsKeyPattern(prefix: string): string {
-  return `${prefix}:mvs:metrics:*`;
+export function metricsKeyPattern(prefix: string, cluster: boolean): string {
+  return redisKeys(prefix, cluster).metricsPattern;
 }
 
 /** Observes outcomes of refresh and purge runs (RefreshRunner / PurgeRunner call it). */
@@ -111,7 +112,7 @@ export class RunMetrics implements RunObserver {
   }
 
   /** Publish this registry to Redis every `everyMs`, for the server's scrape (TTL 3 periods). */
-  startPublishing(redis: Redis, key: string, logger: Logger, everyMs = 5_000): void {
+  startPublishing(redis: RedisClient, key: string, logger: Logger, everyMs = 5_000): void {
     const publish = async () => {
       const json = await this.registry.getMetricsAsJSON();
       await redis.set(key, JSON.stringify(json), 'PX', everyMs * 3);
@@ -126,7 +127,7 @@ export class RunMetrics implements RunObserver {
   /** Push the figures now (after a run the test or the server wants to see at once). */
   publishNow: () => Promise<void> = async () => {};
 
-  async stopPublishing(redis: Redis, key: string): Promise<void> {
+  async stopPublishing(redis: RedisClient, key: string): Promise<void> {
     clearInterval(this.timer);
     clearTimeout(this.soon);
     this.timer = undefined;

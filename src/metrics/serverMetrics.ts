@@ -1,10 +1,10 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { MembershipRegistry } from '../membership/registry.js';
 import { listMviewStatus } from '../mv/status.js';
-import { REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { isCluster, scanKeys, type RedisClient } from '../queue/redis.js';
 import { metricsKeyPattern, RunMetrics } from './runMetrics.js';
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
@@ -23,15 +23,17 @@ export class ServerMetrics {
   readonly own = new RunMetrics({ node: 'server' });
   private readonly membership: MembershipRegistry;
   private readonly queues = new Map<string, Queue>();
+  private readonly cluster: boolean;
 
-  constructor(private readonly deps: { db: Knex; redis: Redis; prefix: string }) {
+  constructor(private readonly deps: { db: Knex; redis: RedisClient; prefix: string }) {
+    this.cluster = isCluster(deps.redis);
     this.membership = new MembershipRegistry(deps.redis, deps.prefix);
   }
 
   private queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.deps.redis, prefix: this.deps.prefix });
+      q = new Queue(bullQueueName(name, this.cluster), { connection: this.deps.redis, prefix: this.deps.prefix });
       this.queues.set(name, q);
     }
     return q;
@@ -70,14 +72,10 @@ export class ServerMetrics {
 
   /** Figures published by live workers (a worker that left took its key with it). */
   private async workerFigures(): Promise<MetricsJson[]> {
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await this.deps.redis.scan(cursor, 'MATCH', metricsKeyPattern(this.deps.prefix), 'COUNT', 200);
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== '0');
+    // SCAN over every master: on a cluster one node's SCAN sees only its own slots.
+    const keys = await scanKeys(this.deps.redis, metricsKeyPattern(this.deps.prefix, this.cluster), 200);
     if (!keys.length) return [];
+    // One MGET: on a cluster the keys share the {mvs} hash tag, hence one slot.
     const values = await this.deps.redis.mget(...keys);
     const out: MetricsJson[] = [];
     for (const v of values) {

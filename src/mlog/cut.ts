@@ -21,6 +21,8 @@ export interface CutLog {
 export interface Cut {
   highWater: Map<number, number>;
   snapshot: Knex.Transaction;
+  /** The database's clock at the snapshot's read: the data time of what is read through it. */
+  at: Date;
 }
 
 /** The cut gave up waiting for writer transactions in flight (MVS_CUT_WAIT_MS). */
@@ -53,15 +55,21 @@ export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAI
   if (logs.length === 0) throw new Error('takeCut needs at least one log');
   const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
   const flavor = await serverFlavor(db);
-  const deadline = Date.now() + waitMs;
+  let deadline = Date.now() + waitMs;
+  let regained = false;
   for (;;) {
     const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
     let ok = false;
     try {
-      const highWater = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs });
-      if (highWater) {
+      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs });
+      if (read === 'lost') {
+        // The server took the gate back because this process stalled (a pause, a freeze) after it
+        // was granted: that time was not spent waiting for writers, so it gets one more full wait.
+        if (!regained) deadline = Date.now() + waitMs;
+        regained = true;
+      } else if (read) {
         ok = true;
-        return { highWater, snapshot };
+        return { ...read, snapshot };
       }
     } catch (err) {
       if (err instanceof CutTimeoutError) throw new CutTimeoutError(`${err.message}${await oldestTransaction(db)}`);
@@ -85,14 +93,15 @@ function timeoutText(logs: CutLog[], waitMs: number): string {
 
 /**
  * One attempt on a connection of its own: gate, snapshot read, release. Returns the high-water
- * marks, or undefined when the attempt must be repeated (deadlock victim, gate lost).
+ * marks, or what to do again: undefined after a deadlock, 'lost' when the server took the gate
+ * back before our COMMIT.
  */
 async function gatedRead(
   db: Knex,
   snapshot: Knex.Transaction,
   logs: CutLog[],
   { flavor, deadline, waitMs }: { flavor: 'mariadb' | 'mysql'; deadline: number; waitMs: number },
-): Promise<Map<number, number> | undefined> {
+): Promise<Omit<Cut, 'snapshot'> | 'lost' | undefined> {
   const remainingMs = Math.max(1, deadline - Date.now());
   const conn: unknown = await db.client.acquireConnection();
   const on = (sql: string, bindings: readonly unknown[] = []) => db.raw(sql, bindings as never).connection(conn as never);
@@ -125,15 +134,15 @@ async function gatedRead(
     const cols = logs.map(
       (l, i) => `(SELECT COALESCE(MAX(${quoteIdent(SEQ_COLUMN)}), 0) FROM ${quoteIdent(l.table_schema)}.${quoteIdent(l.mlog_name)}) AS h${i}`,
     );
-    const [rows] = (await snapshot.raw(`SELECT ${cols.join(', ')}`)) as [Array<Record<string, number | string>>];
+    const [rows] = (await snapshot.raw(`SELECT NOW(3) AS __at, ${cols.join(', ')}`)) as [Array<Record<string, number | string | Date>>];
     try {
       await on('COMMIT');
     } catch {
       // The server ended the gate transaction before our COMMIT (we were idle too long): the
       // gate may have been released before the snapshot read, so this cut proves nothing.
-      return undefined;
+      return 'lost';
     }
-    return new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])]));
+    return { highWater: new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])])), at: rows[0]!.__at as Date };
   } finally {
     // A no-op after COMMIT. A connection the server killed fails these at once, and the pool
     // discards it (knex validates connections on checkout).

@@ -93,6 +93,8 @@ export interface LogObjectsSpec {
   metaSchema: string;
   shape: BaseTableShape;
   tracked: string[];
+  /** BINLOG: the log table only; `mvsched capture` fills it from the binary log (no triggers). */
+  captureMode?: 'TRIGGERS' | 'BINLOG';
 }
 
 function gateStatement(spec: LogObjectsSpec): string {
@@ -108,7 +110,7 @@ export interface LogStatement {
   undo: string;
 }
 
-/** The statements that create the log table and its triggers, in order, each with its undo. */
+/** The statements that create the log table and (unless BINLOG) its triggers, in order, each with its undo. */
 export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
   const byName = new Map(spec.shape.columns.map((c) => [c.name, c]));
   const cols = [...spec.shape.primaryKey, ...spec.tracked];
@@ -123,6 +125,7 @@ export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
     `  ${quoteIdent(OLD_NEW_COLUMN)} TINYINT NOT NULL,\n` +
     `  PRIMARY KEY (${quoteIdent(SEQ_COLUMN)})\n` +
     `) ENGINE=InnoDB COMMENT='${logTableComment(spec.mlogId)}'`;
+  if (spec.captureMode === 'BINLOG') return [{ sql: table, undo: `DROP TABLE IF EXISTS ${log}` }];
   const colList = [...cols.map(quoteIdent), quoteIdent(DML_TYPE_COLUMN), quoteIdent(OLD_NEW_COLUMN)].join(', ');
   const image = (row: 'NEW' | 'OLD', dml: string, sign: 1 | -1) =>
     `INSERT INTO ${log} (${colList}) VALUES (${[...cols.map((c) => `${row}.${quoteIdent(c)}`), `'${dml}'`, String(sign)].join(', ')});`;

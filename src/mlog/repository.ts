@@ -18,7 +18,7 @@ export interface MlogRow {
   created_at: Date;
   mlog_modify_time: Date;
   /** OK, or BROKEN: the log cannot have captured every change of its table (broken_reason says why). */
-  state?: 'OK' | 'BROKEN';
+  state?: 'OK' | 'BROKEN' | 'CREATING';
   broken_reason?: string | null;
   /** Identity token of the base table as the log last saw it (mlog/identity.ts). */
   base_table_id?: number | null;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 
 const RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -19,7 +19,7 @@ return 0`;
  */
 export class LeaderLease {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly key: string,
     readonly holderId: string,
     readonly ttlMs: number,

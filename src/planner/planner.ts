@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -7,10 +6,12 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
 import { redisKeys, mlogTask, mviewTask } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
 import type { DriftChecker } from '../drift/driftChecker.js';
+import type { HistoryRetention } from './retention.js';
 
 /** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
 const FULL_PASS_EVERY = 20;
@@ -21,9 +22,9 @@ const SWEEP_AFTER_RING_CHANGE_MS = 3_000;
 export interface PlannerDeps {
   db: Knex;
   /** Commands connection. */
-  redis: Redis;
+  redis: RedisClient;
   /** A second connection, used only for pub/sub. */
-  subscriber: Redis;
+  subscriber: RedisClient;
   logger: Logger;
   clock: Clock;
   prefix: string;
@@ -34,6 +35,8 @@ export interface PlannerDeps {
   membershipPollMs?: number;
   /** Checks MV logs for changes made behind mvsched's back, every intervalS while leading. */
   drift?: { checker: DriftChecker; intervalS: number };
+  /** Trims history and the edit log, every intervalS while leading. */
+  retention?: { trimmer: HistoryRetention; intervalS: number };
 }
 
 /**
@@ -62,12 +65,11 @@ export class Planner {
   private passes = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
-  private driftTimer: NodeJS.Timeout | undefined;
-  private drifting: Promise<void> | undefined;
+  private readonly chores: Array<{ timer?: NodeJS.Timeout; running?: Promise<void> }> = [];
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
-    this.keys = redisKeys(deps.prefix);
+    this.keys = redisKeys(deps.prefix, isCluster(deps.redis));
     this.lease = new LeaderLease(deps.redis, this.keys.plannerLeader, this.id, deps.leaseTtlMs);
     this.registry = new MembershipRegistry(deps.redis, deps.prefix);
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, {
@@ -131,27 +133,44 @@ export class Planner {
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
     this.leaseTimer.unref();
     this.loop = this.run();
-    this.scheduleDrift();
+    const { drift, retention } = this.deps;
+    if (drift) {
+      this.chore('drift check', drift.intervalS, async () => {
+        const r = await drift.checker.check();
+        return r.broken.length || r.systemRefreshes.length ? r : undefined;
+      });
+    }
+    if (retention) {
+      this.chore('history retention', retention.intervalS, async () => {
+        const r = await retention.trimmer.run();
+        return r.refreshRows + r.purgeRows + r.editLogRows > 0 ? r : undefined;
+      });
+    }
   }
 
-  /** The drift check, on its own clock (MVS_DRIFT_CHECK_S): never behind a long reconcile. */
-  private scheduleDrift(): void {
-    const drift = this.deps.drift;
-    if (!drift || this.closed) return;
-    this.driftTimer = setTimeout(() => {
-      this.drifting = (async () => {
-        if (this.leading && !this.closed) {
+  /**
+   * A leader's periodic chore on a clock of its own (never behind a long reconcile, one run at a
+   * time); what it returns, when anything, is logged.
+   */
+  private chore(name: string, intervalS: number, work: () => Promise<object | undefined>): void {
+    const c: { timer?: NodeJS.Timeout; running?: Promise<void> } = {};
+    this.chores.push(c);
+    const next = () => {
+      if (this.closed) return;
+      c.timer = setTimeout(() => {
+        c.running = (async () => {
+          if (!this.leading || this.closed) return;
           try {
-            const r = await drift.checker.check();
-            if (r.broken.length || r.systemRefreshes.length) this.log.info(r, 'drift check');
-            else this.log.debug(r, 'drift check');
+            const r = await work();
+            if (r) this.log.info(r, name);
           } catch (err) {
-            this.log.warn({ err }, 'drift check failed; the next one retries');
+            this.log.warn({ err }, `${name} failed; the next one retries`);
           }
-        }
-      })().finally(() => this.scheduleDrift());
-    }, drift.intervalS * 1000);
-    this.driftTimer.unref();
+        })().finally(next);
+      }, intervalS * 1000);
+      c.timer.unref();
+    };
+    next();
   }
 
   private async leaseTick(): Promise<void> {
@@ -259,8 +278,8 @@ export class Planner {
     this.closed = true;
     clearInterval(this.leaseTimer);
     clearTimeout(this.sweepTimer);
-    clearTimeout(this.driftTimer);
-    await this.drifting?.catch(() => {});
+    for (const c of this.chores) clearTimeout(c.timer);
+    await Promise.all(this.chores.map((c) => c.running?.catch(() => {})));
     this.notifier.wake();
     await this.loop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});

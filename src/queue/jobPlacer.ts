@@ -1,12 +1,12 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
-import { taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
+import { bullQueueName, taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
+import { isCluster, type RedisClient } from './redis.js';
 
 export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
 
 export interface QueueSnapshot {
-  /** task -> due time (epoch ms) of delayed jobs (tasks: see TaskId in names.ts). */
+  /** task -> due time (epoch ms, the slot: PROMOTE_LEAD_MS after the job wakes) of delayed jobs (tasks: see TaskId in names.ts). */
   delayed: Map<number, number>;
   /** MVs whose job is ready to run (waiting, prioritized, paused). */
   ready: Set<number>;
@@ -20,23 +20,44 @@ const JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;
 const DELAY_SCORE_FACTOR = 0x1000;
 
 /**
+ * Scheduled jobs become ready this long before their slot. BullMQ's delayed jobs wake a worker
+ * through a blocking Redis command whose timeout Redis checks every 1000/hz ms (100 ms at the
+ * default hz 10), so a job delayed to its slot starts 0-100 ms late; ready early, it is in the
+ * worker when the slot comes, and the worker starts it on time (src/worker/slotGate.ts).
+ */
+export const PROMOTE_LEAD_MS = 250;
+
+/** When a scheduled job due at `dueAt` becomes ready. */
+export function promoteAt(dueAt: number): number {
+  return dueAt - PROMOTE_LEAD_MS;
+}
+
+const delayUntil = (dueAt: number, now: number) => Math.max(0, promoteAt(dueAt) - now);
+
+/**
  * Puts scheduled-refresh jobs into node queues and takes them out. Shared by the planner (which
  * reconciles) and workers (which schedule an MV's next run when they finish one). Every write is
  * idempotent by job id, so a planner and a worker placing the same job at once agree.
+ *
+ * Callers name queues as mvsched does (`node-<id>`); on a Redis Cluster the BullMQ queue behind
+ * the name is `{node-<id>}` (bullQueueName), so each node queue sits in one slot of its own.
  */
 export class JobPlacer {
   private readonly queues = new Map<string, Queue>();
+  private readonly cluster: boolean;
 
   constructor(
-    private readonly connection: Redis,
+    private readonly connection: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.cluster = isCluster(connection);
+  }
 
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q = new Queue(bullQueueName(name, this.cluster), { connection: this.connection, prefix: this.prefix });
       q.on('error', (err) => this.logger.warn({ err, queue: name }, 'queue error'));
       this.queues.set(name, q);
     }
@@ -60,7 +81,7 @@ export class JobPlacer {
     const { name, data } = taskJob(task, dueAt);
     const job = await q.getJob(jobId);
     if (!job) {
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
     const state = await job.getState();
@@ -73,13 +94,13 @@ export class JobPlacer {
         dueAt = fresh;
       }
       await job.updateData(taskJob(task, dueAt).data);
-      await job.changeDelay(Math.max(0, dueAt - now));
+      await job.changeDelay(delayUntil(dueAt, now));
       return 'rescheduled';
     }
     if (state === 'active') return 'active';
     if (state === 'completed' || state === 'failed' || state === 'unknown') {
       await q.remove(jobId).catch(() => 0);
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: Math.max(0, dueAt - now) });
+      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
     // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
@@ -92,7 +113,7 @@ export class JobPlacer {
       await q.addBulk(
         items.slice(i, i + 1000).map(({ task, dueAt }) => ({
           ...taskJob(task, dueAt),
-          opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: Math.max(0, dueAt - now) },
+          opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: delayUntil(dueAt, now) },
         })),
       );
     }
@@ -106,7 +127,10 @@ export class JobPlacer {
     return !job;
   }
 
-  /** Read a node queue's scheduled jobs straight from its Redis structures (one round trip). */
+  /**
+   * Read a node queue's scheduled jobs straight from its Redis structures (one round trip; on a
+   * cluster the queue's keys share its hash tag, so the MULTI stays within one slot).
+   */
   async snapshot(queueName: string): Promise<QueueSnapshot> {
     const keys = this.queue(queueName).keys;
     const res = await this.connection
@@ -122,7 +146,7 @@ export class JobPlacer {
     const delayed = (res[0]?.[1] as string[]) ?? [];
     for (let i = 0; i < delayed.length; i += 2) {
       const id = taskOfJob(delayed[i]);
-      if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR));
+      if (id !== undefined) out.delayed.set(id, Math.floor(Number(delayed[i + 1]) / DELAY_SCORE_FACTOR) + PROMOTE_LEAD_MS);
     }
     for (const idx of [1, 2, 3]) {
       for (const jid of (res[idx]?.[1] as string[]) ?? []) {

@@ -84,14 +84,41 @@ export function taskJob(task: TaskId, dueAt: number): { name: string; data: Sche
     : { name: SCHEDULED_REFRESH, data: { mviewId: task, dueAt } };
 }
 
-/** mvsched's own Redis keys, under the same prefix as its queues. */
-export function redisKeys(prefix: string) {
+/**
+ * The BullMQ name of an mvsched queue. On a Redis Cluster the name is its own hash tag
+ * (`{requests}`, `{repair}`, `{node-<id>}`): BullMQ's scripts touch several keys of one queue at
+ * once, which a cluster allows only within one slot, and distinct tags let different node queues
+ * land on different masters. On a single Redis the names stay as they always were.
+ */
+export function bullQueueName(queue: string, cluster: boolean): string {
+  return cluster ? `{${queue}}` : queue;
+}
+
+/** The mvsched queue a BullMQ queue name stands for (the inverse of bullQueueName). */
+export function queueOfBullName(name: string): string {
+  const m = /^\{([^{}]+)\}$/.exec(name);
+  return m ? m[1]! : name;
+}
+
+/**
+ * mvsched's own Redis keys, under the same prefix as its queues. On a Redis Cluster they all
+ * carry the hash tag `{mvs}`, so they share one slot: the heartbeat script writes two of them
+ * at once and the metrics scrape reads the per-node keys with one MGET. They are small and
+ * touched a few times a second, so one master carries them easily.
+ */
+export function redisKeys(prefix: string, cluster: boolean) {
+  const own = cluster ? `${prefix}:{mvs}` : `${prefix}:mvs`;
   return {
-    nodes: `${prefix}:mvs:nodes`,
-    nodeQueues: `${prefix}:mvs:node-queues`,
-    membershipChannel: `${prefix}:mvs:membership`,
-    ddlChannel: `${prefix}:ddl`,
-    plannerLeader: `${prefix}:mvs:planner:leader`,
-    plannerEpoch: `${prefix}:mvs:planner:epoch`,
+    nodes: `${own}:nodes`,
+    nodeQueues: `${own}:node-queues`,
+    membershipChannel: `${own}:membership`,
+    ddlChannel: cluster ? `${own}:ddl` : `${prefix}:ddl`,
+    plannerLeader: `${own}:planner:leader`,
+    plannerEpoch: `${own}:planner:epoch`,
+    /** Each worker's published run metrics (see metrics/runMetrics.ts). */
+    metrics: (nodeId: string) => `${own}:metrics:${nodeId}`,
+    metricsPattern: `${own}:metrics:*`,
   };
 }
+
+export type RedisKeys = ReturnType<typeof redisKeys>;

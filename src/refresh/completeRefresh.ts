@@ -57,11 +57,22 @@ export async function dropShadowTables(db: Knex, mv: MvRef): Promise<void> {
   await shadowNamesInUse(db, mv);
 }
 
+export interface Filled {
+  rows: number;
+  /** Database time of the snapshot the rows were read from. */
+  dataTime: Date;
+}
+
+export interface BuildResult extends Filled {
+  /** Rows the MV held before (null: it had no table). */
+  previousRows: number | null;
+}
+
 export interface BuildSteps {
   /** Shape the empty build table (hidden columns, keys). */
   prepare?: (build: TableRef) => Promise<void>;
-  /** Fill the build table; returns the row count. Default: INSERT ... SELECT at READ COMMITTED. */
-  fill?: (build: TableRef) => Promise<number>;
+  /** Fill the build table. Default: INSERT ... SELECT at READ COMMITTED. */
+  fill?: (build: TableRef) => Promise<Filled>;
   /** Runs just before the swap. */
   beforeSwap?: () => Promise<void>;
 }
@@ -72,7 +83,7 @@ export interface BuildSteps {
  * row count. Runs on pool connections outside the caller's lock transaction, because DDL
  * implicitly commits: the per-MV lock lives on another connection for the whole build.
  */
-export async function buildInPlaceOf(db: Knex, mv: MvRef, select: string, steps: BuildSteps = {}): Promise<number> {
+export async function buildInPlaceOf(db: Knex, mv: MvRef, select: string, steps: BuildSteps = {}): Promise<BuildResult> {
   const taken = await shadowNamesInUse(db, mv);
   const { building, retired } = shadowTables(mv.mview_id);
   const build = { schema: mv.table_schema, name: freeName(building, taken) };
@@ -82,11 +93,11 @@ export async function buildInPlaceOf(db: Knex, mv: MvRef, select: string, steps:
   await db.raw(`CREATE TABLE ${qt(build)} COMMENT = '${ownerComment(mv.mview_id)}' AS SELECT * FROM (${select}) AS __mvs_def LIMIT 0`);
   try {
     await steps.prepare?.(build);
-    const rows = steps.fill ? await steps.fill(build) : await fillReadCommitted(db, build, select);
+    const filled = steps.fill ? await steps.fill(build) : await fillReadCommitted(db, build, select);
     await analyzeForSwap(db, qt(build));
     await steps.beforeSwap?.();
-    await swap(db, mv, build, { schema: mv.table_schema, name: freeName(retired, taken) });
-    return rows;
+    const previousRows = await swap(db, mv, build, { schema: mv.table_schema, name: freeName(retired, taken) });
+    return { ...filled, previousRows };
   } catch (err) {
     await db.raw(`DROP TABLE IF EXISTS ${qt(build)}`).catch(() => {});
     throw err;
@@ -94,24 +105,28 @@ export async function buildInPlaceOf(db: Knex, mv: MvRef, select: string, steps:
 }
 
 /** COMPLETE refresh from the definition. */
-export function buildComplete(db: Knex, mv: MvRef & Pick<MviewRow, 'mview_definition'>): Promise<number> {
+export function buildComplete(db: Knex, mv: MvRef & Pick<MviewRow, 'mview_definition'>): Promise<BuildResult> {
   return buildInPlaceOf(db, mv, mv.mview_definition);
 }
 
 /**
  * The rows in a READ COMMITTED transaction: a consistent read that takes no shared locks on the
- * base tables, so writers are not blocked while a big MV is rebuilt.
+ * base tables, so writers are not blocked while a big MV is rebuilt. Its data time is the
+ * database's clock just before the read (the statement's snapshot is taken as it starts).
  */
-async function fillReadCommitted(db: Knex, build: TableRef, select: string): Promise<number> {
+async function fillReadCommitted(db: Knex, build: TableRef, select: string): Promise<Filled> {
   let rows = 0;
+  let dataTime = new Date();
   await db.transaction(
     async (trx) => {
+      const [now] = (await trx.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>];
+      dataTime = now[0]!.t;
       const [res] = (await trx.raw(`INSERT INTO ${qt(build)} SELECT * FROM (${select}) AS __mvs_def`)) as [{ affectedRows: number }];
       rows = res.affectedRows;
     },
     { isolationLevel: 'read committed' },
   );
-  return rows;
+  return { rows, dataTime };
 }
 
 /**
@@ -123,17 +138,23 @@ export async function analyzeForSwap(db: Knex, qualifiedTable: string): Promise<
   await db.raw(`ANALYZE TABLE ${qualifiedTable}`);
 }
 
-/** Put the build table in the MV's place (readers see the old table or the new one). */
-async function swap(db: Knex, mv: MvRef, build: TableRef, retired: TableRef): Promise<void> {
+/**
+ * Put the build table in the MV's place (readers see the old table or the new one); returns how
+ * many rows the replaced table held (null when there was none).
+ */
+async function swap(db: Knex, mv: MvRef, build: TableRef, retired: TableRef): Promise<number | null> {
   const target = { schema: mv.table_schema, name: mv.mview_name };
   const existing = await db('information_schema.tables').where({ table_schema: target.schema, table_name: target.name }).first('table_name');
-  if (existing) {
-    await db.raw(`RENAME TABLE ${qt(target)} TO ${qt(retired)}, ${qt(build)} TO ${qt(target)}`);
-    // The MV's previous table, which this statement just moved there.
-    await db.raw(`DROP TABLE IF EXISTS ${qt(retired)}`);
-  } else {
+  if (!existing) {
     await db.raw(`RENAME TABLE ${qt(build)} TO ${qt(target)}`);
+    return null;
   }
+  await db.raw(`RENAME TABLE ${qt(target)} TO ${qt(retired)}, ${qt(build)} TO ${qt(target)}`);
+  // The MV's previous table, which this statement just moved there: counted (the run's rows
+  // deleted), then dropped.
+  const [count] = (await db.raw(`SELECT COUNT(*) AS n FROM ${qt(retired)}`)) as [Array<{ n: number | string }>];
+  await db.raw(`DROP TABLE IF EXISTS ${qt(retired)}`);
+  return Number(count[0]!.n);
 }
 
 /**

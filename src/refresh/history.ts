@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { errorMessage } from '../errors.js';
 import type { RefreshTrigger } from '../mv/repository.js';
-import type { ConcreteMethod, RefreshRequest } from './types.js';
+import type { ConcreteMethod, RefreshRequest, RunResult } from './types.js';
 
 // The refresh's record: a RUNNING history row committed when a run starts (visible while it
 // goes on), then the outcome written to history and refresh-info in the lock transaction, so
@@ -75,10 +75,20 @@ function infoCommon(lock: Knex.Transaction, e: RunEnd) {
   };
 }
 
-export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: number, extra: Record<string, unknown> = {}): Promise<void> {
+export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, r: RunResult, extra: Record<string, unknown> = {}): Promise<void> {
   await lock('mvs_mview_refresh_hist')
     .where({ refresh_id: e.refreshId })
-    .update({ refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), rows_changed: rows });
+    .update({
+      refresh_method: e.method,
+      refresh_status: 'SUCCESS',
+      end_time: new Date(e.endMs),
+      rows_changed: r.rows,
+      rows_inserted: r.inserted,
+      rows_deleted: r.deleted,
+      data_time: r.dataTime,
+      watermark_from: r.watermarkFrom ?? null,
+      watermark_to: r.watermarkTo ?? null,
+    });
   await lock('mvs_mview_refresh_info')
     .where({ mview_id: e.req.mviewId })
     .update({
@@ -88,6 +98,7 @@ export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, rows: num
       last_failed_reason: null,
       consecutive_failures: 0,
       refresh_count: lock.raw('refresh_count + 1'),
+      ...(r.dataTime ? { data_time: r.dataTime } : {}),
       ...extra,
     });
 }
@@ -113,14 +124,20 @@ export async function recordFailure(
     });
 }
 
-/** A SKIPPED run: history row and refresh-info in the lock transaction; returns its refresh id. */
+/**
+ * A SKIPPED run: history row (with why) and refresh-info in the lock transaction; its data time
+ * is the check's, on the database's clock (nothing changed up to now). Returns its refresh id.
+ */
 export async function recordSkip(
   lock: Knex.Transaction,
   req: RefreshRequest,
   nodeId: string,
   nowMs: number,
   next: number | null,
+  reason: string,
 ): Promise<number> {
+  const [now] = (await lock.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>];
+  const dataTime = now[0]!.t;
   const [refreshId] = (await lock('mvs_mview_refresh_hist').insert({
     mview_id: req.mviewId,
     refresh_job_id: req.jobId ?? null,
@@ -132,12 +149,17 @@ export async function recordSkip(
     start_time: new Date(nowMs),
     end_time: new Date(nowMs),
     rows_changed: 0,
+    rows_inserted: 0,
+    rows_deleted: 0,
+    data_time: dataTime,
+    failed_reason: reason,
   })) as number[];
   await lock('mvs_mview_refresh_info')
     .where({ mview_id: req.mviewId })
     .update({
       last_refresh_result: 'SKIPPED',
       last_refresh_trigger: req.trigger,
+      data_time: dataTime,
       next_time: next === null ? null : new Date(next),
       updated_at: lock.fn.now(6),
     });

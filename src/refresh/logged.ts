@@ -12,7 +12,7 @@ import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
 import type { MlogLink } from './method.js';
-import type { ConcreteMethod } from './types.js';
+import { builtResult, type ConcreteMethod, type RunResult } from './types.js';
 
 /** The log cannot have captured every change of its table: nothing may be applied from it. */
 export class LogBrokenError extends MvsError {}
@@ -33,8 +33,7 @@ export interface LoggedRefreshDeps {
   cutWaitMs?: number;
 }
 
-export interface LoggedOutcome {
-  rows: number;
+export interface LoggedOutcome extends RunResult {
   method: ConcreteMethod;
   /** What happened to the consistent cut: it decides the MV's cut back-off (refresh-info). */
   cut: 'taken' | 'timed-out' | 'none';
@@ -95,7 +94,7 @@ export class LoggedRefresh {
     try {
       if (method === 'FAST') {
         try {
-          return { rows: await this.fast(lock, mv, links, log), method, cut: 'taken' };
+          return { ...(await this.fast(lock, mv, links, log)), method, cut: 'taken' };
         } catch (err) {
           if (err instanceof IdentityMovedError) {
             log.info({ mlog_id: err.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
@@ -105,7 +104,7 @@ export class LoggedRefresh {
           } else throw err;
         }
       }
-      return { rows: await this.complete(lock, mv, links, log), method: 'COMPLETE', cut: 'taken' };
+      return { ...(await this.complete(lock, mv, links, log)), method: 'COMPLETE', cut: 'taken' };
     } catch (err) {
       if (err instanceof LogBrokenError && !strict) return this.withoutLog(mv, err.message, log);
       if (err instanceof CutTimeoutError && force && Number(info.cut_timeouts ?? 0) + 1 >= FORCE_FALLBACK_AFTER) {
@@ -125,7 +124,7 @@ export class LoggedRefresh {
   private async withoutLog(mv: MviewRow, reason: string, log: Logger): Promise<LoggedOutcome> {
     await this.deps.db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false, fast_reason: reason.slice(0, 1024) });
     log.info({ reason }, 'refreshing COMPLETE without the MV log');
-    return { rows: await buildComplete(this.deps.db, mv), method: 'COMPLETE', cut: 'none' };
+    return { ...builtResult(await buildComplete(this.deps.db, mv)), method: 'COMPLETE', cut: 'none' };
   }
 
   async setup(mv: MviewRow, links: MlogLink[]): Promise<FastSetup> {
@@ -173,8 +172,10 @@ export class LoggedRefresh {
    * FAST: take one consistent cut of the logs, apply the rows after the MV's watermark up to it
    * from each, and move every watermark, in the lock transaction (under a savepoint, so a
    * failure leaves the MV and its watermarks as they were and the run is still recorded).
+   * History gets the log range consumed when there is one log; an MV over several logs has one
+   * range per log (sequence numbers of different logs do not compare), logged here.
    */
-  private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<number> {
+  private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const setup = await this.setup(mv, links);
     const { cut, tokens } = await this.cutAndCheck(setup, links);
     try {
@@ -183,7 +184,7 @@ export class LoggedRefresh {
         if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError(link.mlogId);
       }
       const ranges = new Map<number, FastRange>(links.map((l) => [l.mlogId, { from: l.watermark, to: Math.max(cut.highWater.get(l.mlogId)!, l.watermark) }]));
-      const rows = await lock.transaction(async (sp) => {
+      const changes = await lock.transaction(async (sp) => {
         const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges);
         await recordWatermarks(
           sp,
@@ -195,8 +196,10 @@ export class LoggedRefresh {
         );
         return n;
       });
-      log.debug({ ranges: Object.fromEntries(ranges), rows }, 'fast refresh applied');
-      return rows;
+      log.debug({ ranges: Object.fromEntries(ranges), rows: changes.changed }, 'fast refresh applied');
+      const { changed, inserted, deleted } = changes;
+      const one = links.length === 1 ? ranges.get(links[0]!.mlogId)! : undefined;
+      return { rows: changed, inserted, deleted, dataTime: cut.at, watermarkFrom: one?.from ?? null, watermarkTo: one?.to ?? null };
     } finally {
       await cut.snapshot.rollback().catch(() => {});
     }
@@ -208,22 +211,23 @@ export class LoggedRefresh {
    * so the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
    * next run is a complete one again, never a FAST run from a stale watermark.
    */
-  private async complete(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<number> {
+  private async complete(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const { db } = this.deps;
     const setup = await this.setup(mv, links);
     const select = buildSelect(setup, mv.mview_definition);
     let highWater = new Map<number, number>();
     let tokens = new Map<number, number | null>();
-    const rows = await buildInPlaceOf(db, mv, select, {
+    const built = await buildInPlaceOf(db, mv, select, {
       prepare: (build) => prepareBuildTable(db, build, setup),
       fill: async (build) => {
         const taken = await this.cutAndCheck(setup, links);
         tokens = taken.tokens;
         highWater = taken.cut.highWater;
         try {
-          return await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
+          const rows = await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
             log.info({ rows: n }, 'complete refresh: rows copied so far'),
           );
+          return { rows, dataTime: taken.cut.at };
         } finally {
           await taken.cut.snapshot.rollback().catch(() => {});
         }
@@ -239,7 +243,7 @@ export class LoggedRefresh {
       links.map((l) => ({ mlogId: l.mlogId, watermark: highWater.get(l.mlogId)!, token: tokens.get(l.mlogId) ?? null })),
     );
     await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
-    return rows;
+    return builtResult(built);
   }
 }
 

@@ -36,7 +36,7 @@ export async function mlogLinks(db: Knex | Knex.Transaction, mviewId: number): P
     purgeMethod: String(row.purge_method),
     table: { schema: String(row.table_schema), name: String(row.base_table_name) },
     logTable: String(row.mlog_name),
-    broken: row.state === 'BROKEN' ? String(row.broken_reason ?? 'broken') : null,
+    broken: row.state === 'OK' || !row.state ? null : row.state === 'CREATING' ? 'being created' : String(row.broken_reason ?? 'broken'),
     mvToken: row.base_table_id === null || row.base_table_id === undefined ? null : toNumber(row.base_table_id),
   }));
 }

@@ -12,7 +12,7 @@ import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip,
 import { CutTimeoutError } from '../mlog/cut.js';
 import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
 import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
-import { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
+import { builtResult, DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
 
 export { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
@@ -118,7 +118,7 @@ export class RefreshRunner {
       // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
       if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(await logBacklog(lock, links))) {
         const next = mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
-        const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next);
+        const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next, 'every base table is versioned and no reported version moved since the last refresh');
         await lock.commit();
         done = true;
         log.info({ refresh_id: refreshId, next_time: next }, 'refresh skipped: every base table is versioned and unchanged');
@@ -142,10 +142,10 @@ export class RefreshRunner {
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
 
-    let done: LoggedOutcome = { rows: 0, method, cut: 'none' };
+    let done: LoggedOutcome = { rows: 0, inserted: null, deleted: null, dataTime: null, method, cut: 'none' };
     let failure: unknown;
     try {
-      if (!links.length) done.rows = await buildComplete(db, mv);
+      if (!links.length) done = { ...builtResult(await buildComplete(db, mv)), method, cut: 'none' };
       else {
         const strict = (req.method ?? mv.refresh_method) === 'FAST';
         done = await this.logged.refresh(lock, mv, info, links, method, strict, startMs, log);
@@ -165,7 +165,7 @@ export class RefreshRunner {
       const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
       const newNext = req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
       await recordVersionMap(lock, req.mviewId, w.versions);
-      await recordSuccess(lock, { ...end, newNext }, rows, cutInfo);
+      await recordSuccess(lock, { ...end, newNext }, done, cutInfo);
       await lock.commit();
       log.info({ refresh_id: refreshId, method: done.method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
       for (const link of links) {

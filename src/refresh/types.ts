@@ -33,3 +33,21 @@ export type RefreshOutcome =
 
 /** How much earlier than next_time a scheduled job may fire and still count as due (clock skew). */
 export const DUE_TOLERANCE_MS = 1_000;
+
+/** What a run did to its MV, for its history row (DESIGN.md §2 "History and retention"). */
+export interface RunResult {
+  /** MV rows written (each statement's rows counted once). */
+  rows: number;
+  inserted: number | null;
+  deleted: number | null;
+  /** Database time of the snapshot the MV now reflects. */
+  dataTime: Date | null;
+  /** FAST runs: the log range consumed, (watermarkFrom, watermarkTo]. */
+  watermarkFrom?: number | null;
+  watermarkTo?: number | null;
+}
+
+/** A complete build's result as a run's. */
+export function builtResult(b: { rows: number; dataTime: Date; previousRows: number | null }): RunResult {
+  return { rows: b.rows, inserted: b.rows, deleted: b.previousRows ?? 0, dataTime: b.dataTime };
+}

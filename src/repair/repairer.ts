@@ -3,19 +3,13 @@ import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import { isRecordChangedSinceRead } from '../db/errors.js';
 import type { Logger } from '../log.js';
-import { appendEditLog, readPartitions, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
+import { appendEditLog, readVersionMap, tableKey, upsertVersionEntries } from '../versions/repository.js';
 import type { RepairInfo, TableRef, VersionEntry } from '../versions/types.js';
-import { planRepair, type SkipReason } from './rules.js';
+import { applyRepairGroup, CasConflict, type RepairOutcome } from './groupApply.js';
+import { repairLockKey } from './locks.js';
 
-export interface RepairOutcome {
-  mviewId: number;
-  applied: number;
-  skipped: Partial<Record<SkipReason | 'data-changed-since', number>>;
-  /** Infos to try again later: an earlier link of their chain has not landed yet. */
-  waiting: RepairInfo[];
-  /** The CAS lost to another writer this many times before it won. */
-  casRetries: number;
-}
+export { CasConflict, type RepairOutcome } from './groupApply.js';
+export { repairLockKey } from './locks.js';
 
 export interface RepairerDeps {
   db: Knex;
@@ -27,7 +21,6 @@ export interface RepairerDeps {
   lockTtlMs?: number;
 }
 
-export class CasConflict extends Error {}
 
 /**
  * Run the compare-and-set UPDATE. Under REPEATABLE READ it matches no row when meta_version
@@ -38,7 +31,7 @@ async function casUpdate(mviewId: number, seen: number, update: () => Promise<nu
   try {
     return await update();
   } catch (err) {
-    if (isRecordChangedSinceRead(err)) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
+    if (isRecordChangedSinceRead(err)) throw new CasConflict(mviewId, seen);
     throw err;
   }
 }
@@ -50,6 +43,12 @@ async function casUpdate(mviewId: number, seen: number, update: () => Promise<nu
  * to write what it computed from an old map. Refreshes bump meta_version when they rewrite the
  * map, so a repair computed before a refresh loses its CAS too and is recomputed.
  *
+ * On a Redis Cluster the lock lives on one master (Redlock over one "instance"): if that master
+ * dies before its replica received the lock key, the promoted replica grants the same lock to a
+ * second worker while the first still runs. Both then race only to the CAS, which admits one
+ * of them per meta_version; the loser re-reads the map and replans. The lock makes repairs of
+ * one MV take turns (no wasted CAS retries); the CAS alone makes them correct.
+ *
  * Chains: an info whose lastVersion is ahead of the map (v2->v3 seen before v1->v2 landed) is
  * returned as `waiting` for the caller to retry later, unless the partition's data changed after
  * the MV's entry (its reported data_version is newer): then no compaction chain can ever reach
@@ -59,7 +58,7 @@ export class Repairer {
   constructor(private readonly deps: RepairerDeps) {}
 
   lockKey(mviewId: number): string {
-    return `${this.deps.prefix}:mvs:repair-lock:${mviewId}`;
+    return repairLockKey(this.deps.prefix, mviewId);
   }
 
   async repair(mviewId: number, table: TableRef, infos: RepairInfo[]): Promise<RepairOutcome> {
@@ -80,51 +79,17 @@ export class Repairer {
     }
   }
 
-  /** One read-plan-write round; throws CasConflict when meta_version moved under us. */
+  /** One read-plan-write round (applyRepairGroup with one work); throws CasConflict when meta_version moved under us. */
   async applyOnce(mviewId: number, table: TableRef, infos: RepairInfo[], beforeWrite?: () => Promise<void>): Promise<RepairOutcome> {
-    const { db, clock } = this.deps;
-    const log = this.deps.logger.child({ mview_id: mviewId, table: tableKey(table) });
-    return db.transaction(async (trx) => {
-      const mv = (await trx('mvs_mviews').where({ mview_id: mviewId }).first('meta_version', 'version_refresh_time')) as
-        | { meta_version: number | string; version_refresh_time: number | string | null }
-        | undefined;
-      const out: RepairOutcome = { mviewId, applied: 0, skipped: {}, waiting: [], casRetries: 0 };
-      if (!mv) {
-        out.skipped['no-table-entry'] = infos.length;
-        return out;
-      }
-      const seen = Number(mv.meta_version);
-      const entries = (await readVersionMap(trx, mviewId, table)).get(tableKey(table));
-      const plan = planRepair(entries, infos);
-      const partitions = await readPartitions(trx, table);
-      for (const { info, reason } of plan.skipped) {
-        let r: SkipReason | 'data-changed-since' = reason;
-        if (reason === 'version-ahead') {
-          const entry = entries!.get(info.partitionName)!;
-          const dataVersion = partitions.get(info.partitionName)?.dataVersion ?? 0;
-          if (dataVersion > entry.version) r = 'data-changed-since';
-          else out.waiting.push(info);
-        }
-        out.skipped[r] = (out.skipped[r] ?? 0) + 1;
-      }
-      if (plan.updates.size === 0) return out; // rule 2: no write, no edit-log row
-      await beforeWrite?.();
-      const newRefreshTime = Math.max(plan.maxNewVersionTime!, mv.version_refresh_time === null ? -Infinity : Number(mv.version_refresh_time));
-      const cas = await casUpdate(mviewId, seen, () =>
-        trx('mvs_mviews')
-          .where({ mview_id: mviewId, meta_version: seen })
-          .update({ meta_version: seen + 1, version_refresh_time: newRefreshTime }),
-      );
-      if (cas !== 1) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
-      await upsertVersionEntries(trx, mviewId, table, plan.updates);
-      await appendEditLog(trx, mviewId, 'REPAIR_VERSION_MAP', {
-        table: tableKey(table),
-        metaVersion: seen + 1,
-        partitions: Object.fromEntries(plan.updates),
-      }, clock.now());
-      out.applied = plan.updates.size;
-      log.info({ applied: out.applied, skipped: out.skipped, meta_version: seen + 1 }, 'version map repaired');
-      return out;
+    return this.deps.db.transaction(async (trx) => {
+      const { outcomes, lost } = await applyRepairGroup(trx, [{ mviewId, table, infos }], {
+        now: this.deps.clock.now(),
+        log: this.deps.logger,
+        ...(beforeWrite ? { beforeWrite } : {}),
+      });
+      const seen = lost.get(mviewId);
+      if (seen !== undefined) throw new CasConflict(mviewId, seen);
+      return outcomes[0]!;
     });
   }
 
@@ -151,7 +116,7 @@ export class Repairer {
         const cas = await casUpdate(mviewId, seen, () =>
           trx('mvs_mviews').where({ mview_id: mviewId, meta_version: seen }).update({ meta_version: seen + 1 }),
         );
-        if (cas !== 1) throw new CasConflict(`meta_version of MV ${mviewId} moved from ${seen}`);
+        if (cas !== 1) throw new CasConflict(mviewId, seen);
         await trx('mvs_mview_base_tables')
           .where({ mview_id: mviewId, base_table_schema: table.schema, base_table_name: table.name })
           .update({ base_table_ident: change.newIdent });

@@ -1,15 +1,15 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { RedisClient } from '../queue/redis.js';
 import { BOARD_COOKIE, bearerMatches, cookieValue, tokenMatches } from './auth.js';
 import { BOARD_PATH, registerBoard, type BoardDeps } from './board.js';
 import { registerRoutes, type RouteDeps } from './routes.js';
 
 export interface AppDeps {
   db: Knex;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   apiToken: string | undefined;
   /** The /v1 API; without it only the health endpoints exist. */

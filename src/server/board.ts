@@ -3,15 +3,15 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { MembershipRegistry } from '../membership/registry.js';
-import { nodeQueueName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, nodeQueueName, queueOfBullName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 
 export const BOARD_PATH = '/admin/queues';
 
 export interface BoardDeps {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   logger: Logger;
   /** MVS_BOARD_WRITE=1: retry, remove, promote jobs from the board. Read-only otherwise. */
@@ -23,12 +23,14 @@ export interface BoardDeps {
 /**
  * Bull Board at /admin/queues over every mvsched queue: the shared `requests` and `repair`
  * queues and one `node-<id>` queue per live worker, kept in step with membership so node queues
- * appear and disappear as workers join and leave.
+ * appear and disappear as workers join and leave. On a Redis Cluster the board shows the BullMQ
+ * names, which carry their hash tags (`{requests}`, `{node-<id>}`).
  */
 export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Promise<void> {
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(BOARD_PATH);
   const queues = new Map<string, Queue>();
+  const bullName = (name: string) => bullQueueName(name, isCluster(deps.redis));
   const adapter = (name: string) => {
     let q = queues.get(name);
     if (!q) {
@@ -39,7 +41,7 @@ export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Prom
     return new BullMQAdapter(q, { readOnlyMode: !deps.writable, prefix: '', description: describe(name) });
   };
   const registry = new MembershipRegistry(deps.redis, deps.prefix);
-  const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)];
+  const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)].map(bullName);
   let shown = await current();
   const board = createBullBoard({
     queues: shown.map(adapter),
@@ -69,7 +71,8 @@ export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Prom
   await app.register(serverAdapter.registerPlugin(), { prefix: BOARD_PATH });
 }
 
-function describe(name: string): string {
+function describe(bullName: string): string {
+  const name = queueOfBullName(bullName);
   if (name === REQUESTS_QUEUE) return 'refresh / purge / report-versions / repair requests from other services';
   if (name === REPAIR_QUEUE) return 'per-MV version-map repairs (serialized per MV)';
   return 'scheduled refreshes and purges owned by this node';

@@ -1,6 +1,5 @@
 import { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { DdlExecutor } from '../ddl/executor.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
@@ -9,7 +8,8 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { displayName, resolveName, qualifiedText } from '../mv/identifiers.js';
 import { findMviewByName, recentHistory } from '../mv/repository.js';
 import { listMviewStatus } from '../mv/status.js';
-import { REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, REQUESTS_QUEUE } from '../queue/names.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 import { HashRing } from '../ring/hashRing.js';
 import { findMlogByTable } from '../mlog/repository.js';
 import { listMlogStatus } from '../mlog/status.js';
@@ -19,7 +19,7 @@ import { forgetVersions } from '../versions/forget.js';
 
 export interface RouteDeps {
   db: Knex;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   defaultSchema: string;
   ddl: DdlExecutor;
@@ -43,7 +43,8 @@ function body(req: { body: unknown }): Record<string, unknown> {
 
 /** The /v1 API of DESIGN.md §3. */
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
-  const requests = new Queue(REQUESTS_QUEUE, { connection: deps.redis, prefix: deps.prefix });
+  const requestsName = bullQueueName(REQUESTS_QUEUE, isCluster(deps.redis));
+  const requests = new Queue(requestsName, { connection: deps.redis, prefix: deps.prefix });
   app.addHook('onClose', async () => {
     await requests.close();
   });
@@ -55,7 +56,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   };
   const enqueue = async (name: string, payload: unknown) => {
     const job = await requests.add(name, payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
-    return { jobId: job.id, queue: REQUESTS_QUEUE, name };
+    return { jobId: job.id, queue: requestsName, name };
   };
   const mustFind = async (schema: string, name: string) => {
     const n = resolveName({ schema, name }, deps.defaultSchema, 'materialized view');

@@ -1,14 +1,15 @@
 import { Redlock } from '@sesamecare-oss/redlock';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { NodeHeartbeat } from '../membership/nodeHeartbeat.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
-import { JobPlacer } from '../queue/jobPlacer.js';
+import { JobPlacer, promoteAt } from '../queue/jobPlacer.js';
+import { isCluster, type RedisClient } from '../queue/redis.js';
 import {
+  bullQueueName,
   mlogTask,
   mviewTask,
   nodeQueueName,
@@ -21,20 +22,22 @@ import {
   type ScheduledRefreshData,
   type TaskId,
 } from '../queue/names.js';
+import { RepairBatcher } from '../repair/batcher.js';
 import { Repairer } from '../repair/repairer.js';
 import type { RefreshRunner, RefreshOutcome } from '../refresh/runner.js';
 import type { PurgeRunner } from '../purge/purgeRunner.js';
 import { createRunners } from '../app/runtime.js';
 import { metricsKey, RunMetrics } from '../metrics/runMetrics.js';
 import { deferDelayMs, delayJob } from './delay.js';
-import { RepairProcessor } from './repairProcessor.js';
+import { RepairProcessor, REPAIRS_IN_FLIGHT } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
 import { releasePreviousLife } from './previousLife.js';
+import { EARLY_JOBS, EARLY_HOLD_MAX_MS, runGated, SlotGate } from './slotGate.js';
 
 export interface MvsWorkerDeps {
   db: Knex;
-  redis: Redis;
-  subscriber: Redis;
+  redis: RedisClient;
+  subscriber: RedisClient;
   logger: Logger;
   clock: Clock;
   prefix: string;
@@ -77,9 +80,16 @@ export class MvsWorker {
   private readonly repairQueue: Queue;
   private readonly requests: RequestProcessor;
   private readonly repairs: RepairProcessor;
+  private readonly batcher: RepairBatcher;
+  /** Run slots of scheduled jobs and of refresh / purge requests (jobs held beyond them wait). */
+  private readonly scheduledSlots: SlotGate;
+  private readonly requestSlots: SlotGate;
   private closing: Promise<void> | undefined;
+  /** On a Redis Cluster, BullMQ queue names carry their own hash tags (bullQueueName). */
+  private readonly cluster: boolean;
 
   constructor(private readonly deps: MvsWorkerDeps) {
+    this.cluster = isCluster(deps.redis);
     this.log = deps.logger.child({ component: 'worker', node_id: deps.nodeId });
     this.registry = new MembershipRegistry(deps.redis, deps.prefix);
     this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
@@ -99,21 +109,25 @@ export class MvsWorker {
     );
     this.runner = runners.runner;
     this.purger = runners.purger;
-    this.repairQueue = new Queue(REPAIR_QUEUE, { connection: deps.redis, prefix: deps.prefix });
-    this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, purger: this.purger, repairQueue: this.repairQueue });
+    this.repairQueue = new Queue(bullQueueName(REPAIR_QUEUE, this.cluster), { connection: deps.redis, prefix: deps.prefix });
+    // Waits up to ~3 s for another worker's repair of the same MV; then the job is re-delayed.
+    const redlock = new Redlock([deps.redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 });
+    const locking = { db: deps.db, redlock, prefix: deps.prefix, logger: this.log, clock: deps.clock };
+    this.batcher = new RepairBatcher({ ...locking, redis: deps.redis, onMoved: (ids) => this.repairs.wake(ids) });
     this.repairs = new RepairProcessor({
+      db: deps.db,
       log: this.log,
       clock: deps.clock,
       metrics: this.metrics,
-      repairer: new Repairer({
-        db: deps.db,
-        // Waits up to ~3 s for another worker's repair of the same MV; then the job is re-delayed.
-        redlock: new Redlock([deps.redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 }),
-        prefix: deps.prefix,
-        logger: this.log,
-        clock: deps.clock,
-      }),
+      repairer: new Repairer(locking),
+      batcher: this.batcher,
+      repairQueue: this.repairQueue,
+      redis: deps.redis,
+      prefix: deps.prefix,
     });
+    this.requests = new RequestProcessor({ ...deps, log: this.log, runner: this.runner, purger: this.purger, repairQueue: this.repairQueue, repairs: this.repairs });
+    this.scheduledSlots = new SlotGate(deps.concurrency, deps.clock);
+    this.requestSlots = new SlotGate(deps.concurrency, deps.clock);
   }
 
   get queueName(): string {
@@ -130,22 +144,42 @@ export class MvsWorker {
       // Recorded on each job it takes (processedBy): how a next life of this node finds them.
       name: this.deps.nodeId,
     };
-    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: this.queueName, shared: [REQUESTS_QUEUE, REPAIR_QUEUE] }, this.log);
+    const bullName = (q: string) => bullQueueName(q, this.cluster);
+    await releasePreviousLife(this.deps.redis, this.deps.prefix, this.deps.nodeId, { own: bullName(this.queueName), shared: [REQUESTS_QUEUE, REPAIR_QUEUE].map(bullName) }, this.log);
     await this.heartbeat.start();
     await this.ringView.start();
-    this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId), this.log, this.deps.metricsPublishMs);
-    this.nodeWorker = new Worker(this.queueName, (job, token) => this.processScheduled(job, token), common);
-    this.requestsWorker = new Worker(REQUESTS_QUEUE, (job, token) => this.requests.process(job, token), {
+    this.metrics.startPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId, this.cluster), this.log, this.deps.metricsPublishMs);
+    // Scheduled jobs arrive up to PROMOTE_LEAD_MS early and wait for their slot beside the runs.
+    this.nodeWorker = new Worker(bullName(this.queueName), (job, token) => this.onTime(job, token), { ...common, concurrency: common.concurrency + EARLY_JOBS });
+    // Repair requests wait for a repair batch, not for a run slot: many may be in flight. A
+    // refresh or purge request that would queue behind `concurrency` others goes back for any worker.
+    const elsewhere = () => this.deps.clock.now() + deferDelayMs();
+    this.requestsWorker = new Worker(
+      bullName(REQUESTS_QUEUE),
+      (job, token) =>
+        job.name === 'refresh' || job.name === 'purge'
+          ? runGated(this.requestSlots, job, token, () => this.requests.process(job, token), { back: elsewhere, maxWaiting: this.deps.concurrency })
+          : this.requests.process(job, token),
+      { ...common, concurrency: common.concurrency + REPAIRS_IN_FLIGHT, maxStalledCount: 3 },
+    );
+    this.repairWorker = new Worker(bullName(REPAIR_QUEUE), (job, token) => this.repairs.process(job, token), {
       ...common,
-      maxStalledCount: 3,
+      concurrency: REPAIRS_IN_FLIGHT,
+      maxStalledCount: 5,
     });
-    this.repairWorker = new Worker(REPAIR_QUEUE, (job, token) => this.repairs.process(job, token), { ...common, maxStalledCount: 5 });
     for (const w of [this.nodeWorker, this.requestsWorker, this.repairWorker]) {
       w.on('error', (err) => this.log.error({ err }, 'worker error'));
       w.on('failed', (job, err) => this.log.warn({ job_id: job?.id, job_name: job?.name, err: err.message }, 'job failed'));
     }
     await Promise.all([this.nodeWorker.waitUntilReady(), this.requestsWorker.waitUntilReady(), this.repairWorker.waitUntilReady()]);
     this.log.info({ queue: this.queueName, concurrency: this.deps.concurrency }, 'worker started');
+  }
+
+  /** A scheduled job starts at its slot (data.dueAt), in a run slot; one that came far too early goes back. */
+  private onTime(job: Job, token: string | undefined): Promise<unknown> {
+    const dueAt = (job.data as { dueAt: number }).dueAt;
+    if (dueAt > this.deps.clock.now() + EARLY_HOLD_MAX_MS) return delayJob(job, token, promoteAt(dueAt));
+    return runGated(this.scheduledSlots, job, token, () => this.processScheduled(job, token), { at: dueAt, back: () => promoteAt(dueAt) });
   }
 
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
@@ -236,7 +270,7 @@ export class MvsWorker {
       return { outcome, handedTo: owner };
     }
     await job.updateData(taskJob(task, dueAt).data);
-    return delayJob(job, token, dueAt);
+    return delayJob(job, token, promoteAt(dueAt));
   }
 
   /**
@@ -252,6 +286,9 @@ export class MvsWorker {
   private async doClose(): Promise<void> {
     const grace = this.deps.shutdownGraceMs ?? 30_000;
     const workers = [this.nodeWorker, this.requestsWorker, this.repairWorker].filter((w): w is Worker => w !== undefined);
+    // Jobs that only wait for their time or a slot go back to their queues at once.
+    this.scheduledSlots.close();
+    this.requestSlots.close();
     let timer: NodeJS.Timeout | undefined;
     const graceful = Promise.all(workers.map((w) => w.close())).then(() => true);
     const timedOut = new Promise<boolean>((r) => {
@@ -262,8 +299,9 @@ export class MvsWorker {
       await Promise.all(workers.map((w) => w.close(true)));
     }
     clearTimeout(timer);
+    await this.batcher.close();
     await this.heartbeat.close().catch((err: unknown) => this.log.warn({ err }, 'could not leave the ring'));
-    await this.metrics.stopPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId));
+    await this.metrics.stopPublishing(this.deps.redis, metricsKey(this.deps.prefix, this.deps.nodeId, this.cluster));
     await this.ringView.close();
     await this.placer.close();
     await this.repairQueue.close();

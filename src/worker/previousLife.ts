@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import type { Logger } from '../log.js';
 
 /**
@@ -10,8 +10,10 @@ import type { Logger } from '../log.js';
  *
  * In the node's own queue every active job is that life's; in shared queues, those it processed
  * (BullMQ records the worker's name, which is the node id). Returns how many were released.
+ * Queues are named as BullMQ knows them (`{node-<id>}` on a Redis Cluster): every key touched
+ * is one queue's, in that queue's slot.
  */
-export async function releasePreviousLife(redis: Redis, prefix: string, nodeId: string, queues: { own: string; shared: string[] }, log: Logger): Promise<number> {
+export async function releasePreviousLife(redis: RedisClient, prefix: string, nodeId: string, queues: { own: string; shared: string[] }, log: Logger): Promise<number> {
   let released = 0;
   for (const queue of [queues.own, ...queues.shared]) {
     const key = (s: string) => `${prefix}:${queue}:${s}`;

@@ -2,7 +2,7 @@ import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import { MvsError, NotFoundError, ValidationError, errorMessage } from '../errors.js';
-import { RECREATE_MVIEW, REPAIR_MVIEW, type RecreateMviewData, type RepairMviewData } from '../jobs/internal.js';
+import { RECREATE_MVIEW, type RecreateMviewData } from '../jobs/internal.js';
 import { isRequestJobName, parsePayload } from '../jobs/schemas.js';
 import type { Logger } from '../log.js';
 import { displayName, parseDottedName } from '../mv/identifiers.js';
@@ -11,20 +11,9 @@ import type { RefreshRunner } from '../refresh/runner.js';
 import type { PurgeRunner } from '../purge/purgeRunner.js';
 import { findMlogByTable } from '../mlog/repository.js';
 import { storeVersionReport } from '../versions/reports.js';
-import { dependentMviews } from '../versions/repository.js';
 import type { RepairInfo, TableRef } from '../versions/types.js';
 import { deferDelayMs, delayJob } from './delay.js';
-
-/**
- * A transient database error (deadlock, lock wait timeout, lost connection) must not fail a
- * repair for good: the rest of its chain would wait for it and be dropped.
- */
-const REPAIR_JOB_OPTS = {
-  removeOnComplete: 1000,
-  removeOnFail: 5000,
-  attempts: 5,
-  backoff: { type: 'exponential', delay: 500 },
-} as const;
+import { REPAIR_JOB_OPTS, type RepairProcessor } from './repairProcessor.js';
 
 export interface RequestProcessorDeps {
   db: Knex;
@@ -33,6 +22,8 @@ export interface RequestProcessorDeps {
   runner: RefreshRunner;
   purger: PurgeRunner;
   repairQueue: Queue;
+  /** Applies (or queues) the repairs a report or a repair request fans out to. */
+  repairs: Pick<RepairProcessor, 'fanOut' | 'dependents'>;
   defaultSchema: string;
 }
 
@@ -83,15 +74,15 @@ export class RequestProcessor {
               })),
             );
           }
-          const repairs = out.repairInfos.length ? await this.enqueueRepairs(table, out.dependents, out.repairInfos) : 0;
+          const repairs = out.repairInfos.length ? await this.fanOut(table, out.dependents, out.repairInfos, log) : 0;
           log.info({ table: `${table.schema}.${table.name}`, data_changed: p.dataChanged, dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) }, 'versions reported');
           return { dependents: out.dependents.length, repairs, recreated: Boolean(out.recreated) };
         }
         case 'repair': {
           const p = parsePayload('repair', job.data);
           const table = this.table(p.table);
-          const dependents = await dependentMviews(this.deps.db, table);
-          const repairs = await this.enqueueRepairs(table, dependents, p.partitions);
+          const dependents = await this.deps.repairs.dependents(table);
+          const repairs = await this.fanOut(table, dependents, p.partitions, log);
           return { dependents: dependents.length, repairs };
         }
         case 'purge': {
@@ -122,16 +113,9 @@ export class RequestProcessor {
     return { schema: n.schema, name: n.name };
   }
 
-  /** One repair job per dependent MV, in the order given (chains stay in order per MV). */
-  private async enqueueRepairs(table: TableRef, mviewIds: number[], partitions: RepairInfo[]): Promise<number> {
-    if (mviewIds.length === 0) return 0;
-    await this.deps.repairQueue.addBulk(
-      mviewIds.map((mviewId) => ({
-        name: REPAIR_MVIEW,
-        data: { mviewId, table, partitions } satisfies RepairMviewData,
-        opts: REPAIR_JOB_OPTS,
-      })),
-    );
+  /** Repairs for every dependent MV, applied or queued before the request completes; returns how many MVs. */
+  private async fanOut(table: TableRef, mviewIds: number[], partitions: RepairInfo[], log: Logger): Promise<number> {
+    await this.deps.repairs.fanOut(table, mviewIds, partitions, log);
     return mviewIds.length;
   }
 }

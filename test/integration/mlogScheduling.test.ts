@@ -106,6 +106,12 @@ describe('scheduled and immediate purges', () => {
     expect(mv.map((x) => ({ ...x }))).toEqual(want.map((x) => ({ ...x })));
     const hist = await t.db('mvs_mview_refresh_hist').join('mvs_mviews', 'mvs_mviews.mview_id', 'mvs_mview_refresh_hist.mview_id').where('mview_name', 'imm_mv').select('mvs_mview_refresh_hist.refresh_method');
     expect(hist.some((h: { refresh_method: string }) => h.refresh_method === 'FAST')).toBe(true);
+    // With nothing new in the log, the purges after each refresh are counted, not written as rows.
+    await waitFor(async () => Number((await t.db('mvs_mlog_purge_info').where({ mlog_id: id }).first('empty_immediate_purges')).empty_immediate_purges) >= 2, {
+      timeoutMs: 20_000,
+      what: 'empty immediate purges counted',
+    });
+    expect((await purgeHist(id)).filter((h) => h.purge_trigger === 'IMMEDIATE' && Number(h.purge_rows) === 0)).toEqual([]);
   });
 
   it('a purge request on the requests queue runs, and one for an unknown log fails naming it', async () => {

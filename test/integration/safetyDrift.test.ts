@@ -211,6 +211,31 @@ describe('cascading foreign keys', () => {
 });
 
 describe('the drift check', () => {
+  it('leaves a log that is being created alone, and breaks one whose creation died half-way', async () => {
+    await t.db.raw('CREATE TABLE mk (id INT PRIMARY KEY, v INT)');
+    // The state a CREATE MATERIALIZED VIEW LOG is in between its metadata and its triggers.
+    const [id] = (await t.db('mvs_mlogs').insert({
+      table_schema: t.database,
+      base_table_name: 'mk',
+      mlog_name: 'mlog$mk',
+      mlog_columns: '["v"]',
+      pk_columns: '["id"]',
+      purge_method: 'MANUAL',
+      created_at: new Date(),
+      mlog_modify_time: new Date(),
+      state: 'CREATING',
+    })) as number[];
+    expect((await drift.check()).broken.map((b) => b.mlogId)).not.toContain(id);
+    expect((await t.db('mvs_mlogs').where({ mlog_id: id }).first('state')).state).toBe('CREATING');
+    await t.db('mvs_mlogs').where({ mlog_id: id }).update({ mlog_modify_time: new Date(Date.now() - 120_000) });
+    expect((await drift.check()).broken.map((b) => b.mlogId)).toContain(id);
+    expect(await t.db('mvs_mlogs').where({ mlog_id: id }).first('state', 'broken_reason')).toEqual({ state: 'BROKEN', broken_reason: expect.stringMatching(/creation did not finish/) });
+    // A broken log is replaced by CREATE.
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON mk (v)');
+    expect((await t.db('mvs_mlogs').where({ mlog_id: id }).first('state')).state).toBe('OK');
+    expect(await triggersOn('mk')).toHaveLength(3);
+  });
+
   it('puts back a deleted gate row, and costs a fixed number of queries whatever the number of logs', async () => {
     const before = await drift.check();
     const ok = await t.db('mvs_mlogs').where({ state: 'OK' }).first('mlog_id');

@@ -45,7 +45,7 @@ beforeAll(async () => {
   await t.db.raw('CREATE TABLE src (id INT PRIMARY KEY, g INT, x INT)');
   await t.db.raw('INSERT INTO src VALUES (1, 1, 1), (2, 2, 2)');
   rt = createRuntime(t.config, t.logger);
-  app = await buildApp({ db: rt.db, redis: rt.redis, logger: t.logger, api: { prefix: t.prefix, defaultSchema: rt.defaultSchema, ddl: createDdlExecutor(rt, 'test') } });
+  app = await buildApp({ db: rt.db, redis: rt.redis, logger: t.logger, apiToken: undefined, api: { prefix: t.prefix, defaultSchema: rt.defaultSchema, ddl: createDdlExecutor(rt, 'test') } });
   requests = new Queue(REQUESTS_QUEUE, { connection: rt.redis, prefix: t.prefix });
   cluster = new Cluster(t);
 });

@@ -41,7 +41,7 @@ beforeAll(async () => {
   ]);
   rt = createRuntime(t.config, t.logger);
   ddl = createDdlExecutor(rt, 'test');
-  keys = redisKeys(t.prefix);
+  keys = redisKeys(t.prefix, false);
   ins = inspector(t);
   cluster = new Cluster(t);
   planner = cluster.planner();

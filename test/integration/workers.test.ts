@@ -365,7 +365,7 @@ describe('a worker SIGKILLed mid-refresh (invariant 5)', () => {
       await cluster.stop(workers.get('solo')!, 'SIGKILL');
       workers.delete('solo');
       // When solo's last heartbeat expires (Redis clock, same host).
-      const soloExpiry = Number(await ins.redis.zscore(redisKeys(t.prefix).nodes, 'solo'));
+      const soloExpiry = Number(await ins.redis.zscore(redisKeys(t.prefix, false).nodes, 'solo'));
       expect(soloExpiry).toBeGreaterThan(killedAt);
       const readsBeforeKill = reads.filter((r) => r.at > buildSeenAt && r.at <= killedAt).length;
 

@@ -35,7 +35,7 @@ beforeAll(async () => {
   worker = cluster.worker('s1');
   cluster.planner();
   await waitFor(async () => (await t.db('mvs_mview_refresh_hist').where({ refresh_trigger: 'SCHEDULED', refresh_status: 'SUCCESS' })).length >= 2, {
-    timeoutMs: 30_000,
+    timeoutMs: 60_000,
     what: 'scheduled FAST refreshes',
   });
 });

@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { MembershipRegistry } from '../../src/membership/registry.js';
 import { createLogger } from '../../src/log.js';
 import { JobPlacer, type QueueSnapshot } from '../../src/queue/jobPlacer.js';
 import { nodeQueueName, taskRingKey } from '../../src/queue/names.js';
-import { createRedis, closeRedis } from '../../src/queue/redis.js';
+import { closeRedis, createRedisClient, redisTarget, type RedisClient } from '../../src/queue/redis.js';
 import { HashRing } from '../../src/ring/hashRing.js';
 import type { TestEnv } from './testEnv.js';
 
@@ -83,14 +82,15 @@ export function logLines(p: Proc): Array<Record<string, unknown>> {
 }
 
 export interface QueueInspector {
-  redis: Redis;
+  /** A single Redis or a Redis Cluster, as the file's environment says. */
+  redis: RedisClient;
   placer: JobPlacer;
   registry: MembershipRegistry;
   close(): Promise<void>;
 }
 
 export function inspector(t: TestEnv): QueueInspector {
-  const redis = createRedis(t.redisUrl);
+  const redis = createRedisClient(redisTarget(t.config));
   const logger = createLogger({ level: 'silent' });
   const placer = new JobPlacer(redis, t.prefix, logger);
   const registry = new MembershipRegistry(redis, t.prefix);
@@ -132,7 +132,9 @@ const DUE_SLACK_MS = 100;
  * Invariant 1 (DESIGN.md §4): exactly one pending job per active scheduled MV (and per MV log
  * with a purge schedule) across all node queues, in its owner's queue on the ring of live nodes,
  * delayed to next_time; none for others. Tasks are keyed as in TaskId (MV logs negative).
- * Returns a list of violations (empty when it holds).
+ * Returns a list of violations (empty when it holds). Works on a single Redis and on a Redis
+ * Cluster alike: the inspector's placer and registry take the queue names and keys (hash tags)
+ * from the kind of connection it holds.
  */
 export async function invariant1Violations(db: Knex, ins: QueueInspector, vnodes?: number): Promise<string[]> {
   const mvRows = (await db('mvs_mviews as m')

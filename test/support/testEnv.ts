@@ -8,7 +8,10 @@ export interface TestEnv {
   /** A database of its own for this file: `DATABASE_URL` points at it. */
   databaseUrl: string;
   database: string;
+  /** The run's single Redis; a file on a Redis Cluster must not use it (see redisClusterNodes). */
   redisUrl: string;
+  /** Set when the file runs on a Redis Cluster (REDIS_CLUSTER_NODES in `env`, no REDIS_URL). */
+  redisClusterNodes: string | undefined;
   /** A BullMQ prefix of its own for this file. */
   prefix: string;
   env: Record<string, string>;
@@ -27,9 +30,14 @@ export function withDatabase(url: string, database: string): string {
 
 /**
  * Create an isolated database + Redis prefix for one test file. Call in beforeAll and close in
- * afterAll; the database is dropped on close.
+ * afterAll; the database is dropped on close. With `redisClusterNodes` (a cluster the file
+ * started, test/support/redisCluster.ts) everything runs on that Redis Cluster instead.
  */
-export async function createTestEnv(name: string, extraEnv: Record<string, string> = {}): Promise<TestEnv> {
+export async function createTestEnv(
+  name: string,
+  extraEnv: Record<string, string> = {},
+  opts: { redisClusterNodes?: string } = {},
+): Promise<TestEnv> {
   const suffix = randomBytes(4).toString('hex');
   const database = `t_${name.replace(/[^a-z0-9_]/gi, '_').slice(0, 40)}_${suffix}`.toLowerCase();
   const serverUrl = inject('databaseUrl');
@@ -42,9 +50,10 @@ export async function createTestEnv(name: string, extraEnv: Record<string, strin
   }
   const databaseUrl = withDatabase(serverUrl, database);
   const prefix = `t${suffix}`;
+  const redisEnv: Record<string, string> = opts.redisClusterNodes ? { REDIS_CLUSTER_NODES: opts.redisClusterNodes } : { REDIS_URL: redisUrl };
   const env: Record<string, string> = {
     DATABASE_URL: databaseUrl,
-    REDIS_URL: redisUrl,
+    ...redisEnv,
     MVS_PREFIX: prefix,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
     ...extraEnv,
@@ -56,6 +65,7 @@ export async function createTestEnv(name: string, extraEnv: Record<string, strin
     databaseUrl,
     database,
     redisUrl,
+    redisClusterNodes: opts.redisClusterNodes,
     prefix,
     env,
     config,

@@ -33,6 +33,12 @@ describe('docker-compose.yml', () => {
     expect(compose.services.server?.ports).toContain('8080:8080');
   });
 
+  it('has a capture service and a MySQL whose binary log capture can read', () => {
+    expect(compose.services.capture?.command).toEqual(['capture']);
+    const args = compose.services.mysql?.command ?? [];
+    for (const a of ['--binlog-format=ROW', '--binlog-row-image=FULL', '--binlog-row-metadata=FULL', '--gtid-mode=ON']) expect(args).toContain(a);
+  });
+
   it('runs only commands that exist in the CLI', () => {
     for (const [name, svc] of Object.entries(compose.services)) {
       if (!svc.build) continue;

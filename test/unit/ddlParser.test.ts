@@ -50,6 +50,29 @@ describe('parseStatement: MV logs', () => {
       },
     ],
     [
+      'CREATE MATERIALIZED VIEW LOG ON s.t (a) USING BINLOG',
+      { kind: 'createMlog', table: { schema: 's', name: 't' }, columns: ['a'], capture: 'BINLOG', text: 'CREATE MATERIALIZED VIEW LOG ON s.t (a) USING BINLOG' },
+    ],
+    [
+      'create materialized view log on t (a) using triggers;',
+      { kind: 'createMlog', table: { name: 't' }, columns: ['a'], capture: 'TRIGGERS', text: 'create materialized view log on t (a) using triggers' },
+    ],
+    [
+      'CREATE MATERIALIZED VIEW LOG ON t (a) PURGE START WITH NOW() NEXT 60 * 60 USING BINLOG',
+      {
+        kind: 'createMlog',
+        table: { name: 't' },
+        columns: ['a'],
+        purge: { immediate: false, startWith: 'NOW()', next: '60 * 60' },
+        capture: 'BINLOG',
+        text: 'CREATE MATERIALIZED VIEW LOG ON t (a) PURGE START WITH NOW() NEXT 60 * 60 USING BINLOG',
+      },
+    ],
+    [
+      'CREATE MATERIALIZED VIEW LOG ON t (a) PURGE IMMEDIATE USING BINLOG',
+      { kind: 'createMlog', table: { name: 't' }, columns: ['a'], purge: { immediate: true }, capture: 'BINLOG', text: 'CREATE MATERIALIZED VIEW LOG ON t (a) PURGE IMMEDIATE USING BINLOG' },
+    ],
+    [
       'ALTER MATERIALIZED VIEW LOG ON s.t PURGE IMMEDIATE',
       { kind: 'alterMlogPurge', table: { schema: 's', name: 't' }, purge: { immediate: true }, text: 'ALTER MATERIALIZED VIEW LOG ON s.t PURGE IMMEDIATE' },
     ],
@@ -254,7 +277,13 @@ describe('parseStatement: errors', () => {
     ['CREATE MATERIALIZED VIEW LOG ON t (a', 1, 37, [',', ')'], 'found end of input'],
     ['CREATE MATERIALIZED VIEW LOG ON t PURGE IMMEDIATE', 1, 35, ['('], 'expected "(", found "PURGE"'],
     ['CREATE MATERIALIZED VIEW LOG ON t (a) PURGE', 1, 44, ['IMMEDIATE', 'START WITH', 'NEXT'], 'found end of input'],
-    ['CREATE MATERIALIZED VIEW LOG ON t (a) NEXT 10', 1, 39, ['PURGE', 'end of statement'], 'expected PURGE or end of statement, found "NEXT"'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) NEXT 10', 1, 39, ['PURGE', 'USING', 'end of statement'], 'expected PURGE, USING or end of statement, found "NEXT"'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) USING', 1, 44, ['TRIGGERS', 'BINLOG'], 'expected TRIGGERS or BINLOG, found end of input'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) USING STATEMENT', 1, 45, ['TRIGGERS', 'BINLOG'], 'found "STATEMENT"'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) PURGE IMMEDIATE NEXT 5', 1, 55, ['USING', 'end of statement'], 'expected USING or end of statement, found "NEXT"'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) USING BINLOG PURGE IMMEDIATE', 1, 52, ['end of statement'], 'found "PURGE"'],
+    ['CREATE MATERIALIZED VIEW LOG ON t (a) USING BINLOG BINLOG', 1, 52, ['end of statement'], 'found "BINLOG"'],
+    ['ALTER MATERIALIZED VIEW LOG ON t PURGE IMMEDIATE USING BINLOG', 1, 50, ['end of statement'], 'found "USING"'],
     ['CREATE MATERIALIZED VIEW LOG ON t (a, b, A)', 1, 42, [], 'duplicate column "A" in column list (first listed at line 1, column 36)'],
     ['CREATE MATERIALIZED VIEW LOG ON t (`Id`, x,\n  id)', 2, 3, [], 'duplicate column "id" in column list (first listed at line 1, column 36)'],
     // lexical errors name the start position

@@ -3,7 +3,8 @@ import { MembershipRegistry } from '../../membership/registry.js';
 import { followJob } from '../../queue/followJob.js';
 import type { Runtime } from '../../app/runtime.js';
 import { MvsError } from '../../errors.js';
-import { REQUESTS_QUEUE } from '../../queue/names.js';
+import { bullQueueName, REQUESTS_QUEUE } from '../../queue/names.js';
+import { isCluster } from '../../queue/redis.js';
 import type { CliContext } from '../context.js';
 
 export interface EnqueueOptions {
@@ -25,7 +26,7 @@ export async function enqueueRequest(
   label: string,
   opts: EnqueueOptions,
 ): Promise<Record<string, unknown> | undefined> {
-  const queue = new Queue(REQUESTS_QUEUE, { connection: rt.redis, prefix: ctx.config.prefix });
+  const queue = new Queue(bullQueueName(REQUESTS_QUEUE, isCluster(rt.redis)), { connection: rt.redis, prefix: ctx.config.prefix });
   try {
     // Kept an hour after completion so that --wait (and a later status) can read the result.
     const job = await queue.add(name, payload, { removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });

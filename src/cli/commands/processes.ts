@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startPlanner, startWorker } from '../../app/processes.js';
+import { startCapture, startPlanner, startWorker } from '../../app/processes.js';
 import { loadConfig } from '../../config.js';
 import { runUntilSignal } from '../../process/lifecycle.js';
 import { createDdlExecutor, createRuntime } from '../../app/runtime.js';
@@ -9,6 +9,10 @@ import type { CliContext } from '../context.js';
 
 export async function plannerCommand(ctx: CliContext): Promise<number> {
   return runUntilSignal(await startPlanner(ctx.config, ctx.logger), ctx.logger);
+}
+
+export async function captureCommand(ctx: CliContext): Promise<number> {
+  return runUntilSignal(await startCapture(ctx.config, ctx.logger), ctx.logger);
 }
 
 export async function workerCommand(ctx: CliContext, opts: { nodeId?: string; concurrency?: string }): Promise<number> {
@@ -25,11 +29,13 @@ const bin = fileURLToPath(new URL('../../../bin/mvsched.js', import.meta.url));
  * Planner, two workers and (when present) the HTTP server as child processes, so a laptop runs
  * the same process tree as production. Ctrl-C stops them all.
  */
-export async function devCommand(ctx: CliContext, opts: { workers: string; server?: boolean; demo?: boolean }): Promise<number> {
+export async function devCommand(ctx: CliContext, opts: { workers: string; server?: boolean; demo?: boolean; capture?: boolean }): Promise<number> {
   const n = Number(opts.workers);
   const procs: Array<{ name: string; args: string[]; env?: Record<string, string> }> = [{ name: 'planner', args: ['planner'] }];
   for (let i = 1; i <= n; i++) procs.push({ name: `worker-${i}`, args: ['worker', '--node-id', `dev-${i}`] });
   if (opts.server !== false && ctx.hasCommand('server')) procs.push({ name: 'server', args: ['server'] });
+  // Fills BINLOG logs from the binary log; with none it only follows the binlog's position.
+  if (opts.capture !== false && ctx.hasCommand('capture')) procs.push({ name: 'capture', args: ['capture'] });
   const children: ChildProcess[] = [];
   let stopping = false;
   const done = new Promise<number>((resolve) => {
