@@ -128,6 +128,10 @@ export function parseDefinition(select: string): { ok: true; parsed: Parsed } | 
     if (list.length !== 1) return { ok: false, reason: 'the definition must be a single SELECT' };
     return { ok: true, parsed: { ast: list[0] as Node, sql: (e) => parser.exprToSQL(e as never, PARSER_OPTIONS) as string } };
   } catch (err) {
+    // The parser has no NATURAL JOIN: say what is wrong rather than where it stopped reading.
+    if (/\bNATURAL\s+(?:(?:LEFT|RIGHT)\s+)?(?:OUTER\s+)?JOIN\b/i.test(select)) {
+      return { ok: false, reason: 'NATURAL JOIN is not supported: write the join condition with ON' };
+    }
     return { ok: false, reason: `the SQL parser could not analyse the definition (${(err as Error).message.split('\n')[0]})` };
   }
 }

@@ -184,12 +184,31 @@ export interface Stats {
   dupKeys: number;
   lockErrors: number;
   refreshes: number;
+  /** FAST refreshes of an MV over two or more logs that moved more than one watermark. */
+  multiLogRefreshes: number;
 }
 
-export const emptyStats = (): Stats => ({ commits: 0, rollbacks: 0, heldAcross: 0, lateWriters: 0, multiTable: 0, dupKeys: 0, lockErrors: 0, refreshes: 0 });
+export const emptyStats = (): Stats => ({
+  commits: 0,
+  rollbacks: 0,
+  heldAcross: 0,
+  lateWriters: 0,
+  multiTable: 0,
+  dupKeys: 0,
+  lockErrors: 0,
+  refreshes: 0,
+  multiLogRefreshes: 0,
+});
 
 export interface Ctx {
   opsDone: number;
+  opsStarted: number;
+  /**
+   * Operations the writers may start before the MVs exist (their complete builds cut across
+   * those); the rest wait for mvsCreated, so that FAST refreshes have changes to apply.
+   */
+  beforeMvs: number;
+  mvsCreated: boolean;
   writersLeft: number;
   /** A writer holds (or is about to hold) a transaction open and wants a refresh to cut across it. */
   want: boolean;
@@ -235,6 +254,8 @@ async function runStatements(conn: Connection, stmts: Stmt[], ctx: Ctx): Promise
 export async function writer(conn: Connection, r: Rnd, t: Tables, ops: number, ctx: Ctx): Promise<void> {
   try {
     for (let i = 0; i < ops && !ctx.abort; i++) {
+      while (!ctx.mvsCreated && ctx.opsStarted >= ctx.beforeMvs && !ctx.abort) await ctx.changed.wait();
+      ctx.opsStarted++;
       if (r.chance(0.15)) {
         await runStatements(conn, [randomStatement(r, t)], ctx);
       } else {

@@ -129,7 +129,7 @@ describe('join definitions that FAST refresh refuses, with the reason', () => {
     ['SELECT o.id, c.id AS cid FROM orders o RIGHT JOIN customers c ON o.cust = c.id', /RIGHT JOIN is not supported/],
     ['SELECT o.id, c.id AS cid FROM orders o LEFT OUTER JOIN customers c ON o.cust = c.id', /LEFT (OUTER )?JOIN is not supported/],
     ['SELECT o.id FROM orders o JOIN customers c USING (id)', /USING is not supported: write the condition with ON/],
-    ['SELECT o.id FROM orders o NATURAL JOIN customers c', /could not analyse/],
+    ['SELECT o.id FROM orders o NATURAL JOIN customers c', /NATURAL JOIN is not supported: write the join condition with ON/],
     [`SELECT DISTINCT c.region ${J}`, /DISTINCT is not supported/],
     [`SELECT c.region, COUNT(*) AS n ${J} GROUP BY c.region HAVING COUNT(*) > 2`, /HAVING is not supported/],
     [`SELECT o.id, c.id AS cid ${J} WHERE o.amt > (SELECT AVG(amt) FROM orders)`, /subqueries are not supported/],
