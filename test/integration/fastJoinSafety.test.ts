@@ -103,6 +103,41 @@ describe('links: one per (MV, table), one watermark per log', () => {
   });
 });
 
+describe('history of a join FAST run', () => {
+  const hist = async (refreshId: number) => (await t.db('mvs_mview_refresh_hist').where({ refresh_id: refreshId }).first()) as Row & { data_time: Date };
+  const dbNow = async () => ((await t.db.raw('SELECT NOW(3) AS n')) as [Array<{ n: Date }>])[0][0]!.n.getTime();
+
+  it('data time of the cut over every log, rows in and out; the log range only for an MV over one log (a self-join)', async () => {
+    await star('hj');
+    await ddl.execute('CREATE MATERIALIZED VIEW hj_self REFRESH FAST AS SELECT a.id, b.id AS bid, a.x + b.x AS s FROM hj_f a JOIN hj_f b ON a.d = b.d AND a.id < b.id');
+    const selfFrom = Number((await links('hj_self'))[0]![1]);
+    await t.db.raw('INSERT INTO hj_f VALUES (6, 2, 4)'); // group us grows; a new pair (3, 6)
+    await t.db.raw("UPDATE hj_d SET region = 'eu' WHERE id = 3"); // group asia goes, eu grows
+    const before = await dbNow();
+    const agg = expectKind(await refresh('hj_fast'), 'SUCCESS');
+    const spj = expectKind(await refresh('hj_force'), 'SUCCESS');
+    const self = expectKind(await refresh('hj_self'), 'SUCCESS');
+    const after = await dbNow();
+    await expectRight('hj');
+
+    // Two groups updated (each one row out, one in), one deleted.
+    const ha = await hist(agg.refreshId);
+    expect(ha).toMatchObject({ refresh_method: 'FAST', rows_inserted: 2, rows_deleted: 3, watermark_from: null, watermark_to: null });
+    // (4, 3, 1, asia) leaves, (4, 3, 1, eu) and (6, 2, 4, us) arrive.
+    expect(await hist(spj.refreshId)).toMatchObject({ refresh_method: 'FAST', rows_inserted: 2, rows_deleted: 1, watermark_from: null, watermark_to: null });
+    const hs = await hist(self.refreshId);
+    const selfTo = Number((await links('hj_self'))[0]![1]);
+    expect(selfTo).toBeGreaterThan(selfFrom);
+    expect(hs).toMatchObject({ refresh_method: 'FAST', rows_inserted: 1, rows_deleted: 0, watermark_from: selfFrom, watermark_to: selfTo });
+    for (const h of [ha, hs]) {
+      expect(h.data_time.getTime()).toBeGreaterThanOrEqual(before);
+      expect(h.data_time.getTime()).toBeLessThanOrEqual(after);
+    }
+    const info = await t.db('mvs_mview_refresh_info').where({ mview_id: await mvId('hj_fast') }).first('data_time');
+    expect((info.data_time as Date).getTime()).toBe(ha.data_time.getTime());
+  });
+});
+
 describe('a dimension table dropped and re-created under its log', () => {
   it('FAST fails naming the dimension, FORCE refreshes COMPLETE; re-creating that log: one complete refresh, then FAST', async () => {
     await star('rc');
