@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runDispatchLateness } from './dispatchLateness.js';
 import { runFastJoin } from './fastJoin.js';
+import { runFastOracleSoak } from './fastOracleSoak.js';
 import { runFastRefresh } from './fastRefresh.js';
 import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
@@ -83,6 +84,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
+  'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
 };
 
@@ -109,6 +111,8 @@ const ALIASES: Record<string, string> = {
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
+  fastoracle: 'fast-oracle',
+  oracle: 'fast-oracle',
   cluster: 'cluster',
   rediscluster: 'cluster',
 };
@@ -125,6 +129,7 @@ function usage(): string {
     '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
+    '       BENCH_FAST_ORACLE_SEEDS=20 (MVS_TEST_SEED replays a run)',
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',

@@ -3,6 +3,7 @@ import { findMlogByTable, logColumns, type MlogRow } from '../mlog/repository.js
 import { describeBaseTable } from '../mlog/logObjects.js';
 import { analyzeFast, definitionTables, type ColumnCatalog, type FastPlan, type JoinPlan, type Occurrence } from './analyze.js';
 import { probeSelect } from '../ddl/evaluate.js';
+import { serverFlavor } from '../db/flavor.js';
 
 /** A FAST plan over one table, tied to the MV log it reads and to the MV's output column names. */
 export interface TableSetup {
@@ -126,6 +127,12 @@ async function explainJoin(db: Knex, plan: JoinPlan, outputColumns: string[], ro
     const mlog = await findMlogByTable(db, o.table.schema, o.table.name);
     if (!mlog) return { fast: false, reason: noLog(t) };
     logs.set(t, mlog);
+  }
+  // A BINLOG log's range is read from a temporary copy (joinRefresh.ts), under several aliases
+  // in one statement: MySQL cannot open a temporary table twice in one statement, MariaDB can.
+  const binlogged = [...logs].filter(([, m]) => m.capture_mode === 'BINLOG').map(([t]) => t);
+  if (binlogged.length && (await serverFlavor(db)) !== 'mariadb') {
+    return { fast: false, reason: `FAST refresh of a join over logs filled from the binary log (${binlogged.join(', ')}) needs MariaDB; use USING TRIGGERS here` };
   }
   // A table read under several aliases needs every column any of them reads.
   for (const [t, mlog] of logs) {

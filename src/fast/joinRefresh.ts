@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { byteColumns } from '../db/exactValues.js';
 import { quoteIdent } from '../mv/identifiers.js';
-import { SEQ_COLUMN } from '../mlog/names.js';
+import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
+import { logColumns, type MlogRow } from '../mlog/repository.js';
 import {
   aggregateShape,
   applyAggregateDelta,
@@ -22,6 +23,11 @@ import { deltaUnion, orderOccurrences, WEIGHT, type DeltaInput } from './joinDel
 // with the watermarks in the refresh's own transaction, on another connection. So the delta
 // (per group for aggregates, per joined row for select-project-join views) is streamed from the
 // snapshot into a temporary table of the refresh's transaction and applied from there.
+//
+// The snapshot sees a trigger log's rows (they commit with their base rows), not a BINLOG log's:
+// capture writes those after the cut's snapshot was opened (mlog/cut.ts). So the rows of a
+// BINLOG log in its range are first copied, as committed, into a temporary table of the
+// snapshot's connection, and the delta reads that copy in place of the log.
 
 const q = quoteIdent;
 const TERM = '__mvs_term';
@@ -32,8 +38,8 @@ export interface LogRange {
   to: number;
 }
 
-/** The logs with rows in their range (one round trip). */
-async function changedLogs(snapshot: Knex.Transaction, setup: JoinSetup, ranges: Map<number, LogRange>): Promise<Set<number>> {
+/** The logs with rows in their range (one round trip; `trx` reads them as committed). */
+async function changedLogs(trx: Knex.Transaction, setup: JoinSetup, ranges: Map<number, LogRange>): Promise<Set<number>> {
   const logs = setup.mlogs.filter((m) => {
     const r = ranges.get(m.mlog_id);
     return r !== undefined && r.to > r.from;
@@ -44,19 +50,22 @@ async function changedLogs(snapshot: Knex.Transaction, setup: JoinSetup, ranges:
     const r = ranges.get(m.mlog_id)!;
     return `EXISTS (SELECT 1 FROM ${qt({ schema: m.table_schema, name: m.mlog_name })} WHERE ${seq} > ? AND ${seq} <= ?) AS c${i}`;
   });
-  const [rows] = (await snapshot.raw(`SELECT ${probes.join(', ')}`, logs.flatMap((m) => [ranges.get(m.mlog_id)!.from, ranges.get(m.mlog_id)!.to]))) as [
+  const [rows] = (await trx.raw(`SELECT ${probes.join(', ')}`, logs.flatMap((m) => [ranges.get(m.mlog_id)!.from, ranges.get(m.mlog_id)!.to]))) as [
     Array<Record<string, number | string>>,
   ];
   return new Set(logs.filter((_, i) => Number(rows[0]![`c${i}`]) === 1).map((m) => m.mlog_id));
 }
 
-/** The delta rule's input for this refresh: occurrences in term order, ranges, changed logs. */
-export function deltaInput(setup: JoinSetup, ranges: Map<number, LogRange>, changed: Set<number>): DeltaInput {
+/**
+ * The delta rule's input for this refresh: occurrences in term order, ranges, changed logs;
+ * `copies`: the table to read in place of a log (by mlog_id), for BINLOG logs.
+ */
+export function deltaInput(setup: JoinSetup, ranges: Map<number, LogRange>, changed: Set<number>, copies = new Map<number, TableRef>()): DeltaInput {
   return {
     occurrences: orderOccurrences(setup.occurrences, setup.sizes).map((o) => ({
       alias: o.alias,
       base: o.table,
-      log: { schema: o.mlog.table_schema, name: o.mlog.mlog_name },
+      log: copies.get(o.mlog.mlog_id) ?? { schema: o.mlog.table_schema, name: o.mlog.mlog_name },
       logId: o.mlog.mlog_id,
       pk: o.mlog.pkColumns,
       exposed: o.exposed,
@@ -78,11 +87,40 @@ export async function applyJoin(
   setup: JoinSetup,
   ranges: Map<number, LogRange>,
 ): Promise<FastChanges> {
-  const changed = await changedLogs(snapshot, setup, ranges);
+  const changed = await changedLogs(trx, setup, ranges);
   if (!changed.size) return NO_CHANGES;
-  const input = deltaInput(setup, ranges, changed);
-  return setup.plan.kind === 'aggregate' ? applyJoinAggregate(trx, snapshot, mv, setup, input) : applyJoinSpj(trx, snapshot, mv, setup, input);
+  const binlog = setup.mlogs.filter((m) => m.capture_mode === 'BINLOG' && changed.has(m.mlog_id));
+  const copies = new Map<number, TableRef>();
+  try {
+    for (const m of binlog) copies.set(m.mlog_id, await copyLogRange(trx, snapshot, m, ranges.get(m.mlog_id)!));
+    const input = deltaInput(setup, ranges, changed, copies);
+    return await (setup.plan.kind === 'aggregate' ? applyJoinAggregate(trx, snapshot, mv, setup, input) : applyJoinSpj(trx, snapshot, mv, setup, input));
+  } finally {
+    for (const c of copies.values()) await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(c)}`).catch(() => {});
+  }
 }
+
+/**
+ * A BINLOG log's rows in (from, to], read as committed by `trx`, copied into a temporary table
+ * of the same shape on the snapshot's connection (in the log's schema, so it is named like a
+ * log). One left on this pooled connection by a run that died is dropped first.
+ */
+async function copyLogRange(trx: Knex.Transaction, snapshot: Knex.Transaction, m: MlogRow, r: LogRange): Promise<TableRef> {
+  const copy = { schema: m.table_schema, name: `__mvs_logcopy_${Number(m.mlog_id)}` };
+  const log = { schema: m.table_schema, name: m.mlog_name };
+  await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(copy)}`);
+  await snapshot.raw(`CREATE TEMPORARY TABLE ${qt(copy)} LIKE ${qt(log)}`);
+  const cols = [SEQ_COLUMN, ...logColumns(m), DML_TYPE_COLUMN, OLD_NEW_COLUMN, BPOS_COLUMN];
+  const seq = q(SEQ_COLUMN);
+  const select = `SELECT ${cols.map(q).join(', ')} FROM ${qt(log)} WHERE ${seq} > ${int(r.from)} AND ${seq} <= ${int(r.to)}`;
+  await fillFromSnapshot(snapshot, trx, qt(copy), cols, select);
+  return copy;
+}
+
+const int = (n: number): string => {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`not a log sequence number: ${n}`);
+  return String(n);
+};
 
 /** The per-group delta of an aggregate join MV, as one SELECT over the delta terms. */
 export function joinAggregateDelta(setup: JoinSetup, input: DeltaInput): { sql: string; columns: string[] } {
