@@ -30,8 +30,19 @@ export interface MviewStatus {
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
 
+/** A slice of the listing in its (schema, name) order: rows after `after`, at most `limit`. */
+export interface StatusSlice {
+  after?: { schema: string; name: string };
+  limit: number;
+}
+
 /** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
-export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filter?: { schema: string; name: string }): Promise<MviewStatus[]> {
+export async function listMviewStatus(
+  db: Knex,
+  ring: HashRing | undefined,
+  filter?: { schema: string; name: string },
+  slice?: StatusSlice,
+): Promise<MviewStatus[]> {
   const q = db('mvs_mviews as m')
     .leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
     .select(
@@ -41,6 +52,13 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
     )
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
+  const after = slice?.after;
+  if (after) {
+    q.where((w) =>
+      w.where('m.table_schema', '>', after.schema).orWhere((w2) => w2.where('m.table_schema', after.schema).andWhere('m.mview_name', '>', after.name)),
+    );
+  }
+  if (slice) q.limit(slice.limit);
   const rows = (await q) as Array<Record<string, unknown>>;
   const out: MviewStatus[] = [];
   for (const r of rows) {
