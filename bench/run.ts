@@ -5,8 +5,12 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runDashboard } from './dashboard.js';
 import { runDispatchLateness } from './dispatchLateness.js';
+import { runFastJoin } from './fastJoin.js';
+import { runFastOracleSoak } from './fastOracleSoak.js';
 import { runFastRefresh } from './fastRefresh.js';
+import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
 import { runPipeline } from './pipeline.js';
@@ -77,10 +81,14 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   ring: { title: 'Hash ring balance and speed (bench/ringBalance.ts)', run: () => runRingBalance() },
   repair: { title: 'Version repair (bench/repairThroughput.ts)', run: (ctx) => runRepairThroughput(ctx) },
   fast: { title: 'FAST vs COMPLETE refresh (bench/fastRefresh.ts)', run: (ctx) => runFastRefresh(ctx) },
+  'fast-join': { title: 'FAST vs COMPLETE refresh over a star join (bench/fastJoin.ts)', run: (ctx) => runFastJoin(ctx) },
+  'join-oracle': { title: 'Join oracle with many seeds (bench/joinOracleSoak.ts)', run: (ctx) => runJoinOracleSoak(ctx) },
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
+  'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
+  ui: { title: 'Dashboard overview at 10,000 MVs (bench/dashboard.ts)', run: (ctx) => runDashboard(ctx) },
   pipeline: { title: 'Pipelines to a target lag (bench/pipeline.ts)', run: (ctx) => runPipeline(ctx) },
 };
 
@@ -97,6 +105,9 @@ const ALIASES: Record<string, string> = {
   repairthroughput: 'repair',
   fast: 'fast',
   fastrefresh: 'fast',
+  fastjoin: 'fast-join',
+  join: 'fast-join',
+  joinoracle: 'join-oracle',
   mlogwriters: 'mlog-writers',
   writers: 'mlog-writers',
   writerstall: 'writer-stall',
@@ -104,8 +115,12 @@ const ALIASES: Record<string, string> = {
   mlogwriter: 'mlog-writers',
   purge: 'purge',
   mlogpurge: 'purge',
+  fastoracle: 'fast-oracle',
+  oracle: 'fast-oracle',
   cluster: 'cluster',
   rediscluster: 'cluster',
+  ui: 'ui',
+  dashboard: 'ui',
   pipeline: 'pipeline',
   pipelines: 'pipeline',
   targetlag: 'pipeline',
@@ -119,11 +134,16 @@ function usage(): string {
     '       BENCH_DISPATCH_LOW_MVS=1000  BENCH_DISPATCH_LOW=auto|always|never  BENCH_REDIS_HZ=<n>',
     '       BENCH_KEEP_DB=1 (keep dispatch / fast databases)  BENCH_RESULTS=bench-results.json',
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
-    '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
+    '       BENCH_JOIN_FACT_ROWS=1000000 BENCH_JOIN_DIM1_ROWS=10000 BENCH_JOIN_DIM2_ROWS=100 BENCH_JOIN_FACT_CHANGES=1000',
+    '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
+    '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4 BENCH_CAPTURE_BACKLOG=100000',
+    '       BENCH_FASTLAT_ROWS=100000 BENCH_FASTLAT_GROUPS=1000 BENCH_FASTLAT_REPS=15 BENCH_FASTLAT_BATCH=1000',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
+    '       BENCH_FAST_ORACLE_SEEDS=20 (MVS_TEST_SEED replays a run)',
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
+    '       BENCH_UI_MVS=10000 BENCH_UI_REPS=15',
     '       BENCH_PIPELINE_CHAINS=200 BENCH_PIPELINE_DIAMONDS=20 BENCH_PIPELINE_MIN_LAG=10 BENCH_PIPELINE_MAX_LAG=60',
     '       BENCH_PIPELINE_WARMUP_S=60 BENCH_PIPELINE_S=180 BENCH_PIPELINE_WORKERS=2 BENCH_PIPELINE_CONCURRENCY=4',
   ].join('\n');

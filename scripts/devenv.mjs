@@ -3,6 +3,7 @@
 //
 //   start  install what is missing, start throwaway Redis + MariaDB (unless REDIS_URL /
 //          DATABASE_URL are set), migrate, run `mvsched dev`; Ctrl-C stops all of it.
+//          `npm start -- --keep` keeps their data in .mvsched/keep/ and uses it again next time
 //          `start -- --cluster` (or MVS_DEV_CLUSTER=1): a throwaway Redis Cluster (3 masters +
 //          3 replicas) instead of the single Redis, unless REDIS_CLUSTER_NODES is set
 //   test   install what is missing, then vitest (its global setup starts the servers)
@@ -15,9 +16,12 @@ import { ensureServerPackages, startMariadb, startRedis, startRedisCluster } fro
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const [mode = 'start', ...args] = process.argv.slice(2);
+const keepDir = join(root, '.mvsched', 'keep');
 const say = (msg) => console.error(`[mvsched] ${msg}`);
-// `--cluster` is ours, not `mvsched dev`'s.
-const rest = args.filter((a) => a !== '--cluster');
+// --keep and --cluster are ours (npm start only); everything else goes to `mvsched dev` / vitest /
+// the benchmarks.
+const keep = mode === 'start' && args.includes('--keep');
+const rest = args.filter((a) => a !== '--cluster' && !(keep && a === '--keep'));
 const devCluster = mode === 'start' && (args.includes('--cluster') || ['1', 'true'].includes(process.env.MVS_DEV_CLUSTER ?? ''));
 const haveRedis = () => Boolean(process.env.REDIS_CLUSTER_NODES || (!devCluster && process.env.REDIS_URL));
 
@@ -73,10 +77,11 @@ async function withServers(fn) {
   process.once('SIGINT', early);
   process.once('SIGTERM', early);
   try {
+    const kept = (name) => (keep ? { keepDir: join(keepDir, name) } : {});
     const [redis, cluster, db] = await Promise.all([
-      haveRedis() || devCluster ? undefined : startRedis({ baseDir }),
+      haveRedis() || devCluster ? undefined : startRedis({ baseDir, ...kept('redis') }),
       haveRedis() || !devCluster ? undefined : startRedisCluster({ baseDir }),
-      env.DATABASE_URL ? undefined : startMariadb({ baseDir }),
+      env.DATABASE_URL ? undefined : startMariadb({ baseDir, ...kept('mariadb') }),
     ]);
     if (redis) {
       started.push(redis);
@@ -96,6 +101,11 @@ async function withServers(fn) {
     }
     process.off('SIGINT', early);
     process.off('SIGTERM', early);
+    if (started.length && keep) {
+      const what = cluster ? ' (MariaDB only: the Redis Cluster is thrown away)' : '';
+      say(`data kept in ${keepDir}${what} for the next npm start -- --keep (delete it to start afresh)`);
+    }
+    else if (started.length && mode === 'start') say('data is thrown away on exit (npm start -- --keep keeps it)');
     if (started.length && mode === 'start') {
       say('to use the CLI from another terminal:');
       const redisVar = env.REDIS_CLUSTER_NODES ? `REDIS_CLUSTER_NODES=${env.REDIS_CLUSTER_NODES}` : `REDIS_URL=${env.REDIS_URL}`;
@@ -104,7 +114,7 @@ async function withServers(fn) {
     return await fn(env);
   } finally {
     await stopAll();
-    if (started.length) say('stopped the local servers');
+    if (started.length) say(`stopped the local servers${keep ? ` (data kept in ${keepDir})` : ''}`);
   }
 }
 

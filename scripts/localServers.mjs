@@ -19,10 +19,12 @@ export function findBinary(...names) {
   return undefined;
 }
 
-export function missingServerPackages({ redis = true, mariadb = true, chromium = false } = {}) {
+export function missingServerPackages({ redis = true, mariadb = true, chromium = false, prometheus = false } = {}) {
   const missing = [];
   // The browser test of Bull Board drives Debian's chromium (playwright-core, no bundled browser).
   if (chromium && !findBinary('chromium')) missing.push('chromium');
+  // The alert-rule tests run promtool, which Debian ships in its prometheus package.
+  if (prometheus && !findBinary('promtool')) missing.push('prometheus');
   if (redis && !findBinary('redis-server')) missing.push('redis-server');
   // redis-cli (Debian's redis-tools, which redis-server depends on) sets up local Redis Clusters.
   else if (redis && !findBinary('redis-cli')) missing.push('redis-tools');
@@ -33,7 +35,7 @@ export function missingServerPackages({ redis = true, mariadb = true, chromium =
 }
 
 /**
- * Install Debian's redis-server / mariadb-server (and chromium for tests) when they are missing. Root installs them;
+ * Install Debian's redis-server / mariadb-server (and chromium and prometheus for tests) when they are missing. Root installs them;
  * anyone else gets the exact command and an error.
  */
 export function ensureServerPackages(needs, log = console.error) {
@@ -140,18 +142,41 @@ function redisPing(port) {
   });
 }
 
-/** Start redis-server on a free port with no persistence; data lives in a dir under baseDir. */
-export async function startRedis({ baseDir }) {
+/**
+ * A data dir kept between runs (`npm start -- --keep`) must not be used by two servers at once:
+ * a pid file whose process is alive means another run has it.
+ */
+function claimKeptDir(dir, pidFile, what) {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return; // left behind by a run that was killed
+  }
+  throw new Error(`${what} data in ${dir} is in use by process ${pid} (another npm start -- --keep?)`);
+}
+
+/**
+ * Start redis-server on a free port. Data lives in a new dir under baseDir, without persistence;
+ * or, with keepDir, in keepDir, saved on shutdown and loaded again by the next start.
+ */
+/** @param {{ baseDir: string, keepDir?: string }} opts */
+export async function startRedis({ baseDir, keepDir }) {
   const bin = findBinary('redis-server');
   if (!bin) throw new Error('redis-server not installed');
-  mkdirSync(baseDir, { recursive: true });
-  const dir = mkdtempSync(join(baseDir, 'redis-'));
+  mkdirSync(keepDir ?? baseDir, { recursive: true });
+  const dir = keepDir ?? mkdtempSync(join(baseDir, 'redis-'));
+  const pidFile = join(dir, 'redis.pid');
+  if (keepDir) claimKeptDir(dir, pidFile, 'Redis');
+  const persistence = keepDir ? ['--save', '60 1', '--dbfilename', 'dump.rdb', '--pidfile', pidFile] : ['--save', ''];
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const logFile = join(dir, 'redis.log');
     const child = track(spawn(
       bin,
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+      ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--dir', dir,
         '--logfile', logFile, '--maxclients', '10000', '--protected-mode', 'no'],
       // Its own process group: a Ctrl-C on the terminal reaches the whole foreground group, and
       // Redis would quit at once while mvsched's processes still need it to shut down cleanly.
@@ -171,7 +196,7 @@ export async function startRedis({ baseDir }) {
       pid: child.pid,
       async stop() {
         await stopChild(child, 5000);
-        rmSync(dir, { recursive: true, force: true });
+        if (!keepDir) rmSync(dir, { recursive: true, force: true });
       },
     };
   }
@@ -287,28 +312,36 @@ export async function startRedisCluster({ baseDir, masters = 3, replicas = 1, no
 }
 
 /**
- * Start a MariaDB server in a fresh data dir under baseDir, on a free port, with a user
- * `mvsched`/`mvsched` that may do anything, and an empty database `mvsched`. Durability
- * settings are relaxed: these servers are for development and tests only.
+ * Start a MariaDB server on a free port, with a user `mvsched`/`mvsched` that may do anything
+ * and a database `mvsched`. Data lives in a fresh dir under baseDir; or, with keepDir, in
+ * keepDir, made on the first start and used again by later ones. Durability settings are
+ * relaxed: these servers are for development and tests only. `binlog: false` starts it without
+ * the binary log (for tests of what needs it).
  */
-export async function startMariadb({ baseDir, database = 'mvsched' }) {
+/** @param {{ baseDir: string, database?: string, keepDir?: string, binlog?: boolean }} opts */
+export async function startMariadb({ baseDir, database = 'mvsched', keepDir, binlog = true }) {
   const server = findBinary('mariadbd', 'mysqld');
   const installDb = findBinary('mariadb-install-db', 'mysql_install_db');
   const client = findBinary('mariadb', 'mysql');
   if (!server || !installDb || !client) throw new Error('mariadb-server not installed');
-  mkdirSync(baseDir, { recursive: true });
-  const dir = mkdtempSync(join(baseDir, 'mariadb-'));
+  mkdirSync(keepDir ?? baseDir, { recursive: true });
+  const dir = keepDir ?? mkdtempSync(join(baseDir, 'mariadb-'));
   const datadir = join(dir, 'data');
   const socket = join(dir, 'mysqld.sock');
   const logFile = join(dir, 'error.log');
-  const init = spawnSync(
-    installDb,
-    ['--no-defaults', `--datadir=${datadir}`, '--user=root', '--auth-root-authentication-method=normal',
-      '--skip-test-db', '--skip-name-resolve'],
-    { encoding: 'utf8' },
-  );
-  if (init.status !== 0) {
-    throw new Error(`mariadb-install-db failed (exit ${init.status}): ${init.stderr.slice(-2000)}`);
+  if (keepDir) claimKeptDir(dir, join(dir, 'mysqld.pid'), 'MariaDB');
+  // A kept data dir already has its system tables (and the user and database below).
+  if (!existsSync(join(datadir, 'mysql'))) {
+    const init = spawnSync(
+      installDb,
+      ['--no-defaults', `--datadir=${datadir}`, '--user=root', '--auth-root-authentication-method=normal',
+        '--skip-test-db', '--skip-name-resolve'],
+      { encoding: 'utf8' },
+    );
+    if (init.status !== 0) {
+      rmSync(datadir, { recursive: true, force: true });
+      throw new Error(`mariadb-install-db failed (exit ${init.status}): ${init.stderr.slice(-2000)}`);
+    }
   }
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
@@ -319,7 +352,7 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
         // The row-based binary log is on, as in production, for binlog capture (mvsched capture):
         // full row images with full metadata (column names in every table map), files expiring
         // after a day. Triggers created by a user without SUPER need the trust setting.
-        `--log-bin=${join(datadir, 'binlog')}`, '--binlog-format=ROW', '--binlog-row-image=FULL',
+        ...(binlog ? [`--log-bin=${join(datadir, 'binlog')}`] : []), '--binlog-format=ROW', '--binlog-row-image=FULL',
         '--binlog-row-metadata=FULL', '--server-id=1', '--binlog-expire-logs-seconds=86400',
         '--max-binlog-size=256M', '--log-bin-trust-function-creators=1', '--sync-binlog=0',
         '--skip-name-resolve', '--innodb-buffer-pool-size=512M',
@@ -342,9 +375,9 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
     const setup = spawnSync(
       client,
       ['--no-defaults', `--socket=${socket}`, '-uroot', '-e',
-        "CREATE USER 'mvsched'@'%' IDENTIFIED BY 'mvsched';" +
+        "CREATE USER IF NOT EXISTS 'mvsched'@'%' IDENTIFIED BY 'mvsched';" +
           "GRANT ALL PRIVILEGES ON *.* TO 'mvsched'@'%' WITH GRANT OPTION;" +
-          `CREATE DATABASE \`${database}\`;`],
+          `CREATE DATABASE IF NOT EXISTS \`${database}\`;`],
       { encoding: 'utf8' },
     );
     if (setup.status !== 0) {
@@ -358,7 +391,7 @@ export async function startMariadb({ baseDir, database = 'mvsched' }) {
       pid: child.pid,
       async stop() {
         await stopChild(child, 30_000);
-        rmSync(dir, { recursive: true, force: true });
+        if (!keepDir) rmSync(dir, { recursive: true, force: true });
       },
     };
   }

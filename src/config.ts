@@ -81,6 +81,12 @@ const envSchema = z.object({
   MVS_WORKER_CONCURRENCY: wholeNumber(1, 256).default(4),
   MVS_HTTP_PORT: wholeNumber(0, 65535).default(8080),
   MVS_API_TOKEN: z.string().min(16, { message: 'must be at least 16 characters' }).optional(),
+  // Where `mvsched server` listens; the default depends on MVS_API_TOKEN (see httpHost below).
+  MVS_HTTP_HOST: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9.:_-]{1,253}$/, { message: 'expected a host name or an IP address' })
+    .optional(),
   MVS_RECONCILE_S: wholeNumber(1, 86_400).default(30),
   MVS_NODE_TTL_S: wholeNumber(2, 3_600).default(10),
   MVS_PURGE_BATCH: wholeNumber(1, 1_000_000).default(10_000),
@@ -112,6 +118,8 @@ export interface Config {
   readonly workerConcurrency: number;
   readonly httpPort: number;
   readonly apiToken: string | undefined;
+  /** MVS_HTTP_HOST as given; undefined means "0.0.0.0 with a token, else 127.0.0.1". */
+  readonly httpHost: string | undefined;
   readonly reconcileIntervalS: number;
   readonly nodeTtlS: number;
   readonly purgeBatch: number;
@@ -127,6 +135,8 @@ export interface Config {
   readonly captureServerId: number | undefined;
   readonly boardWrite: boolean;
   readonly logLevel: LogLevel;
+  /** LOG_LEVEL was set: one-shot commands then log at that level instead of warn. */
+  readonly logLevelExplicit: boolean;
   /** Settings that work but are probably not what was meant; logged once by each process. */
   readonly warnings: readonly string[];
 }
@@ -190,6 +200,7 @@ export function loadConfig(
     workerConcurrency: e.MVS_WORKER_CONCURRENCY,
     httpPort: e.MVS_HTTP_PORT,
     apiToken: e.MVS_API_TOKEN,
+    httpHost: e.MVS_HTTP_HOST,
     reconcileIntervalS: e.MVS_RECONCILE_S,
     nodeTtlS: e.MVS_NODE_TTL_S,
     purgeBatch: e.MVS_PURGE_BATCH,
@@ -201,6 +212,7 @@ export function loadConfig(
     captureServerId: e.MVS_CAPTURE_SERVER_ID,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',
     logLevel: e.LOG_LEVEL,
+    logLevelExplicit: 'LOG_LEVEL' in raw,
     warnings: Object.freeze(warnings),
   });
 }

@@ -231,8 +231,10 @@ export class CaptureProcess {
       clearInterval(this.logTimer);
       clearTimeout(this.restartTimer);
       const wasLeading = this.leading;
+      const session = this.session;
       await this.standDown();
       if (wasLeading) {
+        await session?.release().catch((err: Error) => this.log.warn({ err: err.message }, 'could not clear the capture position owner'));
         await this.deps.redis.del(this.keys.status).catch(() => {});
         await this.lease.release().catch(() => {});
       }

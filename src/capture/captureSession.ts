@@ -3,6 +3,7 @@ import type { MysqlConnection } from '../db/connect.js';
 import type { Logger } from '../log.js';
 import { BinlogReader, type BinlogTx, type RowChange } from './binlogReader.js';
 import { scanDdl } from './ddlScan.js';
+import { encodeBinlogPos, showPos } from '../mlog/binlogPos.js';
 import { LogRegistry, loadCapturedLogs, type CapturedLog, type MlogRowImage } from './logRegistry.js';
 import {
   POSITION_TABLE,
@@ -10,6 +11,7 @@ import {
   insertLogRows,
   lockPosition,
   markBroken,
+  releasePosition,
   takeOverPosition,
   writePosition,
   type BinlogPosition,
@@ -36,7 +38,11 @@ export interface CaptureSessionDeps {
   logger: Logger;
   /** Pause reading when this many log rows wait for a commit. */
   maxPendingRows?: number;
-  /** Store a position moved only by other tables' transactions at most this often. */
+  /**
+   * Store a position moved only by other tables' transactions at most this often. A refresh's
+   * cut waits until the stored position passes its own (mlog/binlogCut.ts), and the refresh's
+   * own metadata writes come just before it, so this is latency every BINLOG cut may pay.
+   */
   idlePersistMs?: number;
   /** Group-commit window: log rows wait at most this long for more to commit with (ms). */
   commitDelayMs?: number;
@@ -62,6 +68,8 @@ interface Pending {
   changed: boolean;
   /** Position moved by a transaction that was not this capture's own commit. */
   foreign: boolean;
+  /** A refresh's cut waits for this position to be stored (it wrote the ping row): commit now. */
+  ping: boolean;
   position: BinlogPosition | undefined;
   activeMlogs: number[];
   eventTime: Date | null;
@@ -69,6 +77,10 @@ interface Pending {
 
 /** Server errors that say a log table can no longer take its rows. */
 const LOG_TABLE_ERRORS = new Set([1054, 1136, 1146, 1264, 1265, 1366, 1406, 1292]);
+/** Default of idlePersistMs: at most 20 position-only commits a second. */
+const IDLE_PERSIST_MS = 50;
+/** Written by a refresh's cut that waits for capture to store a position past it (mlog/binlogCut.ts). */
+const PING_TABLE = 'mvs_capture_ping';
 /** A missing log table younger than this may be one CREATE ... USING BINLOG is still making. */
 const NEW_LOG_GRACE_MS = 60_000;
 
@@ -94,7 +106,7 @@ export class CaptureSession {
   }
 
   private emptyPending(): Pending {
-    return { rows: new Map(), rowCount: 0, broken: [], changed: false, foreign: false, position: undefined, activeMlogs: [], eventTime: null };
+    return { rows: new Map(), rowCount: 0, broken: [], changed: false, foreign: false, ping: false, position: undefined, activeMlogs: [], eventTime: null };
   }
 
   /** Start reading; `onFailure` hears of whatever ends the session afterwards. */
@@ -133,10 +145,12 @@ export class CaptureSession {
       tables: () => [
         { schema: metaSchema, table: 'mvs_mlogs' },
         { schema: metaSchema, table: POSITION_TABLE },
+        { schema: metaSchema, table: PING_TABLE },
         ...this.registry.tables(),
       ],
       wants: (schema, table) =>
-        (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE)) || this.registry.forTable(schema, table) !== undefined,
+        (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE || table === PING_TABLE)) ||
+        this.registry.forTable(schema, table) !== undefined,
       onTransaction: (tx) => this.onTransaction(tx),
       onError: (err) => {
         // The server answers a dump from a purged position only once streaming has begun.
@@ -218,6 +232,7 @@ export class CaptureSession {
     let own = false;
     for (const ch of tx.changes) {
       if (ch.schema === this.deps.metaSchema && ch.table === POSITION_TABLE) own = true;
+      else if (ch.schema === this.deps.metaSchema && ch.table === PING_TABLE) this.pending.ping = true;
       else if (ch.schema === this.deps.metaSchema && ch.table === 'mvs_mlogs') this.onMlogsChange(ch);
       else this.onRows(ch, tx);
     }
@@ -264,6 +279,10 @@ export class CaptureSession {
     }
     const rows = logRowsFor(ch.kind, ch.rows, k.keys);
     if (rows.length === 0) return;
+    // Where the transaction ends: a cut at binlog position P takes the rows with bpos <= P.
+    const bpos = encodeBinlogPos(tx.position.file, tx.position.pos);
+    if (bpos === undefined) throw new Error(`binlog position ${showPos(tx.position)} cannot be encoded (no file number)`);
+    for (const r of rows) r.push(bpos);
     let entry = this.pending.rows.get(log.mlogId);
     if (!entry) this.pending.rows.set(log.mlogId, (entry = { log, rows: [] }));
     for (const r of rows) entry.rows.push(r);
@@ -274,6 +293,10 @@ export class CaptureSession {
     const { schema, query } = tx.ddl!;
     const at = tx.gtid ?? `${tx.position.file}:${tx.position.pos}`;
     for (const e of scanDdl(query, schema)) {
+      if (e.kind === 'dropSchema') {
+        for (const l of this.registry.inSchema(e.schema)) this.breakLog(l, `database ${e.schema} was dropped with base table ${l.schema}.${l.table} (binlog ${at})`);
+        continue;
+      }
       const log = this.registry.forTable(e.schema, e.table);
       if (!log) continue;
       const name = `${e.schema}.${e.table}`;
@@ -291,8 +314,10 @@ export class CaptureSession {
           }
           break;
         case 'truncate':
-          // Its rows go without row events; the MVs that read it need a complete refresh.
-          this.log.warn({ mlog_id: log.mlogId, table: name, binlog: at }, 'captured table truncated: its log has no rows for it');
+          // Its rows go without row events. The table's InnoDB id moves with it: the next
+          // refresh of an MV over it, and the planner's drift check, see that and refresh the MVs
+          // COMPLETE (trigger SYSTEM); nothing to record here.
+          this.log.warn({ mlog_id: log.mlogId, table: name, binlog: at }, 'captured table truncated: its MVs get a complete refresh');
           break;
       }
     }
@@ -319,7 +344,12 @@ export class CaptureSession {
       return;
     }
     const p = this.pending;
-    if (p.rowCount > 0 || p.broken.length > 0 || p.changed) {
+    if (p.ping) {
+      // A refresh waits for this position: no group-commit window, no idle throttle.
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+      setImmediate(() => this.flush());
+    } else if (p.rowCount > 0 || p.broken.length > 0 || p.changed) {
       // Group commit: what arrives within the window joins this commit, so a stream of small
       // transactions costs capture one transaction per window, not one per writer commit.
       if (p.rowCount >= (this.deps.maxBatchRows ?? 5000) || p.broken.length > 0 || p.changed) {
@@ -335,7 +365,7 @@ export class CaptureSession {
         }, this.deps.commitDelayMs ?? 25);
       }
     } else if (p.foreign && !this.flushTimer) {
-      const wait = Math.max(0, this.lastPersist + (this.deps.idlePersistMs ?? 1000) - Date.now());
+      const wait = Math.max(0, this.lastPersist + (this.deps.idlePersistMs ?? IDLE_PERSIST_MS) - Date.now());
       this.flushTimerForRows = false;
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined;
@@ -428,6 +458,11 @@ export class CaptureSession {
     clearTimeout(this.flushTimer);
     this.reader?.stop();
     await this.flushing?.catch(() => {});
+  }
+
+  /** After stop(), when the process shuts down: the position no longer has an owner. */
+  async release(): Promise<void> {
+    if (this.stored) await releasePosition(this.deps.db, this.stored.epoch);
   }
 
   /**

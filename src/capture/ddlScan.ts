@@ -1,6 +1,6 @@
 // What a DDL statement seen in the binary log does to the tables it names, as far as an MV log
 // cares (DESIGN.md §2 "Change capture from the binary log"): a table dropped, renamed or
-// truncated, a column dropped or renamed. Adding columns, indexes or changing a column's type
+// truncated, a column dropped or renamed, a whole database dropped. Adding columns, indexes or changing a column's type
 // are none of these. This reads the statement text the server logged; it does not need to
 // understand the whole of MySQL's DDL, only to find these clauses.
 
@@ -9,7 +9,8 @@ export type DdlEffect =
   | { kind: 'renameTable'; schema: string; table: string; to: string }
   | { kind: 'truncate'; schema: string; table: string }
   | { kind: 'dropColumn'; schema: string; table: string; column: string }
-  | { kind: 'renameColumn'; schema: string; table: string; column: string; to: string };
+  | { kind: 'renameColumn'; schema: string; table: string; column: string; to: string }
+  | { kind: 'dropSchema'; schema: string };
 
 interface Tok {
   /** 'w' word, 'q' quoted identifier, 's' string literal, 'p' punctuation */
@@ -187,6 +188,12 @@ export function scanDdl(sql: string, defaultSchema: string): DdlEffect[] {
       out.push({ kind: 'renameTable', ...from, to: `${to.schema}.${to.table}` });
     } while (c.acceptPunct(','));
   } else if (c.accept('DROP')) {
+    if (c.accept('DATABASE') || c.accept('SCHEMA')) {
+      c.accept('IF', 'EXISTS');
+      const schema = c.ident();
+      if (schema !== undefined) out.push({ kind: 'dropSchema', schema });
+      return out;
+    }
     c.accept('TEMPORARY');
     if (!c.accept('TABLE') && !c.accept('TABLES')) return out;
     c.accept('IF', 'EXISTS');

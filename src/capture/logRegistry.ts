@@ -76,6 +76,11 @@ export class LogRegistry {
     return this.byId.get(mlogId);
   }
 
+  /** The logs on tables of one schema. */
+  inSchema(schema: string): CapturedLog[] {
+    return [...this.byId.values()].filter((l) => l.schema === schema);
+  }
+
   tables(): Array<{ schema: string; table: string }> {
     return [...this.byId.values()].map((l) => ({ schema: l.schema, table: l.table }));
   }

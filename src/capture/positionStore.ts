@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { Executor } from '../mv/repository.js';
 import { toNumber } from '../mv/repository.js';
 import { quoteIdent } from '../mv/identifiers.js';
-import { DML_TYPE_COLUMN, OLD_NEW_COLUMN } from '../mlog/names.js';
+import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN } from '../mlog/names.js';
 import type { LogRow } from './rowImages.js';
 import type { CapturedLog } from './logRegistry.js';
 
@@ -119,10 +119,13 @@ export interface Batch {
 
 export const ROWS_PER_INSERT = 1000;
 
-/** Append rows to a log table, in order (the sequence column numbers them). */
+/**
+ * Append rows to a log table, in order (the sequence column numbers them). Each row is the log's
+ * columns, dml_type, old_new, and the encoded binlog position where its transaction ends.
+ */
 export async function insertLogRows(trx: Executor, log: CapturedLog, rows: LogRow[]): Promise<void> {
-  const cols = [...log.columns, DML_TYPE_COLUMN, OLD_NEW_COLUMN].map(quoteIdent).join(', ');
-  const one = `(${new Array(log.columns.length + 2).fill('?').join(', ')})`;
+  const cols = [...log.columns, DML_TYPE_COLUMN, OLD_NEW_COLUMN, BPOS_COLUMN].map(quoteIdent).join(', ');
+  const one = `(${new Array(log.columns.length + 3).fill('?').join(', ')})`;
   const target = `${quoteIdent(log.schema)}.${quoteIdent(log.logTable)}`;
   for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
     const chunk = rows.slice(i, i + ROWS_PER_INSERT);
@@ -169,4 +172,12 @@ async function updatePosition(trx: Executor, batch: Pick<Batch, 'position' | 'ac
       owner_conn: trx.raw('CONNECTION_ID()'),
       updated_at: trx.fn.now(6),
     });
+}
+
+/**
+ * A capture stopping cleanly says so: the position's owner is cleared (if it is still this
+ * capture's), so a refresh waiting for capture can tell "stopped" from "died".
+ */
+export async function releasePosition(db: Executor, epoch: number): Promise<void> {
+  await db(POSITION_TABLE).where({ id: 1, epoch }).update({ owner: null, owner_conn: null });
 }

@@ -52,3 +52,42 @@ export function binlogSettingProblems(s: BinlogSettings): string[] {
   }
   return out;
 }
+
+/**
+ * The global privileges of the user mvsched connects as (and of its current role), from
+ * information_schema.USER_PRIVILEGES (ALL PRIVILEGES is listed privilege by privilege there).
+ */
+export async function readGlobalPrivileges(db: Executor): Promise<{ user: string; privileges: Set<string> }> {
+  const [[who]] = (await db.raw('SELECT CURRENT_USER() AS u, CURRENT_ROLE() AS r')) as [Array<{ u: string; r: string | null }>];
+  const at = who!.u.lastIndexOf('@');
+  const user = at < 0 ? who!.u : who!.u.slice(0, at);
+  const host = at < 0 ? '%' : who!.u.slice(at + 1);
+  const grantees = [`'${user}'@'${host}'`];
+  // MariaDB names a role grantee without a host; MySQL reports roles as `r`@`%` lists or NONE.
+  if (who!.r && who!.r !== 'NONE') grantees.push(...who!.r.split(',').map((r) => (r.includes('@') ? r.replace(/`/g, "'") : `'${r}'`)));
+  const [rows] = (await db.raw(`SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES WHERE GRANTEE IN (${grantees.map(() => '?').join(', ')})`, grantees)) as [
+    Array<{ p: string }>,
+  ];
+  return { user: `'${user}'@'${host}'`, privileges: new Set(rows.map((r) => String(r.p).toUpperCase())) };
+}
+
+/**
+ * What capture's user lacks to read the binary log: REPLICATION SLAVE (the binlog stream) and
+ * BINLOG MONITOR, which MySQL and MariaDB before 10.5 call REPLICATION CLIENT (positions and
+ * files: where capture starts, how far behind it is). One line each; empty when nothing is.
+ */
+export function privilegeProblems(user: string, privileges: Set<string>, mariadb: boolean): string[] {
+  const out: string[] = [];
+  if (!privileges.has('REPLICATION SLAVE')) out.push(`user ${user} lacks the REPLICATION SLAVE privilege (to read the binary log)`);
+  if (!privileges.has('BINLOG MONITOR') && !privileges.has('REPLICATION CLIENT')) {
+    out.push(`user ${user} lacks the ${mariadb ? 'BINLOG MONITOR (REPLICATION CLIENT)' : 'REPLICATION CLIENT'} privilege (to read binary-log positions)`);
+  }
+  return out;
+}
+
+/** Everything that keeps binlog capture from working on this server for this user; empty when nothing does. */
+export async function binlogCaptureProblems(db: Executor): Promise<string[]> {
+  const settings = await readBinlogSettings(db);
+  const { user, privileges } = await readGlobalPrivileges(db);
+  return [...binlogSettingProblems(settings), ...privilegeProblems(user, privileges, settings.mariadb)];
+}

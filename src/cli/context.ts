@@ -13,6 +13,9 @@ export interface CliContext {
   hasCommand: (name: string) => boolean;
 }
 
+/** Processes that run until stopped log at LOG_LEVEL (default info); everything else at warn. */
+const LONG_LIVED = new Set(['planner', 'worker', 'server', 'capture']);
+
 export function makeContext(
   env: Record<string, string | undefined>,
   needs: ConfigNeeds,
@@ -21,6 +24,9 @@ export function makeContext(
   hasCommand: (name: string) => boolean = () => false,
 ): CliContext {
   const config = loadConfig(env, needs);
-  const logger = createLogger({ level: config.logLevel }).child({ cli: component });
+  // A one-shot command's result is the line that matters: its info logs would bury it (they go
+  // to stderr, but on a terminal that is the same screen). LOG_LEVEL, when set, wins.
+  const level = config.logLevelExplicit || LONG_LIVED.has(component) ? config.logLevel : 'warn';
+  const logger = createLogger({ level }).child({ cli: component });
   return { config, logger, env, out: io.out, err: io.err, hasCommand };
 }

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, MvsError, ValidationError, NotFoundError, ConflictError, errorMessage } from '../errors.js';
 import { makeContext, type CliContext } from './context.js';
 import type { ConfigNeeds } from '../config.js';
 import { migrateCommand } from './commands/migrate.js';
-import { captureCommand, devCommand, plannerCommand, workerCommand } from './commands/processes.js';
+import { captureCommand, devCommand, plannerCommand, workerCommand, type DevOptions } from './commands/processes.js';
 import { refreshCommand } from './commands/refresh.js';
 import { explainMvCommand, purgeCommand } from './commands/mlog.js';
+import { historyCommand } from './commands/history.js';
 import { sqlCommand } from './commands/sql.js';
 import { statusCommand } from './commands/status.js';
 import { repairCommand, reportVersionsCommand } from './commands/versions.js';
@@ -30,6 +31,13 @@ const defaultIo: CliIo = {
   env: process.env,
 };
 
+
+/** `--method`: a SQL keyword, so any case will do. */
+function refreshMethod(value: string): string {
+  const m = value.trim().toUpperCase();
+  if (m !== 'COMPLETE' && m !== 'FAST') throw new InvalidArgumentError('expected COMPLETE or FAST.');
+  return m;
+}
 
 /**
  * Build the command tree. Each action receives a context built from the environment only when
@@ -82,7 +90,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--no-server', 'do not start the HTTP server')
     .option('--no-demo', 'do not create or run the demo (also MVS_DEMO=0)')
     .option('--no-capture', 'do not run binlog capture')
-    .action(wrap(both, 'dev', (ctx, opts: { workers: string; server?: boolean; demo?: boolean; capture?: boolean }) => devCommand(ctx, opts)));
+    .option('--log-file <path>', 'where the logs of every level go (default .mvsched/logs/dev-<time>-<pid>.log)')
+    .action(wrap(both, 'dev', (ctx, opts: DevOptions) => devCommand(ctx, opts)));
 
   program
     .command('capture')
@@ -104,7 +113,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('run MV DDL: CREATE / ALTER / DROP / REFRESH MATERIALIZED VIEW [LOG] ..., PURGE MATERIALIZED VIEW LOG')
     .argument('[statement]', 'one statement')
     .option('-f, --file <file.sql>', 'run every statement of a file, in order')
-    .option('--json', 'print results as JSON lines')
+    .option('--json', 'print a JSON array with one result per statement')
     .action(wrap(both, 'sql', (ctx, stmt: string | undefined, opts: { file?: string; json?: boolean }) => sqlCommand(ctx, stmt, opts)));
 
   program
@@ -114,11 +123,19 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .action(wrap(both, 'status', (ctx, opts: { json?: boolean }) => statusCommand(ctx, opts)));
 
   program
+    .command('history')
+    .description("show an MV's refresh runs, newest first: status, method, trigger, times, rows, data time, log range, node, reason")
+    .argument('<mview>', 'schema.name or name')
+    .option('--limit <n>', 'how many runs (1-10000)', '20')
+    .option('--json', 'print a JSON array')
+    .action(wrap(both, 'history', (ctx, mview: string, opts: { limit?: string; json?: boolean }) => historyCommand(ctx, mview, opts)));
+
+  program
     .command('refresh')
     .description('enqueue a manual refresh of an MV (does not move its schedule)')
     .argument('<mview>', 'schema.name or name')
     .option('--wait', 'wait for the refresh to finish and print its result')
-    .addOption(new Option('--method <method>', 'refresh method').choices(['COMPLETE', 'FAST']))
+    .addOption(new Option('--method <method>', 'refresh method: COMPLETE or FAST (any case)').argParser(refreshMethod))
     .option('--cascade', 'refresh the MVs it reads first, upstream first (each with its own method)')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '600')
     .option('--json', 'print JSON')

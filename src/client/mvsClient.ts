@@ -2,6 +2,9 @@ import { Queue, QueueEvents, type ConnectionOptions } from 'bullmq';
 import { parsePayload, type PartitionRepairInfo, type RefreshPayload, type ReportVersionsPayload } from '../jobs/schemas.js';
 import { bullQueueName, REQUESTS_QUEUE } from '../queue/names.js';
 import { closeRedis, isCluster, type RedisClient } from '../queue/redis.js';
+import { jobStatus, type JobStatus } from './jobStatus.js';
+
+export type { JobStatus };
 
 export interface MvsClientOptions {
   /**
@@ -35,15 +38,6 @@ export interface PurgeResult {
   rows: number;
   /** The log was purged up to and including this sequence number. */
   watermark: number;
-}
-
-export interface JobStatus {
-  jobId: string;
-  /** BullMQ's state: waiting, delayed (waiting for a running one of the same MV), active, completed, failed; unknown once removed. */
-  state: string;
-  name?: string;
-  result?: unknown;
-  failedReason?: string;
 }
 
 /**
@@ -108,16 +102,7 @@ export class MvsClient {
 
   /** Where a job enqueued earlier stands (finished jobs are kept an hour, failed ones a day). */
   async status(jobId: string): Promise<JobStatus> {
-    const job = await this.queue.getJob(jobId);
-    if (!job) return { jobId, state: 'unknown' };
-    const state = await job.getState();
-    return {
-      jobId,
-      state,
-      name: job.name,
-      ...(state === 'completed' ? { result: job.returnvalue as unknown } : {}),
-      ...(state === 'failed' ? { failedReason: job.failedReason } : {}),
-    };
+    return jobStatus(this.queue, jobId);
   }
 
   async close(): Promise<void> {

@@ -62,8 +62,34 @@ export async function probeSelect(db: Knex, select: string): Promise<SelectProbe
     )) as [unknown, Array<{ name: string }>];
     return { columns: fields.map((f) => f.name) };
   } catch (err) {
-    throw new ValidationError(`invalid SELECT: ${serverMessage(err)}`);
+    throw new ValidationError(`invalid SELECT: ${await selectError(db, select, serverMessage(err))}`);
   }
+}
+
+const PROBE_WRAPPER_TAIL = /\) AS __mvs_probe LIMIT 0/g;
+
+/**
+ * The server's complaint about the user's own SELECT, not about the probe wrapped around it
+ * (whose text would show up in "near '...'"): PREPARE parses and resolves the SELECT as
+ * written. When PREPARE accepts it (the error came from the derived table, e.g. a duplicate
+ * column name), the wrapper's text is cut out of the first message instead.
+ */
+async function selectError(db: Knex, select: string, wrapped: string): Promise<string> {
+  let own: string | undefined;
+  await db
+    .transaction(
+      async (trx) => {
+        try {
+          await trx.raw('PREPARE __mvs_check FROM ?', [select]);
+          await trx.raw('DEALLOCATE PREPARE __mvs_check');
+        } catch (err) {
+          own = serverMessage(err);
+        }
+      },
+      { readOnly: true },
+    )
+    .catch(() => undefined);
+  return own ?? wrapped.replace(PROBE_WRAPPER_TAIL, '').replace("near '' at", 'at the end of the SELECT at');
 }
 
 /**

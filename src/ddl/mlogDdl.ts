@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { binlogCaptureProblems } from '../capture/settings.js';
 import { boundedDdl } from '../db/boundedDdl.js';
 import { isDuplicateKey, isLockNotGranted } from '../db/errors.js';
 import { ConflictError, MvsError, NotFoundError, ValidationError } from '../errors.js';
@@ -34,6 +35,8 @@ export class MlogDdl {
     const shape = await describeBaseTable(db, n.schema, n.name);
     const tracked = resolveTrackedColumns(n.schema, n.name, shape, stmt.columns);
     await refuseCascadingChild(db, n);
+    const mode = stmt.capture ?? 'TRIGGERS';
+    if (mode === 'BINLOG') await refuseWithoutBinlog(db, n);
     const previous = await findMlogByTable(db, n.schema, n.name);
     if (previous && !(await this.replaceable(previous))) {
       throw new ConflictError(`a materialized view log on ${displayName(n)} already exists`);
@@ -45,8 +48,8 @@ export class MlogDdl {
     const nowMs = clock.now();
     const purge = await evalPurge(db, stmt.purge, nowMs);
     if (previous) await this.retire(previous);
-    const mlogId = previous?.mlog_id ?? (await this.insertMetadata(n, logName, shape.primaryKey, tracked, purge, nowMs));
-    const spec = { mlogId, schema: n.schema, table: n.name, logTable: logName, metaSchema: defaultSchema, shape, tracked };
+    const mlogId = previous?.mlog_id ?? (await this.insertMetadata(n, logName, shape.primaryKey, tracked, purge, nowMs, mode));
+    const spec = { mlogId, schema: n.schema, table: n.name, logTable: logName, metaSchema: defaultSchema, shape, tracked, captureMode: mode };
     try {
       await this.makeObjects(createLogStatements(spec));
     } catch (err) {
@@ -62,6 +65,8 @@ export class MlogDdl {
         purge_method: purge.method,
         purge_start: purge.anchor === null ? null : new Date(purge.anchor),
         purge_interval: purge.interval,
+        // Capture starts filling a BINLOG log where this commit is in the binary log.
+        capture_mode: mode,
         state: 'OK',
         broken_reason: null,
         broken_at: null,
@@ -77,7 +82,7 @@ export class MlogDdl {
     });
     await this.ctx.notify({ kind: 'mlog', id: mlogId, change: previous ? 'altered' : 'created' });
     this.ctx.deps.logger.info(
-      { mlog_id: mlogId, table: displayName(n), columns: tracked, purge: purge.method, replaced: Boolean(previous), consumers },
+      { mlog_id: mlogId, table: displayName(n), columns: tracked, purge: purge.method, capture: mode, replaced: Boolean(previous), consumers },
       previous ? 'materialized view log re-created' : 'materialized view log created',
     );
     return {
@@ -86,6 +91,7 @@ export class MlogDdl {
       mlogId,
       message:
         `${previous ? 're-created' : 'created'} materialized view log ${n.schema}.${logName} on ${displayName(n)}` +
+        (mode === 'BINLOG' ? ' (filled from the binary log by mvsched capture)' : '') +
         (consumers ? ` (${consumers} materialized view${consumers > 1 ? 's' : ''} get one complete refresh, then FAST again)` : ''),
     };
   }
@@ -119,6 +125,7 @@ export class MlogDdl {
     tracked: string[],
     purge: Awaited<ReturnType<typeof evalPurge>>,
     nowMs: number,
+    mode: 'TRIGGERS' | 'BINLOG',
   ): Promise<number> {
     return this.ctx.db
       .transaction(async (trx) => {
@@ -133,6 +140,7 @@ export class MlogDdl {
           purge_interval: purge.interval,
           created_at: new Date(nowMs),
           mlog_modify_time: new Date(nowMs),
+          capture_mode: mode,
           // Until its table and triggers exist: the drift check leaves it alone meanwhile.
           state: 'CREATING',
         })) as number[];
@@ -253,6 +261,20 @@ export class MlogDdl {
           throw new MvsError(`unexpected purge outcome ${outcome.kind}`);
       }
     }
+  }
+}
+
+/**
+ * USING BINLOG needs a row-based binary log with full images and metadata, and a user that may
+ * read it (DESIGN.md §2): refused before anything is written, naming every missing piece.
+ */
+async function refuseWithoutBinlog(db: Knex, n: ResolvedName): Promise<void> {
+  const problems = await binlogCaptureProblems(db);
+  if (problems.length) {
+    throw new ValidationError(
+      `cannot create a materialized view log USING BINLOG on ${displayName(n)}: ${problems.join('; ')} ` +
+        '(or use USING TRIGGERS, the default)',
+    );
   }
 }
 

@@ -8,8 +8,11 @@ import { triggerNames } from '../mlog/names.js';
 import { evaluateLog, type CatalogView, type LogUnderCheck } from './evaluate.js';
 
 // Changes made behind mvsched's back (DESIGN.md §2): every MVS_DRIFT_CHECK_S the leading planner
-// compares every trigger-captured MV log with the catalog, in a fixed number of queries however
-// many logs there are (their cost follows the tables in the logged schemas):
+// compares every MV log with the catalog, in a fixed number of queries however many logs there
+// are (their cost follows the tables in the logged schemas). BINLOG logs get the same checks
+// without the trigger ones (capture follows their tables in the binary log and marks them BROKEN
+// where it sees them dropped, renamed or replaced; the first reason recorded stays, whoever
+// found it, and capture stops filling a log the moment it reads its BROKEN mark):
 // - a log that can no longer capture its table (table dropped, re-created or renamed, a trigger
 //   gone, a tracked column dropped / renamed / retyped, the primary key changed, the log table
 //   gone or altered, a cascading foreign key added) is BROKEN: its triggers are dropped at once
@@ -154,7 +157,7 @@ export class DriftChecker {
   }
 
   private async checkOne(m: MlogMeta, catalog: CatalogView, report: DriftReport): Promise<void> {
-    if (m.captureMode !== 'TRIGGERS') return;
+    const triggers = m.captureMode !== 'BINLOG';
     const key = `${m.schema}.${m.table}`;
     if (m.state === 'CREATING') {
       if (this.deps.clock.now() - m.modifiedAt.getTime() < CREATING_GRACE_MS) return; // being made now
@@ -164,7 +167,7 @@ export class DriftChecker {
     }
     if (m.state === 'BROKEN') {
       // Its triggers must stay gone (a DROP that timed out behind a long transaction is retried).
-      if (catalog.ownTriggers(m).length) await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
+      if (triggers && catalog.ownTriggers(m).length) await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
       return;
     }
     const verdict = evaluateLog(m, catalog);
@@ -173,7 +176,7 @@ export class DriftChecker {
       report.broken.push({ mlogId: m.mlogId, reason: verdict.problem });
       return;
     }
-    if (!catalog.gates.has(m.mlogId)) {
+    if (triggers && !catalog.gates.has(m.mlogId)) {
       await this.deps.db('mvs_mlog_gates').insert({ mlog_id: m.mlogId }).onConflict('mlog_id').ignore();
       this.log.warn({ mlog_id: m.mlogId, table: key }, 'the gate row of a materialized view log was missing: put back');
     }
@@ -191,15 +194,17 @@ export class DriftChecker {
 
   /** Triggers first (writes go through again), then the state, with the reason. */
   private async markBroken(m: MlogMeta, reason: string): Promise<void> {
-    const dropped = await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
+    const dropped = m.captureMode === 'BINLOG' ? [] : await dropLogTriggers(this.deps.db, m.mlogId, m.schema, this.deps.ddlWaitMs);
     await this.deps
       .db('mvs_mlogs')
       .where({ mlog_id: m.mlogId })
       .whereIn('state', ['OK', 'CREATING'])
       .update({ state: 'BROKEN', broken_reason: reason.slice(0, 4000), broken_at: new Date(this.deps.clock.now()) });
     this.log.error(
-      { mlog_id: m.mlogId, table: `${m.schema}.${m.table}`, reason, dropped_triggers: dropped },
-      'materialized view log BROKEN: its triggers are dropped; FAST refreshes from it fail until it is re-created',
+      { mlog_id: m.mlogId, table: `${m.schema}.${m.table}`, capture: m.captureMode, reason, dropped_triggers: dropped },
+      m.captureMode === 'BINLOG'
+        ? 'materialized view log BROKEN: capture stops filling it; FAST refreshes from it fail until it is re-created'
+        : 'materialized view log BROKEN: its triggers are dropped; FAST refreshes from it fail until it is re-created',
     );
   }
 }

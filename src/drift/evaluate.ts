@@ -1,4 +1,4 @@
-import { DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
+import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
 
 // The rules of the drift check (driftChecker.ts), as a pure function of what the catalog says,
 // so that each can be tested on its own.
@@ -13,6 +13,12 @@ export interface LogUnderCheck {
   pk: string[];
   /** Identity token the log last saw. */
   token: number | null;
+  /**
+   * TRIGGERS (the default) or BINLOG. A BINLOG log has no triggers to check: capture follows its
+   * table in the binary log (a drop, rename or re-creation there marks it BROKEN); the catalog
+   * rules are the same.
+   */
+  captureMode?: string;
 }
 
 export interface CatalogView {
@@ -37,6 +43,10 @@ const plural = (n: number, word: string) => `${word}${n > 1 ? 's' : ''}`;
 export function evaluateLog(m: LogUnderCheck, c: CatalogView): { problem?: string } {
   const t = `${m.schema}.${m.table}`;
   const base = c.table(m.schema, m.table);
+  if (m.captureMode === 'BINLOG') {
+    if (!base || base.type !== 'BASE TABLE') return { problem: `base table ${t} was dropped or renamed` };
+    return catalogProblem(m, c);
+  }
   const triggers = c.ownTriggers(m);
   const onBase = triggers.filter((x) => x.t === m.table);
   const elsewhere = triggers.find((x) => x.t !== m.table);
@@ -55,6 +65,11 @@ export function evaluateLog(m: LogUnderCheck, c: CatalogView): { problem?: strin
     const missing = ['ins', 'upd', 'del'].map((s) => `mvs_mlog_${m.mlogId}_${s}`).filter((n) => !have.has(n));
     return { problem: `${plural(missing.length, 'trigger')} ${missing.join(', ')} of the log on ${t} dropped` };
   }
+  return catalogProblem(m, c);
+}
+
+/** The rules trigger and BINLOG logs share: the log table, the tracked columns, the key. */
+function catalogProblem(m: LogUnderCheck, c: CatalogView): { problem?: string } {
   const logT = `${m.schema}.${m.logTable}`;
   const log = c.table(m.schema, m.logTable);
   if (!log) return { problem: `log table ${logT} was dropped` };
@@ -70,7 +85,8 @@ function columnProblem(m: LogUnderCheck, c: CatalogView): string | undefined {
   const logT = `${m.schema}.${m.logTable}`;
   const baseCols = c.columns(m.schema, m.table) ?? new Map();
   const logCols = c.columns(m.schema, m.logTable) ?? new Map();
-  for (const internal of [SEQ_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN]) {
+  const internals = [SEQ_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, ...(m.captureMode === 'BINLOG' ? [BPOS_COLUMN] : [])];
+  for (const internal of internals) {
     if (!logCols.has(internal.toLowerCase())) return `column ${internal} of log table ${logT} was dropped or renamed`;
   }
   for (const col of [...m.pk, ...m.columns]) {
@@ -92,7 +108,8 @@ function keyProblem(m: LogUnderCheck, c: CatalogView): string | undefined {
   const fk = c.cascadingKeys(m.schema, m.table)[0];
   if (fk) {
     const rule = /CASCADE|SET NULL|SET DEFAULT/.test(fk.onDelete) ? `ON DELETE ${fk.onDelete}` : `ON UPDATE ${fk.onUpdate}`;
-    return `${t} became the child of foreign key ${fk.name} (${rule}) on ${fk.parent}: the rows it changes fire no triggers`;
+    const unseen = m.captureMode === 'BINLOG' ? 'are not in the row binary log' : 'fire no triggers';
+    return `${t} became the child of foreign key ${fk.name} (${rule}) on ${fk.parent}: the rows it changes ${unseen}`;
   }
   return undefined;
 }

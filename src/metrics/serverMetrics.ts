@@ -2,8 +2,9 @@ import { Queue } from 'bullmq';
 import type { Knex } from 'knex';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { MembershipRegistry } from '../membership/registry.js';
+import { addCaptureGauges } from './captureMetrics.js';
 import { listMviewStatus } from '../mv/status.js';
-import { bullQueueName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { bullQueueName, redisKeys, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
 import { isCluster, scanKeys, type RedisClient } from '../queue/redis.js';
 import { metricsKeyPattern, RunMetrics } from './runMetrics.js';
 
@@ -44,6 +45,9 @@ export class ServerMetrics {
     const registers = [reg];
     const live = await this.membership.live();
     new Gauge({ name: 'mvs_live_nodes', help: 'Worker nodes in the ring', registers }).set(live.length);
+    // The lease key exists while a planner leads (it expires MVS_NODE_TTL_S after the leader stops renewing).
+    const leader = await this.deps.redis.exists(redisKeys(this.deps.prefix, this.cluster).plannerLeader);
+    new Gauge({ name: 'mvs_planner_leader_present', help: '1 while a planner holds the leader lease, else 0', registers }).set(leader > 0 ? 1 : 0);
 
     const depth = new Gauge({ name: 'mvs_queue_jobs', help: 'Jobs per queue and state', labelNames: ['queue', 'state'], registers });
     const names = [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await this.membership.nodeQueues())];
@@ -67,6 +71,7 @@ export class ServerMetrics {
 
     const logs = (await this.deps.db('mvs_mlogs').count({ n: '*' }).first()) as { n: number | string };
     new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(Number(logs.n));
+    await addCaptureGauges(reg, this.deps);
     return reg;
   }
 

@@ -1,11 +1,16 @@
 import type { Knex } from 'knex';
 import { isDeadlock, isLockNotGranted, isStatementTimeout } from '../db/errors.js';
-import { serverFlavor } from '../db/flavor.js';
-import { RetryableError } from '../errors.js';
+import { serverFlavor, type ServerFlavor } from '../db/flavor.js';
 import { quoteIdent } from '../mv/identifiers.js';
+import type { FilePosition } from './binlogPos.js';
+import { binlogHighWater, openMatchedSnapshot, waitForCapture, withTablesReadLocked, type BinlogCutLog, type CaptureWaitOptions } from './binlogCut.js';
+import { CutTimeoutError } from './cutErrors.js';
 import { SEQ_COLUMN } from './names.js';
 
-/** An MV log as a cut needs it. */
+export { CaptureLagError, CutTimeoutError } from './cutErrors.js';
+export type { CaptureWaitOptions } from './binlogCut.js';
+
+/** An MV log as a cut needs it (how it is captured is read from mvs_mlogs at the cut). */
 export interface CutLog {
   mlog_id: number;
   table_schema: string;
@@ -16,17 +21,17 @@ export interface CutLog {
  * A consistent cut of one or more MV logs (DESIGN.md §2): for each log, every row with seq <=
  * its high-water mark was committed before the cut, none after; `snapshot` is a read-only
  * transaction that sees the base tables and the logs exactly as of the cut. The caller must end
- * the snapshot.
+ * the snapshot. For BINLOG logs the snapshot does not see the log rows (capture writes them
+ * later): read them as committed, up to the high-water mark.
  */
 export interface Cut {
   highWater: Map<number, number>;
   snapshot: Knex.Transaction;
   /** The database's clock at the snapshot's read: the data time of what is read through it. */
   at: Date;
+  /** With BINLOG logs: the binary-log position the snapshot is matched to. */
+  binlogPosition?: FilePosition;
 }
-
-/** The cut gave up waiting for writer transactions in flight (MVS_CUT_WAIT_MS). */
-export class CutTimeoutError extends RetryableError {}
 
 export const DEFAULT_CUT_WAIT_MS = 2_000;
 
@@ -38,8 +43,72 @@ export const DEFAULT_CUT_WAIT_MS = 2_000;
  */
 export const GATE_IDLE_BOUND_S = 1;
 
+interface Classified {
+  triggers: CutLog[];
+  binlog: BinlogCutLog[];
+}
+
+/** Which logs are filled by capture: as mvs_mlogs says now (a re-created log may change mode). */
+async function classify(db: Knex, logs: CutLog[]): Promise<Classified> {
+  const ids = logs.map((l) => Number(l.mlog_id));
+  const rows = (await db('mvs_mlogs').whereIn('mlog_id', ids).select('mlog_id', 'capture_mode', 'base_table_name')) as Array<{
+    mlog_id: number | string;
+    capture_mode: string | null;
+    base_table_name: string;
+  }>;
+  const binlog = new Map(rows.filter((r) => r.capture_mode === 'BINLOG').map((r) => [Number(r.mlog_id), String(r.base_table_name)]));
+  return {
+    triggers: logs.filter((l) => !binlog.has(Number(l.mlog_id))),
+    binlog: logs.filter((l) => binlog.has(Number(l.mlog_id))).map((l) => ({ ...l, base_table_name: binlog.get(Number(l.mlog_id))! })),
+  };
+}
+
 /**
- * Auto-increment order is not commit order: a transaction can take seq 10, and commit after
+ * One cut over trigger and BINLOG logs alike. Trigger logs: their gates (below). BINLOG logs: a
+ * snapshot matched to a binlog position P (opened while the gates are held when there are
+ * both, so one snapshot serves all), then, with the gates released, a wait until capture has
+ * passed P, bounded by `capture` (CaptureLagError says why it gave up), and each BINLOG log's
+ * high-water mark at P. The gates' bounds are the same whether or not BINLOG logs take part.
+ */
+export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAIT_MS, capture: CaptureWaitOptions = {}): Promise<Cut> {
+  if (logs.length === 0) throw new Error('takeCut needs at least one log');
+  const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
+  const { triggers, binlog } = await classify(db, sorted);
+  const flavor = await serverFlavor(db);
+  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs });
+  const open = async (): Promise<Cut> => {
+    if (triggers.length) return gatedCut(db, triggers, { flavor, waitMs, matched: (snap) => openMatchedSnapshot(db, snap, flavor) });
+    return matchedCut(db, flavor);
+  };
+  const cut = flavor === 'mariadb' ? await open() : await withTablesReadLocked(db, binlog, waitMs, open);
+  try {
+    await waitForCapture(db, cut.binlogPosition!, capture);
+    for (const [id, h] of await binlogHighWater(db, binlog, cut.binlogPosition!)) cut.highWater.set(id, h);
+    return cut;
+  } catch (err) {
+    await cut.snapshot.rollback().catch(() => {});
+    throw err;
+  }
+}
+
+/** BINLOG logs only: a snapshot matched to a binlog position, no gate. */
+async function matchedCut(db: Knex, flavor: ServerFlavor): Promise<Cut> {
+  const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
+  try {
+    const binlogPosition = await openMatchedSnapshot(db, snapshot, flavor);
+    const [rows] = (await snapshot.raw('SELECT NOW(3) AS __at')) as [Array<{ __at: Date }>];
+    return { highWater: new Map(), snapshot, at: rows[0]!.__at, binlogPosition };
+  } catch (err) {
+    await snapshot.rollback().catch(() => {});
+    throw err;
+  }
+}
+
+/** Opens the snapshot as a consistent snapshot matched to a binlog position (binlogCut.ts). */
+type MatchSnapshot = (snapshot: Knex.Transaction) => Promise<FilePosition>;
+
+/**
+ * Trigger logs. Auto-increment order is not commit order: a transaction can take seq 10, and commit after
  * another took and committed seq 11. So the cut takes each log's gate row exclusively, which
  * waits for every writer transaction in flight (their triggers hold it shared until they end)
  * and holds new writers at their first logged row. With no writer in flight, the snapshot's
@@ -51,17 +120,15 @@ export const GATE_IDLE_BOUND_S = 1;
  * and COMMIT normally follow within a millisecond). Gates of several logs are taken in one
  * statement in mlog_id order, so two cuts never wait for each other in opposite orders.
  */
-export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAIT_MS): Promise<Cut> {
-  if (logs.length === 0) throw new Error('takeCut needs at least one log');
-  const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
-  const flavor = await serverFlavor(db);
+async function gatedCut(db: Knex, sorted: CutLog[], opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot }): Promise<Cut> {
+  const { flavor, waitMs } = opts;
   let deadline = Date.now() + waitMs;
   let regained = false;
   for (;;) {
     const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
     let ok = false;
     try {
-      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs });
+      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched });
       if (read === 'lost') {
         // The server took the gate back because this process stalled (a pause, a freeze) after it
         // was granted: that time was not spent waiting for writers, so it gets one more full wait.
@@ -100,7 +167,7 @@ async function gatedRead(
   db: Knex,
   snapshot: Knex.Transaction,
   logs: CutLog[],
-  { flavor, deadline, waitMs }: { flavor: 'mariadb' | 'mysql'; deadline: number; waitMs: number },
+  { flavor, deadline, waitMs, matched }: { flavor: ServerFlavor; deadline: number; waitMs: number; matched?: MatchSnapshot | undefined },
 ): Promise<Omit<Cut, 'snapshot'> | 'lost' | undefined> {
   const remainingMs = Math.max(1, deadline - Date.now());
   const conn: unknown = await db.client.acquireConnection();
@@ -130,6 +197,8 @@ async function gatedRead(
       if (isDeadlock(err)) return undefined;
       throw err;
     }
+    // With BINLOG logs in the cut too, the snapshot is made now, matched to a binlog position.
+    const binlogPosition = matched ? await matched(snapshot) : undefined;
     // The snapshot's first read: its read view is created here, while no writer is in flight.
     const cols = logs.map(
       (l, i) => `(SELECT COALESCE(MAX(${quoteIdent(SEQ_COLUMN)}), 0) FROM ${quoteIdent(l.table_schema)}.${quoteIdent(l.mlog_name)}) AS h${i}`,
@@ -142,7 +211,11 @@ async function gatedRead(
       // gate may have been released before the snapshot read, so this cut proves nothing.
       return 'lost';
     }
-    return { highWater: new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])])), at: rows[0]!.__at as Date };
+    return {
+      highWater: new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])])),
+      at: rows[0]!.__at as Date,
+      ...(binlogPosition ? { binlogPosition } : {}),
+    };
   } finally {
     // A no-op after COMMIT. A connection the server killed fails these at once, and the pool
     // discards it (knex validates connections on checkout).

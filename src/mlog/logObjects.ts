@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { ValidationError, NotFoundError } from '../errors.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { boundedDdl } from '../db/boundedDdl.js';
-import { DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN, isReservedColumn, triggerNames } from './names.js';
+import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN, isReservedColumn, triggerNames } from './names.js';
 
 // The database objects of one MV log: the log table and the AFTER INSERT / UPDATE / DELETE
 // triggers that fill it in the writer's own transaction (DESIGN.md §2 MV logs).
@@ -117,15 +117,21 @@ export function createLogStatements(spec: LogObjectsSpec): LogStatement[] {
   const base = `${quoteIdent(spec.schema)}.${quoteIdent(spec.table)}`;
   const log = `${quoteIdent(spec.schema)}.${quoteIdent(spec.logTable)}`;
   const pkSet = new Set(spec.shape.primaryKey);
+  const binlog = spec.captureMode === 'BINLOG';
+  // BINLOG: where each row's transaction ends in the binary log, indexed for the cut's
+  // "largest seq of a transaction up to position P" (mlog/binlogCut.ts).
+  const bpos = binlog ? `  ${quoteIdent(BPOS_COLUMN)} BIGINT UNSIGNED NOT NULL,\n` : '';
+  const bposKey = binlog ? `,\n  KEY ${quoteIdent(BPOS_COLUMN)} (${quoteIdent(BPOS_COLUMN)})` : '';
   const table =
     `CREATE TABLE ${log} (\n` +
     `  ${quoteIdent(SEQ_COLUMN)} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,\n` +
     cols.map((c) => `  ${columnDef(byName.get(c)!, pkSet.has(c))},\n`).join('') +
     `  ${quoteIdent(DML_TYPE_COLUMN)} CHAR(1) NOT NULL,\n` +
     `  ${quoteIdent(OLD_NEW_COLUMN)} TINYINT NOT NULL,\n` +
-    `  PRIMARY KEY (${quoteIdent(SEQ_COLUMN)})\n` +
+    bpos +
+    `  PRIMARY KEY (${quoteIdent(SEQ_COLUMN)})${bposKey}\n` +
     `) ENGINE=InnoDB COMMENT='${logTableComment(spec.mlogId)}'`;
-  if (spec.captureMode === 'BINLOG') return [{ sql: table, undo: `DROP TABLE IF EXISTS ${log}` }];
+  if (binlog) return [{ sql: table, undo: `DROP TABLE IF EXISTS ${log}` }];
   const colList = [...cols.map(quoteIdent), quoteIdent(DML_TYPE_COLUMN), quoteIdent(OLD_NEW_COLUMN)].join(', ');
   const image = (row: 'NEW' | 'OLD', dml: string, sign: 1 | -1) =>
     `INSERT INTO ${log} (${colList}) VALUES (${[...cols.map((c) => `${row}.${quoteIdent(c)}`), `'${dml}'`, String(sign)].join(', ')});`;

@@ -5,6 +5,12 @@ import { ValidationError } from '../errors.js';
 // the design names outright (`dml_type`, `old_new`); user columns may not use any of them.
 
 export const SEQ_COLUMN = '_mlog$seq';
+/**
+ * BINLOG logs only: the binary-log position at which the row's transaction ends (file number and
+ * offset in one BIGINT, mlog/binlogPos.ts), so a cut at a binlog position takes exactly the rows
+ * of transactions up to it.
+ */
+export const BPOS_COLUMN = '_mlog$bpos';
 export const DML_TYPE_COLUMN = 'dml_type';
 export const OLD_NEW_COLUMN = 'old_new';
 const INTERNAL_PREFIX = '_mlog$';

@@ -17,6 +17,8 @@ export interface MlogRow {
   purge_interval: number | null;
   created_at: Date;
   mlog_modify_time: Date;
+  /** TRIGGERS, or BINLOG: filled by `mvsched capture` from the binary log. */
+  capture_mode?: 'TRIGGERS' | 'BINLOG';
   /** OK, or BROKEN: the log cannot have captured every change of its table (broken_reason says why). */
   state?: 'OK' | 'BROKEN' | 'CREATING';
   broken_reason?: string | null;

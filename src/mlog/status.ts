@@ -41,7 +41,7 @@ export async function listMlogStatus(db: Knex): Promise<MlogStatus[]> {
       log: `${m.table_schema}.${m.mlog_name}`,
       schema: m.table_schema,
       tableName: m.base_table_name,
-      capture: String((m as { capture_mode?: string }).capture_mode ?? 'TRIGGERS'),
+      capture: m.capture_mode ?? 'TRIGGERS',
       state: m.state ?? 'OK',
       brokenReason: m.broken_reason ?? null,
       columns: m.columns,

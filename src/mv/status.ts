@@ -78,8 +78,19 @@ async function dependencyNames(db: Knex, ids: number[]): Promise<Map<number, { d
   return out;
 }
 
+/** A slice of the listing in its (schema, name) order: rows after `after`, at most `limit`. */
+export interface StatusSlice {
+  after?: { schema: string; name: string };
+  limit: number;
+}
+
 /** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
-export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filter?: { schema: string; name: string }): Promise<MviewStatus[]> {
+export async function listMviewStatus(
+  db: Knex,
+  ring: HashRing | undefined,
+  filter?: { schema: string; name: string },
+  slice?: StatusSlice,
+): Promise<MviewStatus[]> {
   const q = db('mvs_mviews as m')
     .leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
     .select(
@@ -89,6 +100,13 @@ export async function listMviewStatus(db: Knex, ring: HashRing | undefined, filt
     )
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
+  const after = slice?.after;
+  if (after) {
+    q.where((w) =>
+      w.where('m.table_schema', '>', after.schema).orWhere((w2) => w2.where('m.table_schema', after.schema).andWhere('m.mview_name', '>', after.name)),
+    );
+  }
+  if (slice) q.limit(slice.limit);
   const rows = (await q) as Array<Record<string, unknown>>;
   const deps = await dependencyNames(db, rows.map((r) => Number(r.mview_id)));
   const [nowRows] = (await db.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>];

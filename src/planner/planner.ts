@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
+import { taskNamesFromDb } from '../queue/taskNames.js';
 import { redisKeys, mlogTask, mviewTask, nodeQueueName } from '../queue/names.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
@@ -81,7 +82,7 @@ export class Planner {
       ...(deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {}),
       pollMs: deps.membershipPollMs ?? 1000,
     });
-    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
+    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log, taskNamesFromDb(deps.db, { preload: true }));
     this.reconciler = new Reconciler({
       db: deps.db,
       placer: this.placer,

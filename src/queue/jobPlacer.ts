@@ -1,7 +1,8 @@
 import { Queue } from 'bullmq';
 import type { Logger } from '../log.js';
-import { bullQueueName, taskJob, taskJobId, taskOfJob, type TaskId } from './names.js';
+import { bullQueueName, SCHEDULED_JOB_LOG_KEEP, taskJob, taskJobDisplayName, taskJobId, taskOfJob, type TaskId } from './names.js';
 import { isCluster, type RedisClient } from './redis.js';
+import type { TaskNames } from './taskNames.js';
 
 export type PlaceResult = 'added' | 'rescheduled' | 'kept' | 'active';
 
@@ -14,7 +15,7 @@ export interface QueueSnapshot {
   active: Set<number>;
 }
 
-const JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;
+const JOB_OPTS = { removeOnComplete: true, removeOnFail: true, keepLogs: SCHEDULED_JOB_LOG_KEEP } as const;
 
 /** BullMQ stores delayed jobs scored by timestamp * 4096 + a counter. */
 const DELAY_SCORE_FACTOR = 0x1000;
@@ -50,8 +51,26 @@ export class JobPlacer {
     private readonly connection: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
+    /** Puts each MV's / log's display name in its job's data, for Bull Board. */
+    private readonly names?: TaskNames,
   ) {
     this.cluster = isCluster(connection);
+  }
+
+  /** Display names of tasks; a failed lookup only leaves names out (the ids are what counts). */
+  private async lookupNames(tasks: TaskId[]): Promise<Map<TaskId, string>> {
+    if (!this.names || tasks.length === 0) return new Map();
+    try {
+      return await this.names(tasks);
+    } catch (err) {
+      this.logger.warn({ err }, 'could not read names for job data');
+      return new Map();
+    }
+  }
+
+  /** A scheduled job's data: the name it already carried (`known`), else looked up. */
+  async jobData(task: TaskId, dueAt: number, known?: string): Promise<ReturnType<typeof taskJob>['data']> {
+    return taskJob(task, dueAt, known ?? (await this.lookupNames([task])).get(task)).data;
   }
 
   queue(name: string): Queue {
@@ -78,12 +97,13 @@ export class JobPlacer {
   ): Promise<PlaceResult> {
     const q = this.queue(queueName);
     const jobId = taskJobId(task);
-    const { name, data } = taskJob(task, dueAt);
+    const { name } = taskJob(task, dueAt);
     const job = await q.getJob(jobId);
     if (!job) {
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
+      await q.add(name, await this.jobData(task, dueAt), { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
+    const known = taskJobDisplayName(job.data);
     const state = await job.getState();
     if (state === 'delayed') {
       const queued = (job.data as { dueAt: number }).dueAt;
@@ -93,14 +113,14 @@ export class JobPlacer {
         if (fresh === null || fresh === queued) return 'kept';
         dueAt = fresh;
       }
-      await job.updateData(taskJob(task, dueAt).data);
+      await job.updateData(await this.jobData(task, dueAt, known));
       await job.changeDelay(delayUntil(dueAt, now));
       return 'rescheduled';
     }
     if (state === 'active') return 'active';
     if (state === 'completed' || state === 'failed' || state === 'unknown') {
       await q.remove(jobId).catch(() => 0);
-      await q.add(name, data, { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
+      await q.add(name, await this.jobData(task, dueAt, known), { ...JOB_OPTS, jobId, timestamp: now, delay: delayUntil(dueAt, now) });
       return 'added';
     }
     // waiting / prioritized: it runs soon; the worker re-checks next_time when it does.
@@ -110,9 +130,11 @@ export class JobPlacer {
   async addMany(queueName: string, items: Array<{ task: TaskId; dueAt: number }>, now = Date.now()): Promise<void> {
     const q = this.queue(queueName);
     for (let i = 0; i < items.length; i += 1000) {
+      const batch = items.slice(i, i + 1000);
+      const names = await this.lookupNames(batch.map((b) => b.task));
       await q.addBulk(
-        items.slice(i, i + 1000).map(({ task, dueAt }) => ({
-          ...taskJob(task, dueAt),
+        batch.map(({ task, dueAt }) => ({
+          ...taskJob(task, dueAt, names.get(task)),
           opts: { ...JOB_OPTS, jobId: taskJobId(task), timestamp: now, delay: delayUntil(dueAt, now) },
         })),
       );

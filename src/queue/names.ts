@@ -37,12 +37,22 @@ export interface ScheduledRefreshData {
   mviewId: number;
   /** The slot this job is delayed to (epoch ms). */
   dueAt: number;
+  /** The MV's display name `schema.name`, for people reading Bull Board (the id is what counts). */
+  mview?: string;
 }
 
 export interface ScheduledPurgeData {
   mlogId: number;
   dueAt: number;
+  /** The log's display name: its base table `schema.table`, as in a `purge` request. */
+  mlog?: string;
 }
+
+/**
+ * Log lines kept on a scheduled job (BullMQ keepLogs). Such a job lives as long as its MV and
+ * gets a line per run, so its log must be capped (DESIGN.md §4, invariant 9).
+ */
+export const SCHEDULED_JOB_LOG_KEEP = 100;
 
 /** One job per scheduled MV log per node queue, like an MV's. */
 export function mlogJobId(mlogId: number): string {
@@ -78,10 +88,18 @@ export function taskRingKey(task: TaskId): string {
   return task < 0 ? mlogRingKey(-task) : mviewRingKey(task);
 }
 
-export function taskJob(task: TaskId, dueAt: number): { name: string; data: ScheduledRefreshData | ScheduledPurgeData } {
+export function taskJob(task: TaskId, dueAt: number, displayName?: string): { name: string; data: ScheduledRefreshData | ScheduledPurgeData } {
+  const named = (key: 'mview' | 'mlog') => (displayName !== undefined ? { [key]: displayName } : {});
   return task < 0
-    ? { name: SCHEDULED_PURGE, data: { mlogId: -task, dueAt } }
-    : { name: SCHEDULED_REFRESH, data: { mviewId: task, dueAt } };
+    ? { name: SCHEDULED_PURGE, data: { mlogId: -task, dueAt, ...named('mlog') } }
+    : { name: SCHEDULED_REFRESH, data: { mviewId: task, dueAt, ...named('mview') } };
+}
+
+/** The display name a scheduled job's data carries, if any. */
+export function taskJobDisplayName(data: unknown): string | undefined {
+  const d = data as { mview?: unknown; mlog?: unknown } | null | undefined;
+  const name = d?.mview ?? d?.mlog;
+  return typeof name === 'string' ? name : undefined;
 }
 
 /**

@@ -8,16 +8,16 @@ import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
 import type { RunObserver } from '../metrics/runMetrics.js';
 import { baseTableVersions } from '../versions/repository.js';
 import { buildComplete } from './completeRefresh.js';
-import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip, recordSuccess, type RunEnd } from './history.js';
+import { failureReason, insertRunning, markAbandoned, recordFailure, recordQuickSuccess, recordSkip, recordSuccess, type RunEnd } from './history.js';
 import { CutTimeoutError } from '../mlog/cut.js';
 import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
-import { chooseMethod, logBacklog, mlogLink, type MlogLink } from './method.js';
+import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
 import { builtResult, DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
 import { propagateDataTime, upstreamDataTimes } from '../pipeline/dataTime.js';
 
 export { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
-export { chooseMethod, mlogLink, type MlogLink } from './method.js';
+export { chooseMethod, mlogLinks, type MlogLink } from './method.js';
 
 export interface RefreshRunnerDeps {
   db: Knex;
@@ -47,7 +47,8 @@ interface Work {
   mv: MviewRow;
   info: RefreshInfoRow;
   versions: Awaited<ReturnType<typeof baseTableVersions>>;
-  link: MlogLink | undefined;
+  /** The MV logs it consumes (none: it is refreshed from its definition alone). */
+  links: MlogLink[];
   method: ConcreteMethod;
 }
 
@@ -114,9 +115,9 @@ export class RefreshRunner {
       // Read in the lock transaction's snapshot, before the build: the map then never claims a
       // newer version than the data the build reads.
       const versions = await baseTableVersions(lock, req.mviewId);
-      const link = await mlogLink(lock, req.mviewId);
+      const links = await mlogLinks(lock, req.mviewId);
       // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
-      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(link && (await logBacklog(lock, link)))) {
+      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(await logBacklog(lock, links))) {
         const next = req.wave ? nextTime : mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
         const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next, 'every base table is versioned and no reported version moved since the last refresh');
         await lock.commit();
@@ -124,8 +125,8 @@ export class RefreshRunner {
         log.info({ refresh_id: refreshId, next_time: next }, 'refresh skipped: every base table is versioned and unchanged');
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
-      const method = chooseMethod(mv, req.method, link !== undefined);
-      const outcome = await this.recompute(lock, req, { mv, info, versions, link, method }, log);
+      const method = chooseMethod(mv, req.method, links.length > 0);
+      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method }, log);
       done = true;
       return outcome;
     } finally {
@@ -136,21 +137,25 @@ export class RefreshRunner {
   /** Run the refresh itself and record its outcome; commits the lock transaction. */
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
     const { db, clock } = this.deps;
-    const { mv, info, link, method } = w;
+    const { mv, info, links, method } = w;
     await markAbandoned(db, req.mviewId, clock.now());
     // Read before the build reads them (pipeline/dataTime.ts): never claims newer data than it read.
     const upstream = await upstreamDataTimes(db, req.mviewId);
     const startMs = clock.now();
+    if (method === 'FAST' && links.length) {
+      const dataTime = await this.logged.nothingToApply(lock, mv, links);
+      if (dataTime) return this.finishEmpty(lock, req, w, startMs, propagateDataTime(dataTime, upstream) ?? dataTime, log);
+    }
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
 
     let done: LoggedOutcome = { rows: 0, inserted: null, deleted: null, dataTime: null, method, cut: 'none' };
     let failure: unknown;
     try {
-      if (!link) done = { ...builtResult(await buildComplete(db, mv)), method, cut: 'none' };
+      if (!links.length) done = { ...builtResult(await buildComplete(db, mv)), method, cut: 'none' };
       else {
         const strict = (req.method ?? mv.refresh_method) === 'FAST';
-        done = await this.logged.refresh(lock, mv, info, link, method, strict, startMs, log);
+        done = await this.logged.refresh(lock, mv, info, links, method, strict, startMs, log);
       }
     } catch (err) {
       failure = err;
@@ -171,7 +176,8 @@ export class RefreshRunner {
       await recordSuccess(lock, { ...end, newNext }, done, cutInfo);
       await lock.commit();
       log.info({ refresh_id: refreshId, method: done.method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
-      if (link?.purgeMethod === 'IMMEDIATE' && this.deps.purgeImmediate) {
+      for (const link of links) {
+        if (link.purgeMethod !== 'IMMEDIATE' || !this.deps.purgeImmediate) continue;
         await this.deps.purgeImmediate(link.mlogId).catch((err: unknown) =>
           log.warn({ mlog_id: link.mlogId, err: errorMessage(err) }, 'immediate purge after refresh failed; the next one will catch up'),
         );
@@ -186,5 +192,24 @@ export class RefreshRunner {
     await lock.commit();
     log.warn({ refresh_id: refreshId, err: reason, failures, next_time: newNext }, 'refresh failed');
     return { kind: 'FAILED', refreshId, error: reason, method: done.method, nextTime: newNext, failures };
+  }
+
+  /**
+   * A FAST run with nothing to apply (emptyFast.ts): no cut, no RUNNING row, no watermark to
+   * move; the MV is up to date as of the read that found the logs empty.
+   */
+  private async finishEmpty(lock: Knex.Transaction, req: RefreshRequest, w: Work, startMs: number, dataTime: Date, log: Logger): Promise<RefreshOutcome> {
+    const { mv, info, links } = w;
+    const endMs = this.deps.clock.now();
+    const nextTime = info.next_time ? info.next_time.getTime() : null;
+    const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
+    const newNext = req.trigger === 'SCHEDULED' && !req.wave ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
+    const one = links.length === 1 ? links[0]!.watermark : null;
+    await recordVersionMap(lock, req.mviewId, w.versions);
+    const result = { rows: 0, inserted: 0, deleted: 0, dataTime, watermarkFrom: one, watermarkTo: one };
+    const refreshId = await recordQuickSuccess(lock, { req, method: 'FAST', startMs, endMs, newNext }, this.deps.nodeId, result);
+    await lock.commit();
+    log.info({ refresh_id: refreshId, method: 'FAST', rows: 0, duration_ms: endMs - startMs, next_time: newNext, nothing_to_apply: true }, 'refresh succeeded');
+    return { kind: 'SUCCESS', refreshId, rows: 0, method: 'FAST', nextTime: newNext, startMs, endMs };
   }
 }

@@ -1,11 +1,12 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
-import { Queue } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../log.js';
 import { MembershipRegistry } from '../membership/registry.js';
-import { bullQueueName, nodeQueueName, queueOfBullName, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
+import { PROMOTE_LEAD_MS } from '../queue/jobPlacer.js';
+import { bullQueueName, nodeQueueName, queueOfBullName, REPAIR_QUEUE, REQUESTS_QUEUE, taskJobDisplayName } from '../queue/names.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
 
 export const BOARD_PATH = '/admin/queues';
@@ -38,7 +39,13 @@ export async function registerBoard(app: FastifyInstance, deps: BoardDeps): Prom
       q.on('error', (err) => deps.logger.warn({ err, queue: name }, 'board queue error'));
       queues.set(name, q);
     }
-    return new BullMQAdapter(q, { readOnlyMode: !deps.writable, prefix: '', description: describe(name) });
+    const a = new ScheduledJobsAdapter(q, deps.redis, { readOnlyMode: !deps.writable, prefix: '', description: describe(name) });
+    // "refresh app.sales" rather than a bare "refresh" in the job list.
+    a.setFormatter('name', (job: { name?: string; data?: unknown }) => {
+      const shown = taskJobDisplayName(job.data);
+      return shown ? `${job.name ?? ''} ${shown}` : (job.name ?? '');
+    });
+    return a;
   };
   const registry = new MembershipRegistry(deps.redis, deps.prefix);
   const current = async () => [REQUESTS_QUEUE, REPAIR_QUEUE, ...(await registry.live()).map(nodeQueueName)].map(bullName);
@@ -76,4 +83,49 @@ function describe(bullName: string): string {
   if (name === REQUESTS_QUEUE) return 'refresh / purge / report-versions / repair requests from other services';
   if (name === REPAIR_QUEUE) return 'per-MV version-map repairs (serialized per MV)';
   return 'scheduled refreshes and purges owned by this node';
+}
+
+/** BullMQ scores delayed jobs by run time * 4096 + a counter. */
+const DELAY_SCORE_FACTOR = 0x1000;
+
+/**
+ * The board shows a delayed job's run time as its creation time plus its first delay. A
+ * scheduled job is created once and re-delayed after every run (moveToDelayed, changeDelay),
+ * so that sum points at its first slot; the delayed set holds the real one (PROMOTE_LEAD_MS before
+ * the slot: the job wakes a little early and waits in the worker), put in its place here.
+ */
+class ScheduledJobsAdapter extends BullMQAdapter {
+  constructor(
+    private readonly q: Queue,
+    private readonly redis: RedisClient,
+    options: ConstructorParameters<typeof BullMQAdapter>[1],
+  ) {
+    super(q, options);
+  }
+
+  override async getJob(id: string): Promise<Job | undefined> {
+    const job = await super.getJob(id);
+    if (job) await this.withRunTimes([job]);
+    return job;
+  }
+
+  override async getJobs(...args: Parameters<BullMQAdapter['getJobs']>): Promise<Job[]> {
+    return this.withRunTimes(await super.getJobs(...args));
+  }
+
+  private async withRunTimes(jobs: Job[]): Promise<Job[]> {
+    if (jobs.length === 0) return jobs;
+    const pipeline = this.redis.pipeline();
+    for (const job of jobs) pipeline.zscore(this.q.keys.delayed!, job.id!);
+    const scores = (await pipeline.exec()) ?? [];
+    jobs.forEach((job, i) => {
+      const score = scores[i]?.[1];
+      if (score === null || score === undefined) return;
+      const slot = Math.floor(Number(score) / DELAY_SCORE_FACTOR) + PROMOTE_LEAD_MS;
+      const delay = Math.max(0, slot - job.timestamp);
+      job.delay = delay;
+      job.opts = { ...job.opts, delay };
+    });
+    return jobs;
+  }
 }

@@ -6,8 +6,12 @@ import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { parsePayload } from '../jobs/schemas.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { displayName, resolveName, qualifiedText } from '../mv/identifiers.js';
-import { findMviewByName, recentHistory } from '../mv/repository.js';
+import { findMviewByName } from '../mv/repository.js';
+import { listHistory } from '../mv/history.js';
+import { parseLimit } from '../mv/paging.js';
 import { listMviewStatus } from '../mv/status.js';
+import { pageMviewStatus } from '../mv/statusPage.js';
+import { jobStatus } from '../client/jobStatus.js';
 import { bullQueueName, REQUESTS_QUEUE } from '../queue/names.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
 import { HashRing } from '../ring/hashRing.js';
@@ -75,13 +79,46 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     }
   });
 
-  app.get('/v1/mviews', async () => ({ mviews: await listMviewStatus(deps.db, await ring()) }));
+  type PageQuery = { Querystring: { limit?: string; cursor?: string } };
+  const pageOpts = (q: { limit?: string; cursor?: string }) => ({ limit: parseLimit(q.limit), ...(q.cursor ? { cursor: q.cursor } : {}) });
+
+  // Paged: {items, nextCursor} (it answered {mviews} before paging; see the README).
+  app.get<PageQuery>('/v1/mviews', async (req, reply) => {
+    try {
+      return await pageMviewStatus(deps.db, await ring(), pageOpts(req.query));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
 
   app.get<{ Params: { schema: string; name: string } }>('/v1/mviews/:schema/:name', async (req, reply) => {
     try {
       const { n, mv } = await mustFind(req.params.schema, req.params.name);
       const [status] = await listMviewStatus(deps.db, await ring(), n);
-      return { ...status, definition: mv.mview_definition, history: await recentHistory(deps.db, mv.mview_id, 20) };
+      const history = await listHistory(deps.db, mv.mview_id, { limit: 20 });
+      return { ...status, definition: mv.mview_definition, history: history.items };
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get<{ Params: { schema: string; name: string } } & PageQuery>('/v1/mviews/:schema/:name/history', async (req, reply) => {
+    try {
+      const { mv } = await mustFind(req.params.schema, req.params.name);
+      return await listHistory(deps.db, mv.mview_id, pageOpts(req.query));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  // Jobs this API enqueued: all of them go to the requests queue.
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (req, reply) => {
+    try {
+      const status = await jobStatus(requests, req.params.id);
+      if (status.state === 'unknown') {
+        throw new NotFoundError(`job ${req.params.id} is not in the ${REQUESTS_QUEUE} queue (finished jobs are kept for an hour, failed ones for a day)`);
+      }
+      return status;
     } catch (err) {
       return sendError(reply, err);
     }
@@ -91,10 +128,12 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     try {
       const { n } = await mustFind(req.params.schema, req.params.name);
       const b = body(req);
+      // Methods are SQL keywords: any case will do, as in the CLI.
+      const method = typeof b.method === 'string' ? b.method.toUpperCase() : b.method;
       const payload = parsePayload('refresh', {
         mview: qualifiedText(n),
         trigger: 'MANUAL',
-        ...(b.method !== undefined ? { method: b.method } : {}),
+        ...(method !== undefined ? { method } : {}),
         ...(b.cascade !== undefined ? { cascade: b.cascade } : {}),
       });
       return reply.code(202).send(await enqueue('refresh', payload));

@@ -8,6 +8,7 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer, promoteAt } from '../queue/jobPlacer.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
+import { taskNamesFromDb } from '../queue/taskNames.js';
 import {
   bullQueueName,
   mlogTask,
@@ -16,7 +17,7 @@ import {
   REPAIR_QUEUE,
   REQUESTS_QUEUE,
   SCHEDULED_PURGE,
-  taskJob,
+  taskJobDisplayName,
   taskRingKey,
   type ScheduledPurgeData,
   type ScheduledRefreshData,
@@ -29,6 +30,7 @@ import type { PurgeRunner } from '../purge/purgeRunner.js';
 import { createRunners } from '../app/runtime.js';
 import { metricsKey, RunMetrics } from '../metrics/runMetrics.js';
 import { deferDelayMs, delayJob } from './delay.js';
+import { appendJobLog, purgeLogLine, refreshLogLine } from './jobLog.js';
 import { RepairProcessor, REPAIRS_IN_FLIGHT } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
 import { releasePreviousLife } from './previousLife.js';
@@ -100,7 +102,7 @@ export class MvsWorker {
     this.registry = new MembershipRegistry(deps.redis, deps.prefix);
     this.heartbeat = new NodeHeartbeat(this.registry, deps.nodeId, deps.nodeTtlMs, this.log);
     this.ringView = new RingView(this.registry, deps.subscriber, this.log, deps.vnodes !== undefined ? { vnodes: deps.vnodes } : {});
-    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log);
+    this.placer = new JobPlacer(deps.redis, deps.prefix, this.log, taskNamesFromDb(deps.db));
     this.metrics = new RunMetrics({ node: deps.nodeId });
     const runners = createRunners(
       {
@@ -196,6 +198,7 @@ export class MvsWorker {
     if (job.name === WAVE_STEP) return this.waveSteps.process(job, token);
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
+    const started = this.deps.clock.now();
     let outcome: RefreshOutcome;
     try {
       // Upstream MVs due in the same slot first (pipeline/fixedOrder.ts).
@@ -213,8 +216,10 @@ export class MvsWorker {
       // connection, deadlock on metadata. A failed job would be deleted and the MV would stop
       // refreshing, so keep the job and try again shortly.
       log.error({ err }, 'scheduled run could not be carried out; retrying shortly');
+      await appendJobLog(job, `ERROR, retrying in ${SCHEDULED_ERROR_RETRY_MS} ms: ${String(err)}`, log);
       return delayJob(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
     }
+    await appendJobLog(job, refreshLogLine(outcome, this.deps.clock.now() - started), log);
     switch (outcome.kind) {
       case 'DEFERRED':
         return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
@@ -245,13 +250,16 @@ export class MvsWorker {
   private async processScheduledPurge(job: Job, token: string | undefined): Promise<unknown> {
     const data = job.data as ScheduledPurgeData;
     const log = this.log.child({ job_id: job.id, mlog_id: data.mlogId });
+    const started = this.deps.clock.now();
     let outcome: Awaited<ReturnType<PurgeRunner['run']>>;
     try {
       outcome = await this.purger.run({ mlogId: data.mlogId, trigger: 'SCHEDULED', jobId: job.id!, scheduledFor: data.dueAt });
     } catch (err) {
       log.error({ err }, 'scheduled purge could not be carried out; retrying shortly');
+      await appendJobLog(job, `ERROR, retrying in ${SCHEDULED_ERROR_RETRY_MS} ms: ${String(err)}`, log);
       return delayJob(job, token, this.deps.clock.now() + SCHEDULED_ERROR_RETRY_MS);
     }
+    await appendJobLog(job, purgeLogLine(outcome, this.deps.clock.now() - started), log);
     switch (outcome.kind) {
       case 'DEFERRED':
         return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
@@ -283,7 +291,7 @@ export class MvsWorker {
       await this.placer.ensure(nodeQueueName(owner), task, dueAt, this.deps.clock.now());
       return { outcome, handedTo: owner };
     }
-    await job.updateData(taskJob(task, dueAt).data);
+    await job.updateData(await this.placer.jobData(task, dueAt, taskJobDisplayName(job.data)));
     return delayJob(job, token, promoteAt(dueAt));
   }
 

@@ -10,6 +10,7 @@ import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { ServerMetrics } from '../../src/metrics/serverMetrics.js';
 import { buildApp } from '../../src/server/app.js';
 import { Cluster, inspector, type Proc, type QueueInspector } from '../support/cluster.js';
+import { alertRules, dashboardExprs, exportedNames, metricNames } from '../support/deploy.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Bull Board and /metrics of the server, against real worker and planner processes; Bull Board
@@ -73,6 +74,26 @@ async function boardQueues(): Promise<Array<{ name: string; readOnlyMode: boolea
   return (res.json() as { queues: Array<{ name: string; readOnlyMode: boolean; counts: Record<string, number> }> }).queues;
 }
 
+interface BoardJob {
+  id: string;
+  name: string;
+  timestamp: number;
+  opts: { delay?: number; keepLogs?: number };
+  data: { dueAt: number; [k: string]: unknown };
+}
+
+/** The delayed jobs of a queue as the board's API gives them to its UI. */
+async function delayedJobs(queue: string): Promise<BoardJob[]> {
+  const res = await app.inject({ url: `/admin/queues/api/queues?activeQueue=${queue}&status=delayed&page=1&jobsPerPage=50`, headers: auth });
+  const q = (res.json() as { queues: Array<{ name: string; jobs: BoardJob[] }> }).queues.find((x) => x.name === queue);
+  return q?.jobs ?? [];
+}
+
+async function jobLogs(queue: string, jobId: string): Promise<string[]> {
+  const res = await app.inject({ url: `/admin/queues/api/queues/${queue}/${jobId}/logs`, headers: auth });
+  return res.statusCode === 200 ? (res.json() as string[]) : [];
+}
+
 /** Value of one sample in Prometheus text, e.g. sample(body, 'mvs_live_nodes'). */
 function sample(body: string, name: string, labels: Record<string, string> = {}): number | undefined {
   for (const line of body.split('\n')) {
@@ -117,7 +138,33 @@ describe('Bull Board', () => {
     await waitFor(async () => !(await boardQueues()).some((q) => q.name === 'node-w2'), { timeoutMs: 15_000, what: 'node-w2 gone from the board' });
   });
 
-  it('renders in a real browser with the node queue and the delayed job', async () => {
+  let tickerJob: string;
+
+  it('scheduled jobs carry the MV name, a log line per run (capped), and their real run time', async () => {
+    await ddl.execute('CREATE MATERIALIZED VIEW ticker NEXT 1 AS SELECT COUNT(*) AS n FROM orders');
+    const id = Number((await t.db('mvs_mviews').where({ mview_name: 'ticker' }).first('mview_id')).mview_id);
+    tickerJob = `mv-${id}`;
+    // A job the planner placed and nothing ran yet: the name is there from the start.
+    const byCust = (await delayedJobs('node-w1')).find((j) => j.id === 'mv-1');
+    expect(byCust?.data).toMatchObject({ mviewId: 1, dueAt: expect.any(Number), mview: `${t.database}.by_cust` });
+    expect(byCust?.name).toBe(`refresh ${t.database}.by_cust`);
+    // After a few runs, re-delayed by the worker each time: the board's run time is the slot it
+    // waits for, not its first one, and its log has a line per run.
+    const job = await waitFor(
+      async () => {
+        const j = (await delayedJobs('node-w1')).find((x) => x.id === tickerJob);
+        const logs = await jobLogs('node-w1', tickerJob);
+        return j && logs.length >= 3 && j.timestamp + Number(j.opts.delay) === j.data.dueAt ? { j, logs } : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the ticker job re-delayed with three log lines and the run time of its slot' },
+    );
+    expect(job.j.data).toMatchObject({ mviewId: id, mview: `${t.database}.ticker` });
+    expect(job.j.timestamp).toBeLessThan(job.j.data.dueAt - 2_000); // created runs ago, so the fix was needed
+    expect(job.j.opts.keepLogs).toBe(100);
+    expect(job.logs[0]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z SUCCESS COMPLETE: 1 rows in \d+ ms \(refresh \d+\); next \d{4}-/);
+  });
+
+  it('renders in a real browser: the node queue, the delayed job with its MV name, and its job log', async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     expect(existsSync('/usr/bin/chromium'), 'Debian chromium (apt-get install chromium; the test bootstrap installs it as root)').toBe(true);
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
@@ -127,11 +174,19 @@ describe('Bull Board', () => {
       await page.getByText('node-w1').first().waitFor({ timeout: 20_000 });
       await page.goto(`${url}/admin/queues/queue/node-w1?status=delayed`);
       await page.getByText('mv-1').first().waitFor({ timeout: 20_000 });
+      await page.getByText(`refresh ${t.database}.by_cust`).first().waitFor({ timeout: 20_000 });
       await page.screenshot({ path: join(ARTIFACTS, 'bull-board.png'), fullPage: true });
       const text = await page.locator('body').innerText();
-      expect(text).toContain('refresh');
+      expect(text).toMatch(new RegExp(`mview:\\s*"${t.database}\\.by_cust"`));
+
+      await page.goto(`${url}/admin/queues/queue/node-w1/${tickerJob}`);
+      await page.getByText(`refresh ${t.database}.ticker`).first().waitFor({ timeout: 20_000 });
+      await page.getByRole('tab', { name: /logs/i }).or(page.getByText(/^logs$/i)).first().click();
+      await page.getByText(/SUCCESS COMPLETE: 1 rows in \d+ ms/).first().waitFor({ timeout: 20_000 });
+      await page.screenshot({ path: join(ARTIFACTS, 'bull-board-job-log.png'), fullPage: true });
     } finally {
       await browser.close();
+      await ddl.execute('DROP MATERIALIZED VIEW ticker');
     }
   });
 });
@@ -179,6 +234,14 @@ describe('/metrics', () => {
     expect(sample(body, 'mvs_live_nodes')).toBe(1);
     expect(sample(body, 'mvs_repairs_total', { outcome: 'skipped', node: 'w1' })).toBe(1);
     expect(body).toMatch(/# TYPE mvs_refresh_duration_seconds histogram/);
+    // A planner runs in this file and holds the lease.
+    expect(sample(body, 'mvs_planner_leader_present')).toBe(1);
+
+    // The shipped alert rules and Grafana dashboard read only series the server exports.
+    const exported = exportedNames(body);
+    const read = [...alertRules().map((r) => r.expr), ...dashboardExprs()].flatMap(metricNames);
+    expect(read.length).toBeGreaterThan(10);
+    expect([...new Set(read)].filter((n) => !exported.has(n)), 'metric names in deploy/ that /metrics does not export').toEqual([]);
 
     await ddl.execute('ALTER MATERIALIZED VIEW ev_mv SUSPEND');
     const after = (await app.inject({ url: '/metrics', headers: auth })).body;

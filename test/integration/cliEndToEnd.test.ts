@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildProgram } from '../../src/cli/main.js';
 import { migrateLatest } from '../../src/db/migrate.js';
 import { Cluster } from '../support/cluster.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
@@ -13,9 +14,12 @@ const bin = fileURLToPath(new URL('../../bin/mvsched.js', import.meta.url));
 let t: TestEnv;
 let cluster: Cluster;
 
+/** Run the CLI as a user would: LOG_LEVEL unset, so one-shot commands log at warn. */
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env: Record<string, string | undefined> = { ...process.env, ...t.env };
+  delete env.LOG_LEVEL;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...t.env, LOG_LEVEL: 'warn' } });
+    const child = spawn(process.execPath, [bin, ...args], { env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -109,7 +113,9 @@ describe('the CLI against a running cluster', () => {
       expect.objectContaining({ table: `${t.database}.clicks`, lastPurgeResult: 'SUCCESS', lastPurgeRows: 3, purgeMethod: 'MANUAL' }),
     ]);
     const text = await cli(['status']);
-    expect(text.stdout).toMatch(/MV LOG\s+ON\s+STATE\s+PURGE/);
+    expect(text.stdout).toMatch(/MV LOG\s+ON\s+CAPTURE\s+STATE\s+PURGE/);
+    expect(text.stdout).toMatch(new RegExp(`clicks\\s+TRIGGERS\\s+OK\\b`));
+    expect(text.stdout).not.toMatch(/^capture:/m); // no BINLOG log, no capture: nothing to say
     expect(text.stdout).toContain(`${t.database}.clicks_mv@`);
 
     const missing = await cli(['purge', 'orders', '--wait']);
@@ -151,5 +157,83 @@ describe('the CLI against a running cluster', () => {
     const bad = await cli(['sql', 'CREATE MATERIALIZED VIEW z NEXT 0 AS SELECT 1 AS x']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('NEXT must be a whole number of seconds > 0');
+  });
+});
+
+describe('output: results on stdout, logs on stderr', () => {
+  /** Each command that has --json, with arguments that make it succeed. */
+  const jsonRuns = (dir: string): Record<string, string[][]> => ({
+    sql: [['sql', '--json', '-f', join(dir, 'two.sql')]],
+    status: [['status', '--json']],
+    history: [['history', 'by_cust', '--json', '--limit', '5']],
+    refresh: [
+      ['refresh', 'by_cust', '--json'],
+      ['refresh', 'by_cust', '--wait', '--json', '--method', 'complete'],
+    ],
+    purge: [['purge', 'clicks', '--wait', '--json']],
+    'explain-mv': [['explain-mv', 'SELECT cust, COUNT(*) AS n FROM orders GROUP BY cust', '--json']],
+    'report-versions': [
+      ['report-versions', 'orders', '--file', join(dir, 'versions.json'), '--wait', '--json'],
+      ['report-versions', 'orders', '--forget', '--json'],
+    ],
+    repair: [['repair', 'orders', '--file', join(dir, 'repair.json'), '--wait', '--json']],
+  });
+
+  it('every command with --json prints exactly one JSON document on stdout, with LOG_LEVEL unset', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mvjson-'));
+    writeFileSync(join(dir, 'two.sql'), 'CREATE MATERIALIZED VIEW j1 AS SELECT 1 AS x;\nDROP MATERIALIZED VIEW j1;\n');
+    writeFileSync(join(dir, 'versions.json'), JSON.stringify([{ partitionName: 'p1', partitionId: 1, version: 2, versionTime: 1000 }]));
+    writeFileSync(join(dir, 'repair.json'), JSON.stringify([{ partitionId: 1, partitionName: 'p1', lastVersion: 2, newVersion: 3, newVersionTime: 2000 }]));
+    const runs = jsonRuns(dir);
+    const withJson = buildProgram({ out: () => {}, err: () => {}, env: {} }, () => {})
+      .commands.filter((c) => c.options.some((o) => o.long === '--json'))
+      .map((c) => c.name());
+    expect(Object.keys(runs).sort(), 'every command with --json is covered here').toEqual(withJson.sort());
+    for (const [name, argsList] of Object.entries(runs)) {
+      for (const args of argsList) {
+        const r = await cli(args);
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+        let doc: unknown;
+        expect(() => (doc = JSON.parse(r.stdout)), `${args.join(' ')} stdout: ${r.stdout.slice(0, 500)}`).not.toThrow();
+        expect(doc, args.join(' ')).not.toBeUndefined();
+        // Nothing below warn reached stderr either (pino JSON lines carry a numeric level).
+        for (const line of r.stderr.split('\n').filter((l) => l.startsWith('{'))) {
+          expect((JSON.parse(line) as { level: number }).level, `${name}: ${line}`).toBeGreaterThanOrEqual(40);
+        }
+      }
+    }
+    const sql = JSON.parse((await cli(runs.sql![0]!)).stdout) as Array<{ statement: string }>;
+    expect(sql.map((r) => r.statement)).toEqual(['createMview', 'dropMview']);
+    const hist = JSON.parse((await cli(runs.history![0]!)).stdout) as Array<Record<string, unknown>>;
+    expect(hist.length).toBeGreaterThanOrEqual(3);
+    expect(hist[0]).toMatchObject({ status: 'SUCCESS', trigger: 'MANUAL', method: 'COMPLETE' });
+    expect(Object.keys(hist[0]!)).toEqual(expect.arrayContaining(['refreshId', 'scheduledTime', 'startTime', 'endTime', 'dataTime', 'rowsInserted', 'rowsDeleted', 'watermarkFrom', 'watermarkTo', 'node', 'reason']));
+  });
+
+  it('`history` prints a table, newest first; --method takes any case', async () => {
+    const fast = await cli(['refresh', 'clicks_mv', '--wait', '--method', 'Fast']);
+    expect(fast.code, fast.stderr).toBe(0);
+    expect(fast.stdout.trim()).toMatch(new RegExp(`^refreshed ${t.database}\\.clicks_mv: SUCCESS`));
+    const bad = await cli(['refresh', 'clicks_mv', '--method', 'slow']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--method.*expected COMPLETE or FAST/);
+    const r = await cli(['history', 'clicks_mv', '--limit', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+STATUS\s+METHOD\s+TRIGGER\s+START \(UTC\)\s+DURATION\s+ROWS/);
+    expect(lines).toHaveLength(3);
+    expect(lines[1]).toMatch(/^\d+\s+SUCCESS\s+FAST\s+MANUAL\s/);
+    expect((await cli(['history', 'nosuch'])).code).toBe(3);
+  });
+
+  it('a failed refresh says so in one sentence', async () => {
+    await t.db.raw('CREATE TABLE brittle (id INT PRIMARY KEY)');
+    expect((await cli(['sql', 'CREATE MATERIALIZED VIEW brittle_mv AS SELECT id FROM brittle'])).code).toBe(0);
+    await t.db.raw('DROP TABLE brittle');
+    const r = await cli(['refresh', 'brittle_mv', '--wait']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    const last = r.stderr.trim().split('\n').at(-1)!;
+    expect(last).toBe(`mvsched: refresh of ${t.database}.brittle_mv failed: Table '${t.database}.brittle' doesn't exist`);
   });
 });

@@ -57,7 +57,17 @@ describe('MvsClient (import { MvsClient } from "mvsched")', () => {
     const result = await job.finished(60_000);
     expect(result).toMatchObject({ outcome: 'SUCCESS', rows: 1 });
     expect(result.watermark).toBeGreaterThan(0);
-    expect(await client.status(job.jobId)).toEqual({ jobId: job.jobId, state: 'completed', name: 'purge', result });
+    const status = await client.status(job.jobId);
+    expect(status).toEqual({
+      jobId: job.jobId,
+      state: 'completed',
+      name: 'purge',
+      data: { mlog: `${t.database}.sales` },
+      result,
+      enqueuedAt: expect.any(Number),
+      finishedAt: expect.any(Number),
+    });
+    expect(status.finishedAt!).toBeGreaterThanOrEqual(status.enqueuedAt!);
     const bad = await client.purge(`${t.database}.no_log_here`);
     await expect(bad.finished(60_000)).rejects.toThrow(/no materialized view log/);
     expect(await client.status(bad.jobId)).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/no_log_here/) });

@@ -477,6 +477,8 @@ describe('a rejected statement changes nothing', () => {
     ['bad grammar', () => 'CREATE MATERIALIZED VIEW x REFRES COMPLETE AS SELECT 1', DdlSyntaxError, /syntax error.*expected REFRESH, START WITH, NEXT, TARGET LAG, ON DEMAND or AS, found "REFRES"/],
     ['unknown column', () => 'CREATE MATERIALIZED VIEW e_col AS SELECT nope FROM base', ValidationError, /invalid SELECT: Unknown column 'nope'/],
     ['unknown table', () => 'CREATE MATERIALIZED VIEW e_tab AS SELECT * FROM no_such_table', ValidationError, /invalid SELECT: Table '.*no_such_table' doesn't exist/],
+    // The error quotes the user's SELECT, never the probe mvsched wraps around it.
+    ['a syntax error in the SELECT', () => 'CREATE MATERIALIZED VIEW e_syn AS SELECT id, FROM base', ValidationError, /^invalid SELECT: You have an error in your SQL syntax; [^_]* near 'FROM base' at line 1$/],
     ['duplicate MV name', () => 'CREATE MATERIALIZED VIEW mv_plain AS SELECT 1 AS one', ConflictError, /materialized view .*\.mv_plain already exists/],
     ['name of a plain table', () => 'CREATE MATERIALIZED VIEW plain_tbl AS SELECT 1 AS one', ConflictError, /a table or view named .*\.plain_tbl already exists/],
     ['name of the base table', () => 'CREATE MATERIALIZED VIEW base AS SELECT id FROM base', ConflictError, /table or view named .*\.base already exists/],

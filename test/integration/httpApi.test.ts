@@ -67,13 +67,14 @@ describe('HTTP API /v1', () => {
   it('GET /v1/mviews and /v1/mviews/:schema/:name show status and history; unknown is 404', async () => {
     const list = await get('/v1/mviews');
     expect(list.statusCode).toBe(200);
-    expect(list.json().mviews.map((m: { name: string }) => m.name)).toEqual([`${t.database}.by_cust`]);
+    expect(list.json().items.map((m: { name: string }) => m.name)).toEqual([`${t.database}.by_cust`]);
+    expect(list.json().nextCursor).toBeNull();
 
     const one = await get(`/v1/mviews/${t.database}/by_cust`);
     expect(one.statusCode).toBe(200);
     expect(one.json()).toMatchObject({ name: `${t.database}.by_cust`, method: 'COMPLETE', lastResult: 'SUCCESS', nextSeconds: 3600 });
     expect(one.json().history).toHaveLength(1);
-    expect(one.json().history[0]).toMatchObject({ refresh_status: 'SUCCESS', refresh_trigger: 'MANUAL' });
+    expect(one.json().history[0]).toMatchObject({ status: 'SUCCESS', trigger: 'MANUAL', method: 'COMPLETE' });
 
     const none = await get(`/v1/mviews/${t.database}/nosuch`);
     expect(none.statusCode).toBe(404);
@@ -109,6 +110,87 @@ describe('HTTP API /v1', () => {
     const badRep = await post('/v1/repairs', { table: `${t.database}.orders`, partitions: [] });
     expect(badRep.statusCode).toBe(400);
     expect(badRep.json().message).toMatch(/^invalid repair payload: partitions:/);
+  });
+
+  it('GET /v1/mviews/:schema/:name/history: every DESIGN field, newest first, paged with limit and cursor', async () => {
+    await t.db.raw('CREATE TABLE gone_soon (id INT PRIMARY KEY, v INT)');
+    expect((await post('/v1/sql', { sql: 'CREATE MATERIALIZED VIEW h_mv AS SELECT id, v FROM gone_soon' })).statusCode).toBe(200);
+    expect((await post('/v1/sql', { sql: 'REFRESH MATERIALIZED VIEW h_mv' })).statusCode).toBe(200);
+    await t.db.raw('DROP TABLE gone_soon');
+    const failed = await post('/v1/sql', { sql: 'REFRESH MATERIALIZED VIEW h_mv' });
+    expect(failed.statusCode).toBeGreaterThanOrEqual(400);
+
+    const res = await get(`/v1/mviews/${t.database}/h_mv/history`);
+    expect(res.statusCode).toBe(200);
+    const { items, nextCursor } = res.json() as { items: Array<Record<string, unknown>>; nextCursor: string | null };
+    expect(nextCursor).toBeNull();
+    expect(items.map((h) => h.status)).toEqual(['FAILED', 'SUCCESS', 'SUCCESS']);
+    const fields = ['refreshId', 'trigger', 'method', 'status', 'scheduledTime', 'startTime', 'endTime', 'dataTime', 'rowsInserted', 'rowsDeleted', 'watermarkFrom', 'watermarkTo', 'node', 'reason'];
+    for (const h of items) for (const f of fields) expect(h, f).toHaveProperty(f);
+    expect(items[0]).toMatchObject({ trigger: 'MANUAL', method: 'COMPLETE', node: 'test', scheduledTime: null, reason: expect.stringMatching(/gone_soon/) });
+    expect(Date.parse(items[0]!.endTime as string)).toBeGreaterThanOrEqual(Date.parse(items[0]!.startTime as string));
+    expect(items[1]).toMatchObject({ status: 'SUCCESS', reason: null, rowsChanged: 0, dataTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) });
+    expect(items[0]!.dataTime).toBeNull(); // a failed run reflects no snapshot
+    const ids = items.map((h) => h.refreshId as number);
+    expect([...ids].sort((a, b) => b - a)).toEqual(ids);
+
+    // Page by page, one at a time: the same runs in the same order, then no cursor.
+    const paged: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await get(`/v1/mviews/${t.database}/h_mv/history?limit=1${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(page.statusCode).toBe(200);
+      const body = page.json() as { items: Array<{ refreshId: number }>; nextCursor: string | null };
+      expect(body.items.length).toBeLessThanOrEqual(1);
+      paged.push(...body.items.map((h) => h.refreshId));
+      cursor = body.nextCursor;
+    } while (cursor);
+    expect(paged).toEqual(ids);
+
+    for (const [q, msg] of [
+      ['limit=0', /^limit: expected a whole number from 1 to 10000/],
+      ['limit=10001', /^limit: expected a whole number from 1 to 10000/],
+      ['limit=abc', /^limit:/],
+      ['cursor=not-a-cursor', /^cursor: not a cursor this API gave out/],
+    ] as const) {
+      const bad = await get(`/v1/mviews/${t.database}/h_mv/history?${q}`);
+      expect(bad.statusCode, q).toBe(400);
+      expect(bad.json().message, q).toMatch(msg);
+    }
+    expect((await get(`/v1/mviews/${t.database}/nosuch/history`)).statusCode).toBe(404);
+  });
+
+  it('GET /v1/mviews pages with limit and cursor, in name order', async () => {
+    for (const n of ['p_a', 'p_b', 'p_c']) expect((await post('/v1/sql', { sql: `CREATE MATERIALIZED VIEW ${n} AS SELECT 1 AS x` })).statusCode).toBe(200);
+    const all = (await get('/v1/mviews')).json() as { items: Array<{ name: string }>; nextCursor: string | null };
+    expect(all.nextCursor).toBeNull();
+    expect(all.items.length).toBeGreaterThanOrEqual(4);
+    const names: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const body = (await get(`/v1/mviews?limit=2${cursor ? `&cursor=${cursor}` : ''}`)).json() as { items: Array<{ name: string }>; nextCursor: string | null };
+      expect(body.items.length).toBeLessThanOrEqual(2);
+      names.push(...body.items.map((m) => m.name));
+      cursor = body.nextCursor;
+      pages++;
+    } while (cursor);
+    expect(names).toEqual(all.items.map((m) => m.name));
+    expect(pages).toBe(Math.ceil(names.length / 2));
+    expect((await get('/v1/mviews?limit=20000')).statusCode).toBe(400);
+    expect((await get('/v1/mviews?cursor=eyJ4IjoxfQ')).json()).toMatchObject({ error: 'bad_request', message: expect.stringMatching(/^cursor:/) });
+  });
+
+  it('GET /v1/jobs/:id tells the state of a job it enqueued; unknown ids are 404', async () => {
+    const res = await post(`/v1/mviews/${t.database}/by_cust/refresh`, { method: 'fast' });
+    expect(res.statusCode).toBe(202);
+    const job = await get(`/v1/jobs/${res.json().jobId}`);
+    expect(job.statusCode).toBe(200);
+    // No worker runs in this file: the job waits (a worker completing one: boardMetrics.test.ts).
+    expect(job.json()).toMatchObject({ jobId: res.json().jobId, state: 'waiting', name: 'refresh', data: { mview: `${t.database}.by_cust`, method: 'FAST' } });
+    const none = await get('/v1/jobs/no-such-job');
+    expect(none.statusCode).toBe(404);
+    expect(none.json()).toMatchObject({ error: 'not_found', message: expect.stringMatching(/^job no-such-job is not in the requests queue/) });
   });
 
   it('GET /v1/nodes lists live workers', async () => {

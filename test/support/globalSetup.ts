@@ -23,8 +23,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const started: Started[] = [];
   ensureServerPackages({ redis: !process.env.REDIS_URL, mariadb: !process.env.DATABASE_URL });
   try {
-    // Only the Bull Board browser test needs it; without it that test fails and says why.
-    ensureServerPackages({ redis: false, mariadb: false, chromium: true });
+    // Only the Bull Board browser test needs chromium, and only the alert-rule tests promtool
+    // (Debian's prometheus package); without them those tests fail and say why.
+    ensureServerPackages({ redis: false, mariadb: false, chromium: true, prometheus: true });
   } catch (err) {
     console.warn(`[mvsched] ${(err as Error).message}`);
   }

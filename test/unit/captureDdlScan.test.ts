@@ -42,4 +42,9 @@ describe('scanDdl: what a DDL statement from the binlog does to MV logs', () => 
     expect(scanDdl('TRUNCATE TABLE x.t', 's')).toEqual([{ kind: 'truncate', schema: 'x', table: 't' }]);
     expect(scanDdl('truncate t', 's')).toEqual([{ kind: 'truncate', schema: 's', table: 't' }]);
   });
+
+  it('finds a database dropped with every table in it', () => {
+    expect(scanDdl('DROP DATABASE `app`', 's')).toEqual([{ kind: 'dropSchema', schema: 'app' }]);
+    expect(scanDdl('drop schema if exists app2', 's')).toEqual([{ kind: 'dropSchema', schema: 'app2' }]);
+  });
 });

@@ -2,18 +2,21 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { buildProgram } from '../../src/cli/main.js';
+import { loadConfig } from '../../src/config.js';
+import { listenHost } from '../../src/server/server.js';
 
 interface Service {
   image?: string;
   build?: unknown;
   command?: string[];
-  healthcheck?: { test: string[] };
+  healthcheck?: { test: string[]; interval?: string };
   environment?: Record<string, string>;
   depends_on?: Record<string, { condition: string }>;
   ports?: string[];
 }
 
-const compose = parse(readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
+const composeText = readFileSync(new URL('../../docker-compose.yml', import.meta.url), 'utf8');
+const compose = parse(composeText, { merge: true }) as {
   services: Record<string, Service>;
 };
 const cliCommands = buildProgram({ out: () => {}, err: () => {}, env: {} }, () => {}).commands.map((c) => c.name());
@@ -62,6 +65,38 @@ describe('docker-compose.yml', () => {
       expect(svc.environment?.DATABASE_URL, name).toMatch(/@mysql:3306\//);
       expect(svc.environment?.REDIS_URL, name).toBe('redis://redis:6379');
     }
+  });
+});
+
+describe('docker-compose.yml: safe defaults', () => {
+  const server = compose.services.server!;
+
+  it('requires the operator to set MVS_API_TOKEN: no placeholder, no default', () => {
+    expect(server.environment?.MVS_API_TOKEN).toMatch(/^\$\{MVS_API_TOKEN:\?[^}]+\}$/);
+    // Nowhere a fallback value (`${MVS_API_TOKEN:-...}` / `${MVS_API_TOKEN-...}`) or a literal token.
+    expect(composeText).not.toMatch(/MVS_API_TOKEN:?-/);
+    for (const [name, svc] of Object.entries(compose.services)) {
+      const token = svc.environment?.MVS_API_TOKEN;
+      if (token !== undefined) expect(token, name).toMatch(/^\$\{MVS_API_TOKEN:\?/);
+    }
+  });
+
+  it('publishes the server beyond loopback only with the token, which the server then accepts', () => {
+    expect(server.environment?.MVS_HTTP_HOST).toBe('0.0.0.0');
+    const env = { ...server.environment, MVS_API_TOKEN: 'a-token-the-operator-set-0123' };
+    const config = loadConfig(env, { database: true, redis: true });
+    expect(listenHost(config)).toBe('0.0.0.0');
+    // The same service without a token would refuse to start (see test/unit/server.test.ts).
+    const { MVS_API_TOKEN: _, ...noToken } = env;
+    expect(() => listenHost(loadConfig(noToken, { database: true, redis: true }))).toThrow(/MVS_HTTP_HOST=0\.0\.0\.0 needs MVS_API_TOKEN/);
+  });
+
+  it('has a server health check on /healthz that works in the image (node, no curl)', () => {
+    const test = server.healthcheck?.test ?? [];
+    expect(test[0]).toBe('CMD');
+    expect(test[1]).toBe('node');
+    expect(test.join(' ')).toContain(`http://127.0.0.1:${server.environment?.MVS_HTTP_PORT}/healthz`);
+    expect(server.healthcheck?.interval).toBeDefined();
   });
 });
 

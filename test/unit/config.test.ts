@@ -29,7 +29,9 @@ describe('loadConfig', () => {
       purgeBatch: 10_000,
       boardWrite: false,
       logLevel: 'info',
+      logLevelExplicit: false,
       nodeIdExplicit: false,
+      httpHost: undefined,
     });
     expect(c.nodeId).toMatch(/^[A-Za-z0-9_.-]+-\d+$/);
     expect(Object.isFrozen(c)).toBe(true);
@@ -48,6 +50,7 @@ describe('loadConfig', () => {
       MVS_PURGE_BATCH: '500',
       MVS_VNODES: '64',
       MVS_BOARD_WRITE: '1',
+      MVS_HTTP_HOST: '0.0.0.0',
       LOG_LEVEL: 'debug',
     });
     expect(c).toMatchObject({
@@ -62,12 +65,14 @@ describe('loadConfig', () => {
       purgeBatch: 500,
       vnodes: 64,
       boardWrite: true,
+      httpHost: '0.0.0.0',
       logLevel: 'debug',
+      logLevelExplicit: true,
     });
     expect(CONFIG_VARIABLES).toEqual(
       expect.arrayContaining([
         'DATABASE_URL', 'REDIS_URL', 'MVS_PREFIX', 'MVS_NODE_ID', 'MVS_WORKER_CONCURRENCY', 'MVS_HTTP_PORT',
-        'MVS_API_TOKEN', 'MVS_RECONCILE_S', 'MVS_NODE_TTL_S', 'MVS_PURGE_BATCH', 'LOG_LEVEL',
+        'MVS_API_TOKEN', 'MVS_RECONCILE_S', 'MVS_NODE_TTL_S', 'MVS_PURGE_BATCH', 'LOG_LEVEL', 'MVS_HTTP_HOST',
       ]),
     );
   });
@@ -99,6 +104,7 @@ describe('loadConfig', () => {
     expect(errorOf({ ...base, MVS_NODE_ID: 'a:b' }).message).toMatch(/^invalid MVS_NODE_ID: expected 1-64 characters/);
     expect(errorOf({ ...base, MVS_PREFIX: 'has space' }).message).toMatch(/^invalid MVS_PREFIX/);
     expect(errorOf({ ...base, MVS_BOARD_WRITE: 'yes' }).message).toMatch(/^invalid MVS_BOARD_WRITE: expected 0, 1, true or false/);
+    expect(errorOf({ ...base, MVS_HTTP_HOST: 'http://x/' }).message).toMatch(/^invalid MVS_HTTP_HOST: expected a host name or an IP address/);
   });
 
   it('never echoes the API token', () => {

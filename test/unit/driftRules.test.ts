@@ -138,3 +138,50 @@ describe('drift rules', () => {
     expect(problem(setNull)).toMatch(/ON UPDATE SET NULL/);
   });
 });
+
+describe('drift rules of a BINLOG log (no triggers; the catalog rules are the same)', () => {
+  const binlogLog: LogUnderCheck = { ...log, captureMode: 'BINLOG' };
+  function binlogHealthy(): Fake {
+    const f = healthy();
+    f.triggers = [];
+    f.columns['mlog$o']!['_mlog$bpos'] = { type: 'bigint(20) unsigned', cs: null };
+    return f;
+  }
+  const binlogProblem = (f: Fake) => evaluateLog(binlogLog, view(f)).problem;
+
+  it('has no problem without triggers, and is not asked for any', () => {
+    expect(binlogProblem(binlogHealthy())).toBeUndefined();
+    // The same catalog is a broken trigger log.
+    expect(problem(binlogHealthy())).toMatch(/dropped and re-created/);
+  });
+
+  it('base table gone, columns, key, log table and its binlog position column', () => {
+    const dropped = binlogHealthy();
+    delete dropped.tables.o;
+    expect(binlogProblem(dropped)).toBe('base table app.o was dropped or renamed');
+
+    const col = binlogHealthy();
+    delete col.columns.o!.x;
+    expect(binlogProblem(col)).toBe('column x of app.o, which its log tracks, was dropped or renamed');
+
+    const retyped = binlogHealthy();
+    retyped.columns.o!.x = { type: 'decimal(12,2)', cs: null };
+    expect(binlogProblem(retyped)).toBe('column x of app.o changed type from decimal(10,2) to decimal(12,2)');
+
+    const pk = binlogHealthy();
+    pk.pk.o = ['g'];
+    expect(binlogProblem(pk)).toMatch(/primary key of app\.o changed/);
+
+    const bpos = binlogHealthy();
+    delete bpos.columns['mlog$o']!['_mlog$bpos'];
+    expect(binlogProblem(bpos)).toBe('column _mlog$bpos of log table app.mlog$o was dropped or renamed');
+
+    const gone = binlogHealthy();
+    delete gone.tables['mlog$o'];
+    expect(binlogProblem(gone)).toBe('log table app.mlog$o was dropped');
+
+    const fk = binlogHealthy();
+    fk.fks = [{ name: 'fk_o_c', parent: 'c', onDelete: 'CASCADE', onUpdate: 'RESTRICT' }];
+    expect(binlogProblem(fk)).toMatch(/the rows it changes are not in the row binary log/);
+  });
+});

@@ -41,7 +41,9 @@ export async function enqueueRequest(
         progress: (state, ms) => ctx.err(`  ${label}: ${state === 'delayed' ? 'waiting for a running one to finish' : state} (${Math.round(ms / 1000)} s)`),
       })) as Record<string, unknown>;
     } catch (err) {
-      throw new MvsError(`${label} did not succeed: ${(err as Error).message}`);
+      // The worker's reason already names the work ("refresh of s.mv failed: ..."): one sentence.
+      const msg = (err as Error).message;
+      throw new MvsError(msg.startsWith(label) ? msg : `${label} did not succeed: ${msg}`);
     }
   } finally {
     await queue.close();

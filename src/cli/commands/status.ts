@@ -1,4 +1,5 @@
 import { createRuntime } from '../../app/runtime.js';
+import { captureSummary, type CaptureSummary } from '../../capture/status.js';
 import { MembershipRegistry } from '../../membership/registry.js';
 import { listMviewStatus, type MviewStatus } from '../../mv/status.js';
 import { HashRing } from '../../ring/hashRing.js';
@@ -14,10 +15,11 @@ function columns(head: string[], body: string[][]): string[] {
 const utc = (s: string | null | undefined) => s?.replace('T', ' ').replace('Z', '') ?? '-';
 
 function mlogTable(rows: MlogStatus[]): string[] {
-  const head = ['MV LOG', 'ON', 'STATE', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
+  const head = ['MV LOG', 'ON', 'CAPTURE', 'STATE', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
   const body = rows.map((r) => [
     r.log,
     r.table,
+    r.capture,
     r.state,
     r.purgeMethod === 'SCHEDULED' ? `every ${r.purgeIntervalS ?? '-'}s` : r.purgeMethod.toLowerCase(),
     r.lastPurgeResult ?? '-',
@@ -65,6 +67,16 @@ function scheduleText(r: MviewStatus): string {
   return r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual';
 }
 
+/** One line on binlog capture: who captures, how far behind; or that nothing fills the BINLOG logs. */
+export function captureLine(c: CaptureSummary): string {
+  if (!c.active) {
+    return `capture: NOT RUNNING: ${c.binlogLogs} BINLOG log${c.binlogLogs === 1 ? '' : 's'} not being filled (start \`mvsched capture\`); stopped at GTID ${c.gtid ?? '-'}`;
+  }
+  const secs = c.lagSeconds === null ? '-' : `${c.lagSeconds.toFixed(1)} s`;
+  const bytes = c.lagBytes === null ? '-' : `${c.lagBytes} bytes`;
+  return `capture: active (${c.holder ?? '-'}), behind by ${secs} / ${bytes}, at GTID ${c.gtid ?? '-'} (${c.file ?? '-'}:${c.pos ?? '-'})`;
+}
+
 export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 2 });
   try {
@@ -72,14 +84,18 @@ export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): 
     ring.rebuild(await new MembershipRegistry(rt.redis, ctx.config.prefix).live());
     const rows = await listMviewStatus(rt.db, ring);
     const mlogs = await listMlogStatus(rt.db);
-    if (opts.json) ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows, mlogs }, null, 2));
-    else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
+    const capture = await captureSummary(rt.db, rt.redis, ctx.config.prefix);
+    if (opts.json) {
+      const c = capture && { active: capture.active, lagSeconds: capture.lagSeconds, lagBytes: capture.lagBytes, gtid: capture.gtid, file: capture.file, pos: capture.pos, holder: capture.holder };
+      ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows, mlogs, ...(c ? { capture: c } : {}) }, null, 2));
+    } else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
     else {
       if (rows.length) for (const line of table(rows)) ctx.out(line);
       if (mlogs.length) {
         if (rows.length) ctx.out('');
         for (const line of mlogTable(mlogs)) ctx.out(line);
       }
+      if (capture) ctx.out(captureLine(capture));
       ctx.out(`live nodes: ${ring.nodes().join(', ') || 'none'}`);
     }
     return 0;
