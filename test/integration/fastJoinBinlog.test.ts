@@ -93,7 +93,8 @@ describe('capture behind at the cut', () => {
             const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
             return Number(r[0]!.n) > 0;
           },
-          { timeoutMs: 15_000, intervalMs: 50, what: "the refresh's snapshot open while capture is down" },
+          // InnoDB refreshes its INNODB_TRX snapshot only when nobody read it for 100 ms: poll slower.
+          { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
         );
         capture = await startCapture(t.config, t.logger);
         expect((await refresh).message).toMatch(/\(FAST,/);
