@@ -9,6 +9,7 @@ import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DemoWriter, setupDemo } from '../../src/demo/demo.js';
 import { buildApp } from '../../src/server/app.js';
+import { createTestLog } from '../support/binlogLogs.js';
 import { Cluster, inspector, type QueueInspector } from '../support/cluster.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
@@ -191,6 +192,16 @@ describe('overview listing', () => {
     expect(logs.total).toBe(1);
     expect(logs.items[0]).toMatchObject({ table: `${demo}.orders`, capture: 'TRIGGERS', state: 'OK', consumers: 1 });
     expect(logs.items[0].backlogRows).toBeGreaterThanOrEqual(0);
+    expect(logs.items[0].unpurgedRows).toBeGreaterThanOrEqual(logs.items[0].backlogRows);
+    expect(logs.capture).toBeNull(); // no BINLOG log, no capture: nothing to say
+
+    // A BINLOG log that nothing captures into: the listing says so.
+    await t.db.raw('CREATE TABLE ticks (id INT PRIMARY KEY, v INT NULL)');
+    await createTestLog(t.db, { metaSchema: t.database, schema: t.database, table: 'ticks', columns: ['v'], mode: 'BINLOG' });
+    const withBinlog = (await app.inject({ url: '/ui/api/mlogs', headers: auth })).json();
+    expect(withBinlog.total).toBe(2);
+    expect(withBinlog.items.find((l: { table: string }) => l.table === `${t.database}.ticks`)).toMatchObject({ capture: 'BINLOG', consumers: 0, backlogRows: 0 });
+    expect(withBinlog.capture).toMatchObject({ active: false, binlogLogs: 1 });
     const graph = (await app.inject({ url: `/ui/api/mviews/${demo}/sales_by_region/graph`, headers: auth })).json();
     expect(graph.edges).toEqual(expect.arrayContaining([{ from: `table:${demo}.orders`, to: expect.stringMatching(/^mv:/) }]));
     const names = graph.nodes.map((n: { name: string }) => n.name).sort();
@@ -238,6 +249,8 @@ describe('in a real browser', () => {
     await expect.poll(() => page.locator(`tr[data-mv="${demo}.top_customers"] .lagv`).innerText(), { timeout: 20_000 }).toMatch(/\d/);
     await expect.poll(() => page.locator(`tr[data-mv="${t.database}.doomed_sum"]`).getAttribute('data-health'), { timeout: 20_000 }).toBe('failing');
     expect(await page.locator('tr[data-log] >> text=TRIGGERS').count()).toBe(1);
+    expect(await page.locator('tr[data-log] >> text=BINLOG').count()).toBe(1);
+    expect(await page.locator('#capture').innerText()).toMatch(/not running: 1 BINLOG log/);
     expect(await page.locator('[data-node="w1"]').count()).toBe(1);
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-overview.png'), fullPage: true });
 
