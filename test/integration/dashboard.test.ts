@@ -119,8 +119,13 @@ describe('token rules', () => {
     expect((await app.inject({ method: 'POST', url: '/v1/sql', headers: { cookie }, payload: { sql: `DROP MATERIALIZED VIEW ${demo}.region_totals` } })).statusCode).toBe(401);
     expect((await app.inject({ method: 'POST', url: `/v1/mviews/${demo}/sales_by_region/refresh`, headers: { cookie }, payload: {} })).statusCode).toBe(401);
     expect((await app.inject({ url: '/v1/mviews', headers: { cookie: 'mvs_token=nope' } })).statusCode).toBe(401);
-    // Bull Board takes the same login.
+    // Bull Board takes the same login, and / links to both.
     expect((await app.inject({ url: '/admin/queues/api/queues', headers: { cookie } })).statusCode).toBe(200);
+    const home = await app.inject({ url: '/', headers: { cookie } });
+    expect(home.statusCode).toBe(200);
+    expect(home.body).toContain('href="/ui"');
+    expect(home.body).toContain('href="/admin/queues"');
+    expect((await app.inject({ url: '/favicon.ico' })).statusCode).toBe(204);
   });
 
   it('refresh from the dashboard needs the CSRF token and a same-origin request', async () => {
@@ -149,6 +154,22 @@ describe('token rules', () => {
     expect(missing.statusCode).toBe(404);
     const badMethod = await app.inject({ method: 'POST', url: path, headers: { cookie, 'content-type': 'application/json', 'x-mvs-csrf': csrf }, payload: '{"method":"SLOW"}' });
     expect(badMethod.statusCode).toBe(400);
+  });
+
+  it('without MVS_API_TOKEN (a loopback-only server) the refresh still needs the CSRF token', async () => {
+    const open = await buildApp({ db: t.db, redis: rt.redis, logger: t.logger, apiToken: undefined, api: { prefix: t.prefix, defaultSchema: t.database, ddl }, ui: true });
+    try {
+      const page = await open.inject({ url: '/ui' });
+      expect(page.statusCode).toBe(200);
+      const csrf = /<meta name="mvs-csrf" content="([^"]+)">/.exec(page.body)![1]!;
+      const post = (headers: Record<string, string>) =>
+        open.inject({ method: 'POST', url: `/ui/api/mviews/${demo}/top_customers/refresh`, headers: { 'content-type': 'application/json', ...headers }, payload: '{}' });
+      expect((await post({})).statusCode).toBe(403);
+      expect((await post({ 'x-mvs-csrf': csrf, 'sec-fetch-site': 'cross-site' })).statusCode).toBe(403);
+      expect((await post({ 'x-mvs-csrf': csrf })).statusCode).toBe(202);
+    } finally {
+      await open.close();
+    }
   });
 });
 
