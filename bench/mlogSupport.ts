@@ -87,6 +87,8 @@ export interface TimedStatement {
   sql: string;
   /** null: knex emitted no response event for it (a streamed SELECT, BEGIN / COMMIT). */
   ms: number | null;
+  /** For those: from its start to the start of the next statement knex ran (a streamed read's time, roughly). */
+  untilNextMs?: number;
 }
 
 /**
@@ -96,12 +98,15 @@ export interface TimedStatement {
  */
 export class SqlTimer {
   private readonly open = new Map<string, { sql: string; t: number }>();
-  private done: TimedStatement[] = [];
+  private done: Array<TimedStatement & { t: number }> = [];
+  private starts: number[] = [];
   private on = false;
   private readonly onQuery = (q: { __knexQueryUid?: string; sql?: string }) => {
     if (!this.on) return;
-    if (q.__knexQueryUid) this.open.set(q.__knexQueryUid, { sql: q.sql ?? '', t: performance.now() });
-    else this.done.push({ sql: q.sql ?? '', ms: null }); // BEGIN / COMMIT / SAVEPOINT: no response event
+    const t = performance.now();
+    this.starts.push(t);
+    if (q.__knexQueryUid) this.open.set(q.__knexQueryUid, { sql: q.sql ?? '', t });
+    else this.done.push({ sql: q.sql ?? '', ms: null, t }); // BEGIN / COMMIT / SAVEPOINT: no response event
   };
   private readonly onEnd = (...args: unknown[]) => {
     // query-response: (response, obj, builder); query-error: (err, obj)
@@ -109,7 +114,7 @@ export class SqlTimer {
     const o = q?.__knexQueryUid ? this.open.get(q.__knexQueryUid) : undefined;
     if (!o) return;
     this.open.delete(q!.__knexQueryUid!);
-    this.done.push({ sql: o.sql, ms: performance.now() - o.t });
+    this.done.push({ sql: o.sql, ms: performance.now() - o.t, t: o.t });
   };
 
   constructor(private readonly db: Knex) {
@@ -120,15 +125,19 @@ export class SqlTimer {
 
   start(): void {
     this.done = [];
+    this.starts = [];
     this.open.clear();
     this.on = true;
   }
 
   stop(): TimedStatement[] {
     this.on = false;
-    const untimed = [...this.open.values()].map((o) => ({ sql: o.sql, ms: null }));
+    const end = performance.now();
+    const untimed = [...this.open.values()].map((o) => ({ sql: o.sql, ms: null, t: o.t }));
     this.open.clear();
-    return [...this.done, ...untimed];
+    const starts = [...this.starts].sort((a, b) => a - b);
+    const next = (t: number) => starts.find((x) => x > t) ?? end;
+    return [...this.done, ...untimed].map(({ t, ...s }) => (s.ms === null ? { ...s, untilNextMs: next(t) - t } : s));
   }
 
   detach(): void {

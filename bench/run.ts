@@ -7,8 +7,10 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runDashboard } from './dashboard.js';
 import { runDispatchLateness } from './dispatchLateness.js';
+import { runFastJoin } from './fastJoin.js';
 import { runFastOracleSoak } from './fastOracleSoak.js';
 import { runFastRefresh } from './fastRefresh.js';
+import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
@@ -78,6 +80,8 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   ring: { title: 'Hash ring balance and speed (bench/ringBalance.ts)', run: () => runRingBalance() },
   repair: { title: 'Version repair (bench/repairThroughput.ts)', run: (ctx) => runRepairThroughput(ctx) },
   fast: { title: 'FAST vs COMPLETE refresh (bench/fastRefresh.ts)', run: (ctx) => runFastRefresh(ctx) },
+  'fast-join': { title: 'FAST vs COMPLETE refresh over a star join (bench/fastJoin.ts)', run: (ctx) => runFastJoin(ctx) },
+  'join-oracle': { title: 'Join oracle with many seeds (bench/joinOracleSoak.ts)', run: (ctx) => runJoinOracleSoak(ctx) },
   'mlog-writers': { title: 'MV log writer overhead (bench/mlogWriters.ts)', run: (ctx) => runMlogWriters(ctx) },
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
@@ -99,6 +103,9 @@ const ALIASES: Record<string, string> = {
   repairthroughput: 'repair',
   fast: 'fast',
   fastrefresh: 'fast',
+  fastjoin: 'fast-join',
+  join: 'fast-join',
+  joinoracle: 'join-oracle',
   mlogwriters: 'mlog-writers',
   writers: 'mlog-writers',
   writerstall: 'writer-stall',
@@ -122,6 +129,8 @@ function usage(): string {
     '       BENCH_DISPATCH_LOW_MVS=1000  BENCH_DISPATCH_LOW=auto|always|never  BENCH_REDIS_HZ=<n>',
     '       BENCH_KEEP_DB=1 (keep dispatch / fast databases)  BENCH_RESULTS=bench-results.json',
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
+    '       BENCH_JOIN_FACT_ROWS=1000000 BENCH_JOIN_DIM1_ROWS=10000 BENCH_JOIN_DIM2_ROWS=100 BENCH_JOIN_FACT_CHANGES=1000',
+    '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
     '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
     '       BENCH_FAST_ORACLE_SEEDS=20 (MVS_TEST_SEED replays a run)',

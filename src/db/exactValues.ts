@@ -17,9 +17,16 @@ const BINARY_CHARSET = 63;
 // VARCHAR, BIT, TINY/MEDIUM/LONG BLOB, BLOB, VAR_STRING, STRING, GEOMETRY: bytes when binary.
 const BYTE_TYPES = new Set([15, 16, 249, 250, 251, 252, 253, 254, 255]);
 
-function converter(fields: FieldMeta[]): (row: Array<Buffer | null>) => ExactValue[] {
-  const asBytes = fields.map((f) => f.columnType === 16 || f.columnType === 255 || (BYTE_TYPES.has(f.columnType) && f.characterSet === BINARY_CHARSET));
+const isBytes = (f: FieldMeta) => f.columnType === 16 || f.columnType === 255 || (BYTE_TYPES.has(f.columnType) && f.characterSet === BINARY_CHARSET);
+
+function converter(asBytes: boolean[]): (row: Array<Buffer | null>) => ExactValue[] {
   return (row) => row.map((v, i) => (v === null ? null : asBytes[i] ? v : v.toString('utf8')));
+}
+
+/** Which columns of `sql`'s result are binary (kept as bytes), from planning it with LIMIT 0. */
+export async function byteColumns(db: Knex | Knex.Transaction, sql: string): Promise<boolean[]> {
+  const [, fields] = (await db.raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`).options(RAW)) as [unknown, FieldMeta[]];
+  return fields.map(isBytes);
 }
 
 const RAW = { typeCast: false, rowsAsArray: true } as const;
@@ -27,14 +34,29 @@ const RAW = { typeCast: false, rowsAsArray: true } as const;
 /** Run a query whose rows come back as arrays of exact values. */
 export async function exactRows(db: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[] = []): Promise<ExactValue[][]> {
   const [rows, fields] = (await db.raw(sql, bindings as never).options(RAW)) as [Array<Array<Buffer | null>>, FieldMeta[]];
-  const conv = converter(fields);
+  const conv = converter(fields.map(isBytes));
   return rows.map(conv);
 }
 
-/** Stream a query's rows as arrays of exact values (the query is planned once for its types). */
-export async function* exactStream(db: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[] = []): AsyncGenerator<ExactValue[]> {
-  const [, fields] = (await db.raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`, bindings as never).options(RAW)) as [unknown, FieldMeta[]];
-  const conv = converter(fields);
-  const stream = db.raw(sql, bindings as never).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
+/**
+ * Stream a query's rows as arrays of exact values. The query is planned once for its types,
+ * unless the caller knows which columns are binary (`asBytes`, from byteColumns of a table of
+ * the same types). Without bindings the SQL goes as it is: a `?` in a string literal of a user's
+ * definition is not a placeholder.
+ */
+export async function* exactStream(
+  db: Knex | Knex.Transaction,
+  sql: string,
+  bindings: readonly unknown[] = [],
+  asBytes?: boolean[],
+): AsyncGenerator<ExactValue[]> {
+  const raw = (text: string) => (bindings.length ? db.raw(text, bindings as never) : db.raw(text));
+  let kinds = asBytes;
+  if (!kinds) {
+    const [, fields] = (await raw(`SELECT * FROM (${sql}) AS __mvs_meta LIMIT 0`).options(RAW)) as [unknown, FieldMeta[]];
+    kinds = fields.map(isBytes);
+  }
+  const conv = converter(kinds);
+  const stream = raw(sql).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
   for await (const row of stream) yield conv(row);
 }

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { isDuplicateKey, isLockNotGranted } from '../db/errors.js';
 import { ConflictError, MvsError, NotFoundError, ValidationError } from '../errors.js';
-import { explainFast } from '../fast/explain.js';
+import { explainFast, setupLogs } from '../fast/explain.js';
 import { assertMviewNameAllowed, displayName, resolveName, type ResolvedName } from '../mv/identifiers.js';
 import { findMviewByName, tableExists, type MviewRow, type RefreshMethod } from '../mv/repository.js';
 import { dropMviewTable, dropShadowTables } from '../refresh/completeRefresh.js';
@@ -53,7 +53,7 @@ export class MviewDdl {
     if (method === 'FAST' && fast && !fast.fast) {
       throw new ValidationError(`cannot create ${displayName(n)} with REFRESH FAST: ${fast.reason}`);
     }
-    const linkTo = fast?.fast ? fast.setup.mlog : undefined;
+    const linkTo = fast?.fast ? setupLogs(fast.setup) : [];
     const nowMs = clock.now();
     const sched = await evalSchedule(db, stmt.schedule, nowMs);
 
@@ -83,7 +83,7 @@ export class MviewDdl {
             .map((t) => ({ mview_id: id, base_table_schema: t.schema, base_table_name: t.name }));
           if (rows.length) await trx('mvs_mview_base_tables').insert(rows);
         }
-        if (linkTo) await linkToLog(trx, id!, linkTo, n, method);
+        for (const m of linkTo) await linkToLog(trx, id!, m, n, method);
         return id!;
       })
       .catch((err: unknown) => {
@@ -190,8 +190,8 @@ export class MviewDdl {
       if (fast) {
         const linked = await trx('mvs_mview_base_tables').where({ mview_id: current.mview_id }).whereNotNull('mlog_id').first('mlog_id');
         if (fast.fast && !linked) {
-          // Consumes the log from its next (complete) refresh on, which records the watermark.
-          await linkToLog(trx, current.mview_id, fast.setup.mlog, n, stmt.method!);
+          // Consumes the logs from its next (complete) refresh on, which records the watermarks.
+          for (const m of setupLogs(fast.setup)) await linkToLog(trx, current.mview_id, m, n, stmt.method!);
           patch.fast_refreshable = false;
           patch.fast_reason = 'waiting for its first complete refresh';
         } else if (!fast.fast) {

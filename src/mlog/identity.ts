@@ -74,18 +74,31 @@ export interface LoggedTable {
 
 /** One round trip: the log's triggers on the named table, and the table's identity token. */
 export async function readLogIdentity(db: Knex, m: LoggedTable): Promise<LogIdentity> {
-  const names = triggerNames(m.mlog_id);
+  return (await readLogIdentities(db, [m])).get(m.mlog_id)!;
+}
+
+/**
+ * The same for several logs (the tables of a join MV) in one round trip, by mlog_id: what a
+ * refresh checks right after its cut, when every statement counts.
+ */
+export async function readLogIdentities(db: Knex, logs: LoggedTable[]): Promise<Map<number, LogIdentity>> {
   const view = await tableIdView(db);
-  const inno = innodbTableName(m.table_schema, m.base_table_name);
-  const tid = view && inno ? `(SELECT TABLE_ID FROM ${view} WHERE NAME = ?)` : 'NULL';
-  const [rows] = (await db.raw(
-    'SELECT (SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS ' +
-      'WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
-      `${tid} AS tid, ` +
-      '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
-      '(SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS ct, ' +
-      'l.capture_mode AS mode, l.state AS st, l.broken_reason AS why FROM (SELECT 1) AS one LEFT JOIN mvs_mlogs AS l ON l.mlog_id = ?',
-    [
+  const parts: string[] = [];
+  const bindings: unknown[] = [];
+  for (const m of logs) {
+    const names = triggerNames(m.mlog_id);
+    const inno = innodbTableName(m.table_schema, m.base_table_name);
+    const tid = view && inno ? `(SELECT TABLE_ID FROM ${view} WHERE NAME = ?)` : 'NULL';
+    parts.push(
+      'SELECT ? AS id, (SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS ' +
+        'WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
+        `${tid} AS tid, ` +
+        '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
+        '(SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS ct, ' +
+        'l.capture_mode AS mode, l.state AS st, l.broken_reason AS why FROM (SELECT 1) AS one LEFT JOIN mvs_mlogs AS l ON l.mlog_id = ?',
+    );
+    bindings.push(
+      Number(m.mlog_id),
       m.table_schema,
       m.base_table_name,
       names.insert,
@@ -98,15 +111,22 @@ export async function readLogIdentity(db: Knex, m: LoggedTable): Promise<LogIden
       m.table_schema,
       m.base_table_name,
       Number(m.mlog_id),
-    ],
-  )) as [Array<{ trg: string | null; tid: number | string | null; ex: number | string; ct: Date | null; mode: string | null; st: string | null; why: string | null }>];
-  const r = rows[0]!;
-  return {
-    triggers: r.trg ? String(r.trg).split(',') : [],
-    tableExists: Number(r.ex) > 0,
-    token: identityToken(r.tid, r.ct),
-    ...(r.st !== null ? { captureMode: r.mode ?? 'TRIGGERS', state: r.st, brokenReason: r.why } : {}),
-  };
+    );
+  }
+  const out = new Map<number, LogIdentity>();
+  if (!parts.length) return out;
+  const [rows] = (await db.raw(parts.join(' UNION ALL '), bindings as never)) as [
+    Array<{ id: number | string; trg: string | null; tid: number | string | null; ex: number | string; ct: Date | null; mode: string | null; st: string | null; why: string | null }>,
+  ];
+  for (const r of rows) {
+    out.set(Number(r.id), {
+      triggers: r.trg ? String(r.trg).split(',') : [],
+      tableExists: Number(r.ex) > 0,
+      token: identityToken(r.tid, r.ct),
+      ...(r.st !== null ? { captureMode: r.mode ?? 'TRIGGERS', state: r.st, brokenReason: r.why } : {}),
+    });
+  }
+  return out;
 }
 
 export function identityToken(tid: number | string | null | undefined, createTime: Date | null | undefined): number | null {

@@ -2,11 +2,11 @@ import type { Knex } from 'knex';
 import { connectionDatabase } from '../db/connect.js';
 import { probeSelect } from '../ddl/evaluate.js';
 import { MvsError, ValidationError } from '../errors.js';
-import { explainFast, type FastSetup } from '../fast/explain.js';
-import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable } from '../fast/fastRefresh.js';
+import { explainFast, setupLogs, type FastSetup } from '../fast/explain.js';
+import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable, type FastRange } from '../fast/fastRefresh.js';
 import type { Logger } from '../log.js';
 import { CutTimeoutError, takeCut, type Cut } from '../mlog/cut.js';
-import { identityProblem, readLogIdentity } from '../mlog/identity.js';
+import { identityProblem, readLogIdentities } from '../mlog/identity.js';
 import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
 import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
@@ -17,8 +17,12 @@ import { builtResult, type ConcreteMethod, type RunResult } from './types.js';
 /** The log cannot have captured every change of its table: nothing may be applied from it. */
 export class LogBrokenError extends MvsError {}
 
-/** The base table was truncated or rebuilt since the MV read it: a complete refresh is needed. */
-class IdentityMovedError extends Error {}
+/** A base table was truncated or rebuilt since the MV read it: a complete refresh is needed. */
+class IdentityMovedError extends Error {
+  constructor(readonly mlogId: number) {
+    super('base table identity moved');
+  }
+}
 
 /** Consecutive cuts that gave up before a FORCE MV refreshes COMPLETE without one. */
 export const FORCE_FALLBACK_AFTER = 2;
@@ -48,15 +52,16 @@ const brokenText = (link: MlogLink, reason: string) =>
   `re-create it with CREATE MATERIALIZED VIEW LOG ON ${link.table.schema}.${link.table.name} (...)`;
 
 /**
- * Refreshes of an MV that consumes an MV log: FAST from the log, and COMPLETE built from a
- * snapshot at a cut so that it records an exact watermark. Also what happens when the log
- * cannot be used: a broken log fails REFRESH FAST MVs with the reason and rebuilds the others
- * from their definition; a cut that keeps giving up does the same for FORCE MVs.
+ * Refreshes of an MV that consumes MV logs (one, or one per table of a join): FAST from the logs,
+ * and COMPLETE built from a snapshot at a cut so that it records an exact watermark per log.
+ * Also what happens when a log cannot be used: a broken log fails REFRESH FAST MVs with the
+ * reason and rebuilds the others from their definition; a cut that keeps giving up does the
+ * same for FORCE MVs. An MV over several logs is FAST only while every one of them is OK.
  */
 export class LoggedRefresh {
   /**
    * FAST plans by MV, keyed by what they depend on: the definition (changes only with the MV's
-   * modify time) and the log (an MV log's columns never change). Saves the analysis and its
+   * modify time) and the logs (an MV log's columns never change). Saves the analysis and its
    * round trips on every run.
    */
   private readonly setups = new Map<number, { key: string; setup: FastSetup }>();
@@ -71,38 +76,39 @@ export class LoggedRefresh {
     lock: Knex.Transaction,
     mv: MviewRow,
     info: RefreshInfoRow,
-    link: MlogLink,
+    links: MlogLink[],
     method: ConcreteMethod,
     strict: boolean,
     nowMs: number,
     log: Logger,
   ): Promise<LoggedOutcome> {
-    if (link.broken) {
-      if (strict) throw new LogBrokenError(brokenText(link, link.broken));
-      return this.withoutLog(mv, brokenText(link, link.broken), log);
+    const broken = links.find((l) => l.broken);
+    if (broken) {
+      if (strict) throw new LogBrokenError(brokenText(broken, broken.broken!));
+      return this.withoutLog(mv, brokenText(broken, broken.broken!), log);
     }
     const force = mv.refresh_method === 'FORCE' && !strict;
     if (force && info.cut_retry_after && info.cut_retry_after.getTime() > nowMs) {
-      return this.withoutLog(mv, 'consistent cuts of its log keep timing out (writer transactions held open); retrying later', log);
+      return this.withoutLog(mv, 'consistent cuts of its logs keep timing out (writer transactions held open); retrying later', log);
     }
     try {
       if (method === 'FAST') {
         try {
-          return { ...(await this.fast(lock, mv, link, log)), method, cut: 'taken' };
+          return { ...(await this.fast(lock, mv, links, log)), method, cut: 'taken' };
         } catch (err) {
           if (err instanceof IdentityMovedError) {
-            log.info({ mlog_id: link.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
+            log.info({ mlog_id: err.mlogId }, 'base table truncated or rebuilt since the last complete refresh: refreshing COMPLETE');
           } else if (isNoSuchTable(err) && !(await tableExists(this.deps.db, mv.table_schema, mv.mview_name))) {
             // The MV's own table was dropped behind our back: build it again.
             log.warn('the materialized view table is gone: refreshing COMPLETE');
           } else throw err;
         }
       }
-      return { ...(await this.complete(lock, mv, link, log)), method: 'COMPLETE', cut: 'taken' };
+      return { ...(await this.complete(lock, mv, links, log)), method: 'COMPLETE', cut: 'taken' };
     } catch (err) {
       if (err instanceof LogBrokenError && !strict) return this.withoutLog(mv, err.message, log);
       if (err instanceof CutTimeoutError && force && Number(info.cut_timeouts ?? 0) + 1 >= FORCE_FALLBACK_AFTER) {
-        log.warn({ mlog_id: link.mlogId, err: err.message }, 'cut timed out again: FORCE falls back to COMPLETE');
+        log.warn({ mlog_ids: links.map((l) => l.mlogId), err: err.message }, 'cut timed out again: FORCE falls back to COMPLETE');
         const out = await this.withoutLog(mv, `consistent cut timed out: ${err.message}`, log);
         return { ...out, cut: 'timed-out' };
       }
@@ -121,15 +127,17 @@ export class LoggedRefresh {
     return { ...builtResult(await buildComplete(this.deps.db, mv)), method: 'COMPLETE', cut: 'none' };
   }
 
-  async setup(mv: MviewRow, link: MlogLink): Promise<FastSetup> {
-    const key = `${mv.mview_modify_time.getTime()}:${link.mlogId}:${mv.mview_definition}`;
+  async setup(mv: MviewRow, links: MlogLink[]): Promise<FastSetup> {
+    const ids = links.map((l) => l.mlogId).sort((a, b) => a - b);
+    const key = `${mv.mview_modify_time.getTime()}:${ids.join(',')}:${mv.mview_definition}`;
     const cached = this.setups.get(mv.mview_id);
     if (cached?.key === key) return cached.setup;
     const probe = await probeSelect(this.deps.db, mv.mview_definition);
     const ex = await explainFast(this.deps.db, mv.mview_definition, connectionDatabase(this.deps.db), probe.columns);
     if (!ex.fast) throw new ValidationError(`${mv.table_schema}.${mv.mview_name} cannot be fast-refreshed: ${ex.reason}`);
-    if (ex.setup.mlog.mlog_id !== link.mlogId) {
-      throw new ValidationError(`${mv.table_schema}.${mv.mview_name}: its materialized view log changed; refresh it COMPLETE`);
+    const wanted = setupLogs(ex.setup).map((m) => m.mlog_id).sort((a, b) => a - b);
+    if (wanted.join(',') !== ids.join(',')) {
+      throw new ValidationError(`${mv.table_schema}.${mv.mview_name}: its materialized view logs changed; refresh it COMPLETE`);
     }
     if (this.setups.size > 10_000) this.setups.clear();
     this.setups.set(mv.mview_id, { key, setup: ex.setup });
@@ -137,17 +145,23 @@ export class LoggedRefresh {
   }
 
   /**
-   * A cut, then the log's identity checked after it: a change made before the cut that the log
-   * cannot have seen (table re-created, renamed, triggers gone) would make the MV wrong at the
-   * cut. Returns the base table's identity token.
+   * One cut over every log the MV reads, then each log's identity checked after it: a change
+   * made before the cut that a log cannot have seen (table re-created, renamed, triggers gone)
+   * would make the MV wrong at the cut. Returns each base table's identity token by mlog_id.
    */
-  private async cutAndCheck(setup: FastSetup, link: MlogLink): Promise<{ cut: Cut; token: number | null }> {
-    const cut = await takeCut(this.deps.db, [setup.mlog], this.deps.cutWaitMs);
+  private async cutAndCheck(setup: FastSetup, links: MlogLink[]): Promise<{ cut: Cut; tokens: Map<number, number | null> }> {
+    const logs = setupLogs(setup);
+    const cut = await takeCut(this.deps.db, logs, this.deps.cutWaitMs);
     try {
-      const id = await readLogIdentity(this.deps.db, setup.mlog);
-      const problem = identityProblem(setup.mlog, id);
-      if (problem) throw new LogBrokenError(brokenText(link, problem));
-      return { cut, token: id.token };
+      const tokens = new Map<number, number | null>();
+      const ids = await readLogIdentities(this.deps.db, logs);
+      for (const m of logs) {
+        const id = ids.get(m.mlog_id)!;
+        const problem = identityProblem(m, id);
+        if (problem) throw new LogBrokenError(brokenText(links.find((l) => l.mlogId === m.mlog_id)!, problem));
+        tokens.set(m.mlog_id, id.token);
+      }
+      return { cut, tokens };
     } catch (err) {
       await cut.snapshot.rollback().catch(() => {});
       throw err;
@@ -155,49 +169,60 @@ export class LoggedRefresh {
   }
 
   /**
-   * FAST: take a consistent cut of the log, apply the rows after the MV's watermark up to it, and
-   * move the watermark, in the lock transaction (under a savepoint, so a failure leaves the MV and
-   * its watermark as they were and the run is still recorded).
+   * FAST: take one consistent cut of the logs, apply the rows after the MV's watermark up to it
+   * from each, and move every watermark, in the lock transaction (under a savepoint, so a
+   * failure leaves the MV and its watermarks as they were and the run is still recorded).
+   * History gets the log range consumed when there is one log; an MV over several logs has one
+   * range per log (sequence numbers of different logs do not compare), logged here.
    */
-  private async fast(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<RunResult> {
-    const setup = await this.setup(mv, link);
-    const { cut, token } = await this.cutAndCheck(setup, link);
+  private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
+    const setup = await this.setup(mv, links);
+    const { cut, tokens } = await this.cutAndCheck(setup, links);
     try {
-      if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError();
-      const to = Math.max(cut.highWater.get(link.mlogId)!, link.watermark);
+      for (const link of links) {
+        const token = tokens.get(link.mlogId) ?? null;
+        if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError(link.mlogId);
+      }
+      const ranges = new Map<number, FastRange>(links.map((l) => [l.mlogId, { from: l.watermark, to: Math.max(cut.highWater.get(l.mlogId)!, l.watermark) }]));
       const changes = await lock.transaction(async (sp) => {
-        const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, { from: link.watermark, to });
-        await sp('mvs_mview_base_tables')
-          .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
-          .update({ consumed_watermark: to, ...(link.mvToken === null && token !== null ? { base_table_id: token } : {}) });
+        const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges);
+        await recordWatermarks(
+          sp,
+          mv.mview_id,
+          links.map((l) => {
+            const token = tokens.get(l.mlogId) ?? null;
+            return { mlogId: l.mlogId, watermark: ranges.get(l.mlogId)!.to, token: l.mvToken === null ? token : undefined };
+          }),
+        );
         return n;
       });
-      log.debug({ mlog_id: link.mlogId, from: link.watermark, to, rows: changes.changed }, 'fast refresh applied');
+      log.debug({ ranges: Object.fromEntries(ranges), rows: changes.changed }, 'fast refresh applied');
       const { changed, inserted, deleted } = changes;
-      return { rows: changed, inserted, deleted, dataTime: cut.at, watermarkFrom: link.watermark, watermarkTo: to };
+      const one = links.length === 1 ? ranges.get(links[0]!.mlogId)! : undefined;
+      return { rows: changed, inserted, deleted, dataTime: cut.at, watermarkFrom: one?.from ?? null, watermarkTo: one?.to ?? null };
     } finally {
       await cut.snapshot.rollback().catch(() => {});
     }
   }
 
   /**
-   * COMPLETE of an MV that consumes a log: built out of place from a snapshot at a cut of the
-   * log, then swapped in. The swap is DDL and cannot share a transaction with the watermark, so
-   * the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
+   * COMPLETE of an MV that consumes logs: built out of place from a snapshot at a cut of all of
+   * them, then swapped in. The swap is DDL and cannot share a transaction with the watermarks,
+   * so the MV is marked not fast-refreshable first: if the run dies between swap and commit, the
    * next run is a complete one again, never a FAST run from a stale watermark.
    */
-  private async complete(lock: Knex.Transaction, mv: MviewRow, link: MlogLink, log: Logger): Promise<RunResult> {
+  private async complete(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const { db } = this.deps;
-    const setup = await this.setup(mv, link);
+    const setup = await this.setup(mv, links);
     const select = buildSelect(setup, mv.mview_definition);
-    let highWater = 0;
-    let token: number | null = null;
+    let highWater = new Map<number, number>();
+    let tokens = new Map<number, number | null>();
     const built = await buildInPlaceOf(db, mv, select, {
       prepare: (build) => prepareBuildTable(db, build, setup),
       fill: async (build) => {
-        const taken = await this.cutAndCheck(setup, link);
-        token = taken.token;
-        highWater = taken.cut.highWater.get(link.mlogId)!;
+        const taken = await this.cutAndCheck(setup, links);
+        tokens = taken.tokens;
+        highWater = taken.cut.highWater;
         try {
           const rows = await fillFromSnapshot(db, taken.cut.snapshot, build, allColumns(setup), select, (n) =>
             log.info({ rows: n }, 'complete refresh: rows copied so far'),
@@ -211,11 +236,36 @@ export class LoggedRefresh {
         await db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false });
       },
     });
-    // A purge never passes this MV's watermark, so rows after the cut are all still in the log.
-    await lock('mvs_mview_base_tables')
-      .where({ mview_id: mv.mview_id, mlog_id: link.mlogId })
-      .update({ consumed_watermark: highWater, base_table_id: token });
+    // A purge never passes this MV's watermarks, so rows after the cut are all still in the logs.
+    await recordWatermarks(
+      lock,
+      mv.mview_id,
+      links.map((l) => ({ mlogId: l.mlogId, watermark: highWater.get(l.mlogId)!, token: tokens.get(l.mlogId) ?? null })),
+    );
     await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
     return builtResult(built);
   }
+}
+
+/**
+ * Every log's consumed watermark (and, where given, the base table's identity) in one statement:
+ * one row per (MV, table) in mvs_mview_base_tables.
+ */
+async function recordWatermarks(
+  trx: Knex.Transaction,
+  mviewId: number,
+  marks: Array<{ mlogId: number; watermark: number; token: number | null | undefined }>,
+): Promise<void> {
+  const ids = marks.map((m) => m.mlogId);
+  const withToken = marks.filter((m) => m.token !== undefined);
+  const sets = [`consumed_watermark = CASE mlog_id ${marks.map(() => 'WHEN ? THEN ?').join(' ')} END`];
+  const bindings: unknown[] = marks.flatMap((m) => [m.mlogId, m.watermark]);
+  if (withToken.length) {
+    sets.push(`base_table_id = CASE mlog_id ${withToken.map(() => 'WHEN ? THEN ?').join(' ')} ELSE base_table_id END`);
+    bindings.push(...withToken.flatMap((m) => [m.mlogId, m.token]));
+  }
+  await trx.raw(
+    `UPDATE mvs_mview_base_tables SET ${sets.join(', ')} WHERE mview_id = ? AND mlog_id IN (${ids.map(() => '?').join(', ')})`,
+    [...bindings, mviewId, ...ids] as never,
+  );
 }

@@ -11,12 +11,12 @@ import { buildComplete } from './completeRefresh.js';
 import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip, recordSuccess, type RunEnd } from './history.js';
 import { CutTimeoutError } from '../mlog/cut.js';
 import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
-import { chooseMethod, logBacklog, mlogLink, type MlogLink } from './method.js';
+import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
 import { builtResult, DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
 
 export { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
-export { chooseMethod, mlogLink, type MlogLink } from './method.js';
+export { chooseMethod, mlogLinks, type MlogLink } from './method.js';
 
 export interface RefreshRunnerDeps {
   db: Knex;
@@ -46,7 +46,8 @@ interface Work {
   mv: MviewRow;
   info: RefreshInfoRow;
   versions: Awaited<ReturnType<typeof baseTableVersions>>;
-  link: MlogLink | undefined;
+  /** The MV logs it consumes (none: it is refreshed from its definition alone). */
+  links: MlogLink[];
   method: ConcreteMethod;
 }
 
@@ -113,9 +114,9 @@ export class RefreshRunner {
       // Read in the lock transaction's snapshot, before the build: the map then never claims a
       // newer version than the data the build reads.
       const versions = await baseTableVersions(lock, req.mviewId);
-      const link = await mlogLink(lock, req.mviewId);
+      const links = await mlogLinks(lock, req.mviewId);
       // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
-      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(link && (await logBacklog(lock, link)))) {
+      if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(await logBacklog(lock, links))) {
         const next = mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
         const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next, 'every base table is versioned and no reported version moved since the last refresh');
         await lock.commit();
@@ -123,8 +124,8 @@ export class RefreshRunner {
         log.info({ refresh_id: refreshId, next_time: next }, 'refresh skipped: every base table is versioned and unchanged');
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
-      const method = chooseMethod(mv, req.method, link !== undefined);
-      const outcome = await this.recompute(lock, req, { mv, info, versions, link, method }, log);
+      const method = chooseMethod(mv, req.method, links.length > 0);
+      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method }, log);
       done = true;
       return outcome;
     } finally {
@@ -135,7 +136,7 @@ export class RefreshRunner {
   /** Run the refresh itself and record its outcome; commits the lock transaction. */
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
     const { db, clock } = this.deps;
-    const { mv, info, link, method } = w;
+    const { mv, info, links, method } = w;
     await markAbandoned(db, req.mviewId, clock.now());
     const startMs = clock.now();
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
@@ -144,10 +145,10 @@ export class RefreshRunner {
     let done: LoggedOutcome = { rows: 0, inserted: null, deleted: null, dataTime: null, method, cut: 'none' };
     let failure: unknown;
     try {
-      if (!link) done = { ...builtResult(await buildComplete(db, mv)), method, cut: 'none' };
+      if (!links.length) done = { ...builtResult(await buildComplete(db, mv)), method, cut: 'none' };
       else {
         const strict = (req.method ?? mv.refresh_method) === 'FAST';
-        done = await this.logged.refresh(lock, mv, info, link, method, strict, startMs, log);
+        done = await this.logged.refresh(lock, mv, info, links, method, strict, startMs, log);
       }
     } catch (err) {
       failure = err;
@@ -167,7 +168,8 @@ export class RefreshRunner {
       await recordSuccess(lock, { ...end, newNext }, done, cutInfo);
       await lock.commit();
       log.info({ refresh_id: refreshId, method: done.method, rows, duration_ms: endMs - startMs, next_time: newNext }, 'refresh succeeded');
-      if (link?.purgeMethod === 'IMMEDIATE' && this.deps.purgeImmediate) {
+      for (const link of links) {
+        if (link.purgeMethod !== 'IMMEDIATE' || !this.deps.purgeImmediate) continue;
         await this.deps.purgeImmediate(link.mlogId).catch((err: unknown) =>
           log.warn({ mlog_id: link.mlogId, err: errorMessage(err) }, 'immediate purge after refresh failed; the next one will catch up'),
         );

@@ -232,7 +232,8 @@ describe('FAST eligibility, FORCE, and what holds a purge', () => {
       ['SELECT k, SUM(secret) AS s FROM ev GROUP BY k', /column secret .* not in its materialized view log/],
       ['SELECT k, COUNT(DISTINCT amt) AS c FROM ev GROUP BY k', /COUNT\(DISTINCT/],
       ['SELECT k, COUNT(*) AS c FROM ev GROUP BY k HAVING COUNT(*) > 1', /HAVING/],
-      ['SELECT e.k, COUNT(*) AS c FROM ev e JOIN nolog n ON n.id = e.id GROUP BY e.k', /joins/],
+      // A join is fast-refreshable only when every table it reads has a log (issue 12).
+      ['SELECT e.k, COUNT(*) AS c FROM ev e JOIN nolog n ON n.id = e.id GROUP BY e.k', /\.nolog has no materialized view log/],
       ['SELECT k, amt FROM ev', /primary key column id/],
       ['SELECT id, k FROM ev WHERE amt > RAND()', /RAND\(\) is not deterministic/],
       ['SELECT k, COUNT(*) AS c FROM ev WHERE k IN (SELECT id FROM nolog) GROUP BY k', /subqueries/],

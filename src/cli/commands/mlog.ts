@@ -37,7 +37,12 @@ export async function explainMvCommand(ctx: CliContext, select: string, opts: { 
   try {
     const r = await explainMv(db, select, connectionDatabase(db));
     if (opts.json) ctx.out(JSON.stringify(r));
-    else if (r.fastRefreshable) {
+    else if (r.fastRefreshable && r.join) {
+      const tables = r.join.map((o) => `${o.table} AS ${o.alias}`).join(', ');
+      const logs = [...new Set(r.join.map((o) => o.mlog))].join(', ');
+      ctx.out(`FAST refresh: possible (${r.kind === 'aggregate' ? 'aggregate' : 'select-project-join'} over an inner join of ${tables}, from logs ${logs})`);
+      for (const rule of r.rules ?? []) ctx.out(`  - ${rule}`);
+    } else if (r.fastRefreshable) {
       ctx.out(`FAST refresh: possible (${r.kind === 'aggregate' ? 'aggregate' : 'select-project-filter'} over ${r.table}, from log ${r.mlog})`);
     } else ctx.out(`FAST refresh: not possible: ${r.reason}`);
     return 0;

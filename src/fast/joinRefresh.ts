@@ -1,0 +1,225 @@
+import type { Knex } from 'knex';
+import { byteColumns } from '../db/exactValues.js';
+import { quoteIdent } from '../mv/identifiers.js';
+import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
+import { logColumns, type MlogRow } from '../mlog/repository.js';
+import {
+  aggregateShape,
+  applyAggregateDelta,
+  createTemporary,
+  deltaColumnSpecs,
+  NO_CHANGES,
+  qt,
+  withCurrentValues,
+  type FastChanges,
+  type TableRef,
+} from './aggregateApply.js';
+import { fillFromSnapshot } from './copyRows.js';
+import type { JoinSetup } from './explain.js';
+import { deltaUnion, orderOccurrences, WEIGHT, type DeltaInput } from './joinDelta.js';
+
+// FAST refresh of a join MV (DESIGN.md §2 "FAST refresh over joins"). The delta reads the base
+// tables as they were at the cut, so it runs in the cut's snapshot; the MV change must commit
+// with the watermarks in the refresh's own transaction, on another connection. So the delta
+// (per group for aggregates, per joined row for select-project-join views) is streamed from the
+// snapshot into a temporary table of the refresh's transaction and applied from there.
+//
+// The snapshot sees a trigger log's rows (they commit with their base rows), not a BINLOG log's:
+// capture writes those after the cut's snapshot was opened (mlog/cut.ts). So the rows of a
+// BINLOG log in its range are first copied, as committed, into a temporary table of the
+// snapshot's connection, and the delta reads that copy in place of the log.
+
+const q = quoteIdent;
+const TERM = '__mvs_term';
+const SIGN = '__mvs_w';
+
+export interface LogRange {
+  from: number;
+  to: number;
+}
+
+/** The logs with rows in their range (one round trip; `trx` reads them as committed). */
+async function changedLogs(trx: Knex.Transaction, setup: JoinSetup, ranges: Map<number, LogRange>): Promise<Set<number>> {
+  const logs = setup.mlogs.filter((m) => {
+    const r = ranges.get(m.mlog_id);
+    return r !== undefined && r.to > r.from;
+  });
+  if (!logs.length) return new Set();
+  const seq = q(SEQ_COLUMN);
+  const probes = logs.map((m, i) => {
+    const r = ranges.get(m.mlog_id)!;
+    return `EXISTS (SELECT 1 FROM ${qt({ schema: m.table_schema, name: m.mlog_name })} WHERE ${seq} > ? AND ${seq} <= ?) AS c${i}`;
+  });
+  const [rows] = (await trx.raw(`SELECT ${probes.join(', ')}`, logs.flatMap((m) => [ranges.get(m.mlog_id)!.from, ranges.get(m.mlog_id)!.to]))) as [
+    Array<Record<string, number | string>>,
+  ];
+  return new Set(logs.filter((_, i) => Number(rows[0]![`c${i}`]) === 1).map((m) => m.mlog_id));
+}
+
+/**
+ * The delta rule's input for this refresh: occurrences in term order, ranges, changed logs;
+ * `copies`: the table to read in place of a log (by mlog_id), for BINLOG logs.
+ */
+export function deltaInput(setup: JoinSetup, ranges: Map<number, LogRange>, changed: Set<number>, copies = new Map<number, TableRef>()): DeltaInput {
+  return {
+    occurrences: orderOccurrences(setup.occurrences, setup.sizes).map((o) => ({
+      alias: o.alias,
+      base: o.table,
+      log: copies.get(o.mlog.mlog_id) ?? { schema: o.mlog.table_schema, name: o.mlog.mlog_name },
+      logId: o.mlog.mlog_id,
+      pk: o.mlog.pkColumns,
+      exposed: o.exposed,
+    })),
+    ...(setup.plan.where ? { where: setup.plan.where } : {}),
+    ranges,
+    changed,
+  };
+}
+
+/**
+ * Apply the changes logged in each log's range (by mlog_id) to a join MV. Returns the MV rows
+ * changed.
+ */
+export async function applyJoin(
+  trx: Knex.Transaction,
+  snapshot: Knex.Transaction,
+  mv: TableRef,
+  setup: JoinSetup,
+  ranges: Map<number, LogRange>,
+): Promise<FastChanges> {
+  const changed = await changedLogs(trx, setup, ranges);
+  if (!changed.size) return NO_CHANGES;
+  const binlog = setup.mlogs.filter((m) => m.capture_mode === 'BINLOG' && changed.has(m.mlog_id));
+  const copies = new Map<number, TableRef>();
+  try {
+    for (const m of binlog) copies.set(m.mlog_id, await copyLogRange(trx, snapshot, m, ranges.get(m.mlog_id)!));
+    const input = deltaInput(setup, ranges, changed, copies);
+    return await (setup.plan.kind === 'aggregate' ? applyJoinAggregate(trx, snapshot, mv, setup, input) : applyJoinSpj(trx, snapshot, mv, setup, input));
+  } finally {
+    for (const c of copies.values()) await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(c)}`).catch(() => {});
+  }
+}
+
+/**
+ * A BINLOG log's rows in (from, to], read as committed by `trx`, copied into a temporary table
+ * of the same shape on the snapshot's connection (in the log's schema, so it is named like a
+ * log). One left on this pooled connection by a run that died is dropped first.
+ */
+async function copyLogRange(trx: Knex.Transaction, snapshot: Knex.Transaction, m: MlogRow, r: LogRange): Promise<TableRef> {
+  const copy = { schema: m.table_schema, name: `__mvs_logcopy_${Number(m.mlog_id)}` };
+  const log = { schema: m.table_schema, name: m.mlog_name };
+  await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(copy)}`);
+  await snapshot.raw(`CREATE TEMPORARY TABLE ${qt(copy)} LIKE ${qt(log)}`);
+  const cols = [SEQ_COLUMN, ...logColumns(m), DML_TYPE_COLUMN, OLD_NEW_COLUMN, BPOS_COLUMN];
+  const seq = q(SEQ_COLUMN);
+  const select = `SELECT ${cols.map(q).join(', ')} FROM ${qt(log)} WHERE ${seq} > ${int(r.from)} AND ${seq} <= ${int(r.to)}`;
+  await fillFromSnapshot(snapshot, trx, qt(copy), cols, select);
+  return copy;
+}
+
+const int = (n: number): string => {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`not a log sequence number: ${n}`);
+  return String(n);
+};
+
+/** The per-group delta of an aggregate join MV, as one SELECT over the delta terms. */
+export function joinAggregateDelta(setup: JoinSetup, input: DeltaInput): { sql: string; columns: string[] } {
+  if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
+  const { groups, aggregates } = setup.plan;
+  const args = aggregates.flatMap((a, k) => (a.arg === undefined ? [] : [`${a.arg} AS a${k}`]));
+  const union = deltaUnion(input, () => [...groups.map((g, i) => `${g.expr} AS g${i}`), ...args]);
+  const specs = deltaColumnSpecs({ aggregates, outputColumns: setup.outputColumns }, `z.${q(WEIGHT)}`, (k) => `z.a${k}`);
+  const g = groups.map((_, i) => `z.g${i}`);
+  return {
+    sql: `SELECT ${[...g, ...specs.map((c) => `${c.expr} AS ${c.name}`)].join(', ')} FROM (${union}) AS z${g.length ? ` GROUP BY ${g.join(', ')}` : ''}`,
+    columns: [...groups.map((_, i) => `g${i}`), ...specs.map((c) => c.name)],
+  };
+}
+
+async function applyJoinAggregate(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
+  if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
+  const { groups, aggregates } = setup.plan;
+  const out = setup.outputColumns;
+  const shape = aggregateShape(setup);
+  const delta = joinAggregateDelta(setup, input);
+  // Typed like the MV's own columns (values go back bit for bit); counts are signed.
+  const specs = deltaColumnSpecs(shape, 'w', () => 'x');
+  const typed = [
+    ...groups.map((gr, i) => `m.${q(out[gr.index]!)} AS g${i}`),
+    ...specs.map((c) => (c.like === null ? `CAST(NULL AS SIGNED) AS ${c.name}` : `m.${q(c.like)} AS ${c.name}`)),
+  ];
+  const d0 = '__mvs_join_delta0';
+  const d = '__mvs_join_delta';
+  await createTemporary(trx, d0, `SELECT ${typed.join(', ')} FROM ${qt(mv)} AS m LIMIT 0`);
+  try {
+    await fillTemporary(trx, snapshot, d0, delta.columns, delta.sql);
+    await createTemporary(trx, d, withCurrentValues(mv, shape, q(d0)));
+    try {
+      return await applyAggregateDelta(trx, snapshot, mv, shape, d);
+    } finally {
+      await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(d)}`);
+    }
+  } finally {
+    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(d0)}`);
+  }
+}
+
+/** The joined rows that come (+1) and go (-1), each tagged with its term, as one SELECT. */
+export function joinSpjDelta(setup: JoinSetup, input: DeltaInput): { sql: string; columns: string[] } {
+  if (setup.plan.kind !== 'spj') throw new Error('not an SPJ plan');
+  const items = setup.plan.items;
+  return {
+    sql: deltaUnion(input, (t) => [`${t.index} AS ${q(TERM)}`, ...items.map((it, i) => `${it.expr} AS c${i}`)]),
+    columns: [TERM, ...items.map((_, i) => `c${i}`), SIGN],
+  };
+}
+
+/**
+ * Select-project-join: each MV row is one combination of base rows, identified by their primary
+ * keys. Within one term a key has at most one row going and one coming, and the row going is in
+ * the MV as the previous terms left it; so the terms are applied in order, each deleting its
+ * going rows by key and inserting its coming ones.
+ */
+async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
+  const out = setup.outputColumns;
+  const delta = joinSpjDelta(setup, input);
+  const rowsTable = '__mvs_join_rows';
+  const r = q(rowsTable);
+  await createTemporary(
+    trx,
+    rowsTable,
+    `SELECT CAST(NULL AS SIGNED) AS ${q(TERM)}, ${out.map((c, i) => `m.${q(c)} AS c${i}`).join(', ')}, CAST(NULL AS SIGNED) AS ${q(SIGN)} FROM ${qt(mv)} AS m LIMIT 0`,
+  );
+  try {
+    const streamed = await fillTemporary(trx, snapshot, rowsTable, delta.columns, delta.sql);
+    if (streamed === 0) return NO_CHANGES;
+    const keyOn = (setup.pkOutput ?? []).map((p) => `m.${q(p.output)} = s.c${out.indexOf(p.output)}`).join(' AND ');
+    const affected = (x: unknown) => (x as [{ affectedRows: number }])[0].affectedRows;
+    const [terms] = (await trx.raw(`SELECT DISTINCT ${q(TERM)} AS t FROM ${r} ORDER BY 1`)) as [Array<{ t: number | string }>];
+    let deleted = 0;
+    let inserted = 0;
+    for (const { t } of terms) {
+      const term = Number(t);
+      deleted += affected(await trx.raw(`DELETE m FROM ${r} AS s STRAIGHT_JOIN ${qt(mv)} AS m ON ${keyOn} WHERE s.${q(TERM)} = ? AND s.${q(SIGN)} = -1`, [term]));
+      inserted += affected(
+        await trx.raw(
+          `INSERT INTO ${qt(mv)} (${out.map(q).join(', ')}) SELECT ${out.map((_, i) => `c${i}`).join(', ')} FROM ${r} WHERE ${q(TERM)} = ? AND ${q(SIGN)} = 1`,
+          [term],
+        ),
+      );
+    }
+    return { changed: deleted + inserted, inserted, deleted };
+  } finally {
+    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${r}`);
+  }
+}
+
+/**
+ * Stream `select` (read in the snapshot) into a temporary table of the refresh's transaction. The
+ * table has the delta's column types, so reading it empty tells which columns are binary, and
+ * the (long) delta query is not planned a second time for that.
+ */
+async function fillTemporary(trx: Knex.Transaction, snapshot: Knex.Transaction, table: string, columns: string[], select: string): Promise<number> {
+  const asBytes = await byteColumns(trx, `SELECT ${columns.map(q).join(', ')} FROM ${q(table)}`);
+  return fillFromSnapshot(trx, snapshot, q(table), columns, select, undefined, [], asBytes);
+}
