@@ -20,18 +20,21 @@
 // falls on all of them; rows/s = rows / summed time per table. One small warm-up round per
 // workload is not counted. No MV reads the log and nothing is purged while measuring.
 // Then: capture's lag under the multi-connection load (commit to log row, sampled every 20 ms;
-// and bytes behind as capture publishes them), and its throughput draining a backlog.
+// and bytes behind as capture publishes them), its throughput draining a backlog, and FAST
+// refresh latency over a BINLOG log against a TRIGGERS log (bench/binlogFastLatency.ts).
 //
 // From bench/run.ts: `npm run bench -- mlog-writers`.
 // Env: BENCH_WRITERS_ROWS=1000 (single-row statements per round and table) BENCH_WRITERS_ROUNDS=10
-//      BENCH_WRITERS_CONC=4 BENCH_CAPTURE_BACKLOG=100000 (rows for the drain measurement)
+//      BENCH_WRITERS_CONC=4 BENCH_CAPTURE_BACKLOG=100000 (rows for the drain measurement), and
+//      bench/binlogFastLatency.ts's BENCH_FASTLAT_*
 import type { Connection } from 'mysql2/promise';
 import { CpuMeter, fmtCpu, mariadbPid, mlogBench, prng, writerConnection } from './mlogSupport.js';
-import { createTestLog } from '../test/support/binlogLogs.js';
 import { readCaptureStatus } from '../src/capture/status.js';
+import { fastLatencyReport, measureFastLatency, type FastLatencyResult } from './binlogFastLatency.js';
 import {
+  benchRedis,
   closeRedis,
-  createRedis,
+  redisEnv,
   freshPrefix,
   sleep,
   spawnMvsched,
@@ -137,6 +140,7 @@ export interface WritersResult {
   options: WritersOptions;
   workloads: WorkloadResult[];
   capture: CaptureFigures;
+  fastLatency: FastLatencyResult;
   cpu: CpuUse;
   loadAvgAtStart: number[];
   loadAvgAtEnd: number[];
@@ -155,7 +159,7 @@ interface CaptureChild {
 
 export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = writersOptionsFromEnv()): Promise<BenchOutcome<WritersResult>> {
   const loadAvgAtStart = loadAvg();
-  const bdb = await createBenchDatabase(ctx, 'writers', 4);
+  const bdb = await createBenchDatabase(ctx, 'writers', 8);
   const { db } = bdb;
   const conns: Connection[] = [];
   let capture: CaptureChild | undefined;
@@ -178,8 +182,7 @@ export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = w
       const copy = body.replace(gate, '').replaceAll('`mlog$w_logged`', '`w_nogate_log`');
       await db.raw(`CREATE TRIGGER w_nogate_${ev.toLowerCase()} AFTER ${ev} ON w_nogate FOR EACH ROW ${copy}`);
     }
-    // The BINLOG log (CREATE ... USING BINLOG is not wired into the DDL yet) and its capture.
-    await createTestLog(db, { metaSchema: bdb.name, schema: bdb.name, table: 'w_binlog', columns: ['g', 'x'], mode: 'BINLOG' });
+    await mb.ddl.execute('CREATE MATERIALIZED VIEW LOG ON w_binlog (g, x) USING BINLOG');
     capture = await startCaptureChild(ctx, bdb.url);
     for (let i = 0; i < opts.concurrency; i++) conns.push(await writerConnection(bdb.url));
     const rnd = prng(7);
@@ -340,6 +343,8 @@ export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = w
     const cpuUse = cpu.stop();
     progress(`mlog-writers: capture draining a backlog of ${fmtInt(opts.backlog)} log rows`);
     const drain = await measureDrain(conns[0]!, capture, opts.backlog, nextId, catchUp, (n) => (binlogExpected += n));
+    progress('mlog-writers: FAST refresh latency, BINLOG against TRIGGERS logs');
+    const fastLatency = await measureFastLatency(bdb, mb);
     const sorted = [...lagSamples.ms].sort((a, b) => a - b);
     const q = (xs: number[], f: number) => xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] ?? 0;
     const pubBytes = [...lagSamples.publishedBytes].sort((a, b) => a - b);
@@ -350,7 +355,7 @@ export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = w
       drain,
       cpuCores: cpuUse.byProcess.capture ?? null,
     };
-    const result: WritersResult = { options: opts, workloads: results, capture: captureFigures, cpu: cpuUse, loadAvgAtStart, loadAvgAtEnd: loadAvg() };
+    const result: WritersResult = { options: opts, workloads: results, capture: captureFigures, fastLatency, cpu: cpuUse, loadAvgAtStart, loadAvgAtEnd: loadAvg() };
     const goals: GoalCheck[] = results.flatMap((w, i) => [
       {
         name: `mlog-writers: throughput with / without MV log (triggers), ${w.name}`,
@@ -366,7 +371,17 @@ export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = w
         note: `capture paused ${fmtRatio(w.binlogPausedRatio, 2)}; with its catch-up counted ${fmtRatio(w.binlogWithCatchUpRatio, 2)}`,
       },
     ]);
-    return { result, goals, report: report(result) };
+    const lat = fastLatency.figures;
+    goals.push(
+      ...(['oneRow', 'batch'] as const).map((c) => ({
+        name: `mlog-writers: FAST refresh latency BINLOG / TRIGGERS (p50), ${c === 'oneRow' ? 'a single-row UPDATE' : `${fastLatency.options.batch} changed rows`}, then REFRESH`,
+        value: lat[c].BINLOG.p50 / lat[c].TRIGGERS.p50,
+        goal: 'informational',
+        met: null,
+        note: `${fmtMs(lat[c].BINLOG.p50)} against ${fmtMs(lat[c].TRIGGERS.p50)}`,
+      })),
+    );
+    return { result, goals, report: `${report(result)}\n\n${fastLatencyReport(fastLatency)}` };
   } finally {
     await Promise.allSettled(conns.map((c) => c.end()));
     await capture?.stop();
@@ -376,9 +391,9 @@ export async function runMlogWriters(ctx: BenchContext, opts: WritersOptions = w
 
 async function startCaptureChild(ctx: BenchContext, url: string): Promise<CaptureChild> {
   const prefix = freshPrefix('writers');
-  const redis = createRedis(ctx.redisUrl);
+  const redis = benchRedis(ctx);
   // The only capture of its own prefix: a lease long enough that a pause never loses it.
-  const proc = spawnMvsched('capture', ['capture'], { DATABASE_URL: url, REDIS_URL: ctx.redisUrl, MVS_PREFIX: prefix, MVS_NODE_TTL_S: '3600', LOG_LEVEL: 'warn' });
+  const proc = spawnMvsched('capture', ['capture'], { DATABASE_URL: url, ...redisEnv(ctx), MVS_PREFIX: prefix, MVS_NODE_TTL_S: '3600', LOG_LEVEL: 'warn' });
   const t0 = performance.now();
   while (!(await readCaptureStatus(redis, prefix))?.active) {
     if (proc.child.exitCode !== null) throw new Error(`mvsched capture exited: ${proc.lines.join('\n')}`);

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runDashboard } from './dashboard.js';
 import { runDispatchLateness } from './dispatchLateness.js';
 import { runFastJoin } from './fastJoin.js';
 import { runFastOracleSoak } from './fastOracleSoak.js';
@@ -86,6 +87,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
   'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
+  ui: { title: 'Dashboard overview at 10,000 MVs (bench/dashboard.ts)', run: (ctx) => runDashboard(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -115,6 +117,8 @@ const ALIASES: Record<string, string> = {
   oracle: 'fast-oracle',
   cluster: 'cluster',
   rediscluster: 'cluster',
+  ui: 'ui',
+  dashboard: 'ui',
 };
 
 function usage(): string {
@@ -127,12 +131,14 @@ function usage(): string {
     '       BENCH_FAST_ROWS=1000000 BENCH_FAST_GROUPS=1000 BENCH_FAST_CHANGES=1000 BENCH_FAST_REPS=5',
     '       BENCH_JOIN_FACT_ROWS=1000000 BENCH_JOIN_DIM1_ROWS=10000 BENCH_JOIN_DIM2_ROWS=100 BENCH_JOIN_FACT_CHANGES=1000',
     '       BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5 BENCH_JOIN_ORACLE_SEEDS=100',
-    '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4',
+    '       BENCH_WRITERS_ROWS=1000 BENCH_WRITERS_ROUNDS=10 BENCH_WRITERS_CONC=4 BENCH_CAPTURE_BACKLOG=100000',
+    '       BENCH_FASTLAT_ROWS=100000 BENCH_FASTLAT_GROUPS=1000 BENCH_FASTLAT_REPS=15 BENCH_FASTLAT_BATCH=1000',
     '       BENCH_PURGE_ROWS=1000000 BENCH_PURGE_BATCH=10000[,...] BENCH_PURGE_BASELINE_S=10 BENCH_PURGE_FILL=direct|triggers',
     '       BENCH_FAST_ORACLE_SEEDS=20 (MVS_TEST_SEED replays a run)',
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
+    '       BENCH_UI_MVS=10000 BENCH_UI_REPS=15',
   ].join('\n');
 }
 

@@ -315,10 +315,11 @@ export async function startRedisCluster({ baseDir, masters = 3, replicas = 1, no
  * Start a MariaDB server on a free port, with a user `mvsched`/`mvsched` that may do anything
  * and a database `mvsched`. Data lives in a fresh dir under baseDir; or, with keepDir, in
  * keepDir, made on the first start and used again by later ones. Durability settings are
- * relaxed: these servers are for development and tests only.
+ * relaxed: these servers are for development and tests only. `binlog: false` starts it without
+ * the binary log (for tests of what needs it).
  */
-/** @param {{ baseDir: string, database?: string, keepDir?: string }} opts */
-export async function startMariadb({ baseDir, database = 'mvsched', keepDir }) {
+/** @param {{ baseDir: string, database?: string, keepDir?: string, binlog?: boolean }} opts */
+export async function startMariadb({ baseDir, database = 'mvsched', keepDir, binlog = true }) {
   const server = findBinary('mariadbd', 'mysqld');
   const installDb = findBinary('mariadb-install-db', 'mysql_install_db');
   const client = findBinary('mariadb', 'mysql');
@@ -351,7 +352,7 @@ export async function startMariadb({ baseDir, database = 'mvsched', keepDir }) {
         // The row-based binary log is on, as in production, for binlog capture (mvsched capture):
         // full row images with full metadata (column names in every table map), files expiring
         // after a day. Triggers created by a user without SUPER need the trust setting.
-        `--log-bin=${join(datadir, 'binlog')}`, '--binlog-format=ROW', '--binlog-row-image=FULL',
+        ...(binlog ? [`--log-bin=${join(datadir, 'binlog')}`] : []), '--binlog-format=ROW', '--binlog-row-image=FULL',
         '--binlog-row-metadata=FULL', '--server-id=1', '--binlog-expire-logs-seconds=86400',
         '--max-binlog-size=256M', '--log-bin-trust-function-creators=1', '--sync-binlog=0',
         '--skip-name-resolve', '--innodb-buffer-pool-size=512M',

@@ -68,6 +68,8 @@ interface Pending {
   changed: boolean;
   /** Position moved by a transaction that was not this capture's own commit. */
   foreign: boolean;
+  /** A refresh's cut waits for this position to be stored (it wrote the ping row): commit now. */
+  ping: boolean;
   position: BinlogPosition | undefined;
   activeMlogs: number[];
   eventTime: Date | null;
@@ -77,6 +79,8 @@ interface Pending {
 const LOG_TABLE_ERRORS = new Set([1054, 1136, 1146, 1264, 1265, 1366, 1406, 1292]);
 /** Default of idlePersistMs: at most 20 position-only commits a second. */
 const IDLE_PERSIST_MS = 50;
+/** Written by a refresh's cut that waits for capture to store a position past it (mlog/binlogCut.ts). */
+const PING_TABLE = 'mvs_capture_ping';
 /** A missing log table younger than this may be one CREATE ... USING BINLOG is still making. */
 const NEW_LOG_GRACE_MS = 60_000;
 
@@ -102,7 +106,7 @@ export class CaptureSession {
   }
 
   private emptyPending(): Pending {
-    return { rows: new Map(), rowCount: 0, broken: [], changed: false, foreign: false, position: undefined, activeMlogs: [], eventTime: null };
+    return { rows: new Map(), rowCount: 0, broken: [], changed: false, foreign: false, ping: false, position: undefined, activeMlogs: [], eventTime: null };
   }
 
   /** Start reading; `onFailure` hears of whatever ends the session afterwards. */
@@ -141,10 +145,12 @@ export class CaptureSession {
       tables: () => [
         { schema: metaSchema, table: 'mvs_mlogs' },
         { schema: metaSchema, table: POSITION_TABLE },
+        { schema: metaSchema, table: PING_TABLE },
         ...this.registry.tables(),
       ],
       wants: (schema, table) =>
-        (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE)) || this.registry.forTable(schema, table) !== undefined,
+        (schema === metaSchema && (table === 'mvs_mlogs' || table === POSITION_TABLE || table === PING_TABLE)) ||
+        this.registry.forTable(schema, table) !== undefined,
       onTransaction: (tx) => this.onTransaction(tx),
       onError: (err) => {
         // The server answers a dump from a purged position only once streaming has begun.
@@ -226,6 +232,7 @@ export class CaptureSession {
     let own = false;
     for (const ch of tx.changes) {
       if (ch.schema === this.deps.metaSchema && ch.table === POSITION_TABLE) own = true;
+      else if (ch.schema === this.deps.metaSchema && ch.table === PING_TABLE) this.pending.ping = true;
       else if (ch.schema === this.deps.metaSchema && ch.table === 'mvs_mlogs') this.onMlogsChange(ch);
       else this.onRows(ch, tx);
     }
@@ -337,7 +344,12 @@ export class CaptureSession {
       return;
     }
     const p = this.pending;
-    if (p.rowCount > 0 || p.broken.length > 0 || p.changed) {
+    if (p.ping) {
+      // A refresh waits for this position: no group-commit window, no idle throttle.
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+      setImmediate(() => this.flush());
+    } else if (p.rowCount > 0 || p.broken.length > 0 || p.changed) {
       // Group commit: what arrives within the window joins this commit, so a stream of small
       // transactions costs capture one transaction per window, not one per writer commit.
       if (p.rowCount >= (this.deps.maxBatchRows ?? 5000) || p.broken.length > 0 || p.changed) {

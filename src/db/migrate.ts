@@ -37,4 +37,5 @@ export const METADATA_TABLES = Object.freeze([
   'mvs_edit_log',
   'mvs_mlog_gates',
   'mvs_capture_position',
+  'mvs_capture_ping',
 ]);

@@ -78,17 +78,43 @@ function infoCommon(lock: Knex.Transaction, e: RunEnd) {
 export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, r: RunResult, extra: Record<string, unknown> = {}): Promise<void> {
   await lock('mvs_mview_refresh_hist')
     .where({ refresh_id: e.refreshId })
-    .update({
-      refresh_method: e.method,
-      refresh_status: 'SUCCESS',
-      end_time: new Date(e.endMs),
-      rows_changed: r.rows,
-      rows_inserted: r.inserted,
-      rows_deleted: r.deleted,
-      data_time: r.dataTime,
-      watermark_from: r.watermarkFrom ?? null,
-      watermark_to: r.watermarkTo ?? null,
-    });
+    .update({ refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), ...resultColumns(r) });
+  await successInfo(lock, e, r, extra);
+}
+
+/**
+ * A run short enough to need no RUNNING row (a FAST run with nothing to apply): its SUCCESS row
+ * and refresh-info written at once in the lock transaction. Returns its refresh id.
+ */
+export async function recordQuickSuccess(lock: Knex.Transaction, e: Omit<RunEnd, 'refreshId'>, nodeId: string, r: RunResult): Promise<number> {
+  const [refreshId] = (await lock('mvs_mview_refresh_hist').insert({
+    mview_id: e.req.mviewId,
+    refresh_job_id: e.req.jobId ?? null,
+    refresh_method: e.method,
+    refresh_trigger: e.req.trigger satisfies RefreshTrigger,
+    refresh_status: 'SUCCESS',
+    node_id: nodeId,
+    scheduled_time: e.req.scheduledFor !== undefined ? new Date(e.req.scheduledFor) : null,
+    start_time: new Date(e.startMs),
+    end_time: new Date(e.endMs),
+    ...resultColumns(r),
+  })) as number[];
+  await successInfo(lock, { ...e, refreshId: Number(refreshId) }, r, {});
+  return Number(refreshId);
+}
+
+function resultColumns(r: RunResult) {
+  return {
+    rows_changed: r.rows,
+    rows_inserted: r.inserted,
+    rows_deleted: r.deleted,
+    data_time: r.dataTime,
+    watermark_from: r.watermarkFrom ?? null,
+    watermark_to: r.watermarkTo ?? null,
+  };
+}
+
+async function successInfo(lock: Knex.Transaction, e: RunEnd, r: RunResult, extra: Record<string, unknown>): Promise<void> {
   await lock('mvs_mview_refresh_info')
     .where({ mview_id: e.req.mviewId })
     .update({

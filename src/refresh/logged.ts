@@ -12,6 +12,7 @@ import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
 import type { MlogLink } from './method.js';
+import { nothingToApply } from './emptyFast.js';
 import { builtResult, type ConcreteMethod, type RunResult } from './types.js';
 
 /** The log cannot have captured every change of its table: nothing may be applied from it. */
@@ -125,6 +126,21 @@ export class LoggedRefresh {
     await this.deps.db('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: false, fast_reason: reason.slice(0, 1024) });
     log.info({ reason }, 'refreshing COMPLETE without the MV log');
     return { ...builtResult(await buildComplete(this.deps.db, mv)), method: 'COMPLETE', cut: 'none' };
+  }
+
+  /**
+   * The data time of a FAST run that would apply nothing, found without a cut (emptyFast.ts);
+   * null when the run must go the full way (changes to apply, a BINLOG log, anything unusual:
+   * the full path reports it).
+   */
+  async nothingToApply(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[]): Promise<Date | null> {
+    if (links.some((l) => l.broken)) return null;
+    try {
+      const out = await nothingToApply(this.deps.db, lock, await this.setup(mv, links), links);
+      return typeof out === 'string' ? null : out.dataTime;
+    } catch {
+      return null;
+    }
   }
 
   async setup(mv: MviewRow, links: MlogLink[]): Promise<FastSetup> {

@@ -8,7 +8,7 @@ import { nextExecTime, retryDelayMs } from '../schedule/nextTime.js';
 import type { RunObserver } from '../metrics/runMetrics.js';
 import { baseTableVersions } from '../versions/repository.js';
 import { buildComplete } from './completeRefresh.js';
-import { failureReason, insertRunning, markAbandoned, recordFailure, recordSkip, recordSuccess, type RunEnd } from './history.js';
+import { failureReason, insertRunning, markAbandoned, recordFailure, recordQuickSuccess, recordSkip, recordSuccess, type RunEnd } from './history.js';
 import { CutTimeoutError } from '../mlog/cut.js';
 import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
 import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
@@ -139,6 +139,10 @@ export class RefreshRunner {
     const { mv, info, links, method } = w;
     await markAbandoned(db, req.mviewId, clock.now());
     const startMs = clock.now();
+    if (method === 'FAST' && links.length) {
+      const dataTime = await this.logged.nothingToApply(lock, mv, links);
+      if (dataTime) return this.finishEmpty(lock, req, w, startMs, dataTime, log);
+    }
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
 
@@ -184,5 +188,24 @@ export class RefreshRunner {
     await lock.commit();
     log.warn({ refresh_id: refreshId, err: reason, failures, next_time: newNext }, 'refresh failed');
     return { kind: 'FAILED', refreshId, error: reason, method: done.method, nextTime: newNext, failures };
+  }
+
+  /**
+   * A FAST run with nothing to apply (emptyFast.ts): no cut, no RUNNING row, no watermark to
+   * move; the MV is up to date as of the read that found the logs empty.
+   */
+  private async finishEmpty(lock: Knex.Transaction, req: RefreshRequest, w: Work, startMs: number, dataTime: Date, log: Logger): Promise<RefreshOutcome> {
+    const { mv, info, links } = w;
+    const endMs = this.deps.clock.now();
+    const nextTime = info.next_time ? info.next_time.getTime() : null;
+    const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
+    const newNext = req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
+    const one = links.length === 1 ? links[0]!.watermark : null;
+    await recordVersionMap(lock, req.mviewId, w.versions);
+    const result = { rows: 0, inserted: 0, deleted: 0, dataTime, watermarkFrom: one, watermarkTo: one };
+    const refreshId = await recordQuickSuccess(lock, { req, method: 'FAST', startMs, endMs, newNext }, this.deps.nodeId, result);
+    await lock.commit();
+    log.info({ refresh_id: refreshId, method: 'FAST', rows: 0, duration_ms: endMs - startMs, next_time: newNext, nothing_to_apply: true }, 'refresh succeeded');
+    return { kind: 'SUCCESS', refreshId, rows: 0, method: 'FAST', nextTime: newNext, startMs, endMs };
   }
 }

@@ -3,9 +3,10 @@ import type { Knex } from 'knex';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from '../queue/redis.js';
-import { BOARD_COOKIE, bearerMatches, cookieValue, tokenMatches } from './auth.js';
+import { tokenGuard } from './auth.js';
 import { BOARD_PATH, registerBoard, type BoardDeps } from './board.js';
 import { registerRoutes, type RouteDeps } from './routes.js';
+import { registerUi } from '../ui/routes.js';
 
 export interface AppDeps {
   db: Knex;
@@ -16,6 +17,8 @@ export interface AppDeps {
   api?: Omit<RouteDeps, 'db' | 'redis'>;
   /** Bull Board at /admin/queues. */
   board?: Omit<BoardDeps, 'redis' | 'logger'>;
+  /** The dashboard at /ui (and a page of links at /); it reads the /v1 API, so needs `api`. */
+  ui?: boolean;
   /** Prometheus text for GET /metrics. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
 }
@@ -27,30 +30,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger.child({ component: 'server' }, { level: 'warn' }) as unknown as FastifyBaseLogger,
   });
 
-  if (deps.apiToken) {
-    const token = deps.apiToken;
-    app.addHook('onRequest', async (req, reply) => {
-      if (req.url === '/healthz') return;
-      if (bearerMatches(req.headers.authorization, token)) return;
-      if (req.url.startsWith(BOARD_PATH)) {
-        // A browser cannot send a bearer header: the board also takes the token once in the
-        // query (?token=...), which sets an HttpOnly cookie and redirects to the clean URL.
-        const url = new URL(req.url, 'http://board');
-        const fromQuery = url.searchParams.get('token') ?? undefined;
-        if (fromQuery !== undefined && tokenMatches(fromQuery, token)) {
-          url.searchParams.delete('token');
-          await reply
-            .code(302)
-            .header('set-cookie', `${BOARD_COOKIE}=${encodeURIComponent(token)}; Path=${BOARD_PATH}; HttpOnly; SameSite=Strict`)
-            .header('location', url.pathname + url.search)
-            .send();
-          return;
-        }
-        if (tokenMatches(cookieValue(req.headers.cookie, BOARD_COOKIE), token)) return;
-      }
-      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'missing or wrong bearer token' });
-    });
-  }
+  // A bearer header, or in a browser the ?token= login's cookie (auth.ts says where).
+  if (deps.apiToken) app.addHook('onRequest', tokenGuard(deps.apiToken));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
 
@@ -73,6 +54,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
 
   if (deps.api) registerRoutes(app, { ...deps.api, db: deps.db, redis: deps.redis });
+  if (deps.ui) {
+    if (!deps.api) throw new Error('the dashboard needs the /v1 API (AppDeps.api)');
+    const { prefix, defaultSchema, vnodes } = deps.api;
+    await registerUi(app, { db: deps.db, redis: deps.redis, prefix, defaultSchema, apiToken: deps.apiToken, boardPath: BOARD_PATH, ...(vnodes !== undefined ? { vnodes } : {}) });
+  }
   if (deps.board) await registerBoard(app, { ...deps.board, redis: deps.redis, logger: deps.logger });
 
   return app;

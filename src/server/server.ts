@@ -47,6 +47,7 @@ export async function startServer(config: Config, logger: Logger): Promise<{ app
       ...(config.vnodes !== undefined ? { vnodes: config.vnodes } : {}),
     },
     board: { prefix: config.prefix, writable: config.boardWrite },
+    ui: true,
     metrics: () => metrics.scrape(),
   });
   if (!config.apiToken) logger.warn(`MVS_API_TOKEN is not set: listening on ${host} only, without authentication`);
@@ -62,7 +63,7 @@ export async function startServer(config: Config, logger: Logger): Promise<{ app
     }
     throw err;
   }
-  logger.info({ url }, 'HTTP server listening');
+  logger.info({ url, dashboard: `${url}/ui` }, 'HTTP server listening');
   return {
     app,
     url,

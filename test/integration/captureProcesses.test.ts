@@ -1,8 +1,12 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { readCaptureStatus } from '../../src/capture/status.js';
 import { createDb, type Db } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
+import { ServerMetrics } from '../../src/metrics/serverMetrics.js';
 import { createRedis, closeRedis } from '../../src/queue/redis.js';
 import { createTestLog, logByKey, logCount } from '../support/binlogLogs.js';
 import { Cluster, type Proc } from '../support/cluster.js';
@@ -11,7 +15,8 @@ import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Real `mvsched capture` processes: SIGKILLed again and again during a write load, and a
 // standby taking over. The BINLOG log must end up equal to the trigger log of a twin table fed
-// the same statements in the same transactions: no gap, no duplicate.
+// the same statements in the same transactions: no gap, no duplicate. And what `status` and
+// /metrics say of capture, running and stopped.
 
 const TTL_S = 2;
 let t: TestEnv;
@@ -105,6 +110,24 @@ function capture(): Proc {
   return cluster.spawn('capture', ['capture']);
 }
 
+const bin = fileURLToPath(new URL('../../bin/mvsched.js', import.meta.url));
+/** `mvsched status [args]`: its stdout (exit code 0 required). */
+function status(args: string[] = []): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, 'status', ...args], { env: { ...process.env, ...t.env, LOG_LEVEL: 'warn' } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`mvsched status exited ${code}: ${err}`))));
+  });
+}
+/** The value of an unlabelled series in a Prometheus text exposition, or undefined when absent. */
+function series(body: string, name: string): number | undefined {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(body);
+  return m ? Number(m[1]) : undefined;
+}
+
 describe('mvsched capture processes', () => {
   it('SIGKILLed repeatedly during a write load: the log equals the trigger log, no gaps, no duplicates', async () => {
     await twins('k');
@@ -154,5 +177,47 @@ describe('mvsched capture processes', () => {
     });
     await expectLogsEqual('s');
     await cluster.stop(standby);
+  });
+
+  it('status and /metrics show the active capture and its lag, and that none runs once it stops', async () => {
+    await t.db.raw('CREATE TABLE st (id INT PRIMARY KEY, a INT)');
+    await createTestLog(t.db, { metaSchema: t.database, schema: t.database, table: 'st', columns: ['a'], mode: 'BINLOG' });
+    const metrics = new ServerMetrics({ db: t.db, redis, prefix: t.prefix });
+    try {
+      const p = capture();
+      await t.db.raw('INSERT INTO st VALUES (1, 1)');
+      await waitFor(async () => (await logCount(t.db, t.database, 'st')) === 1, { what: 'st captured', timeoutMs: 30_000 });
+      await waitFor(async () => (await readCaptureStatus(redis, t.prefix))?.lagBytes === 0, { what: 'capture caught up', timeoutMs: 30_000 });
+
+      const running = JSON.parse(await status(['--json'])) as { capture: Record<string, unknown>; mlogs: Array<Record<string, unknown>> };
+      expect(running.capture).toMatchObject({ active: true, lagSeconds: expect.any(Number), lagBytes: expect.any(Number) });
+      expect(running.capture.gtid).toMatch(/^\d+-\d+-\d+/);
+      expect(running.capture.holder).toContain(`-${p.child.pid}-`);
+      expect(running.capture.lagBytes as number).toBeLessThan(1_000_000);
+      expect(running.mlogs.find((l) => l.table === `${t.database}.st`)).toMatchObject({ capture: 'BINLOG', state: 'OK' });
+      const text = await status();
+      expect(text).toMatch(/^MV LOG\s+ON\s+CAPTURE\s+STATE\b/m);
+      expect(text).toMatch(/^capture: active \(\S+\), behind by [\d.]+ s \/ \d+ bytes, at GTID \d+-\d+-\d+/m);
+      const up = (await metrics.scrape()).body;
+      expect(series(up, 'mvs_capture_active')).toBe(1);
+      expect(series(up, 'mvs_capture_lag_seconds')).toBeGreaterThanOrEqual(0);
+      expect(series(up, 'mvs_capture_lag_bytes')).toBeGreaterThanOrEqual(0);
+      // The alert rules on capture read series this scrape has.
+      const read = readFileSync(new URL('../../deploy/prometheus/alerts.yml', import.meta.url), 'utf8').match(/\bmvs_capture_[a-z_]+\b/g) ?? [];
+      expect(read.length).toBeGreaterThan(0);
+      for (const name of read) expect(series(up, name), name).toBeDefined();
+
+      expect((await cluster.stop(p)).code).toBe(0);
+      const stopped = JSON.parse(await status(['--json'])) as { capture: Record<string, unknown> };
+      expect(stopped.capture).toMatchObject({ active: false, lagSeconds: null, lagBytes: null, holder: null });
+      expect(stopped.capture.gtid).toMatch(/^\d+-\d+-\d+/); // where the stopped capture's rows end
+      expect(await status()).toMatch(/^capture: NOT RUNNING: \d+ BINLOG logs? not being filled \(start `mvsched capture`\)/m);
+      const down = (await metrics.scrape()).body;
+      expect(series(down, 'mvs_capture_active')).toBe(0);
+      expect(series(down, 'mvs_capture_lag_seconds')).toBeUndefined();
+      expect(series(down, 'mvs_capture_lag_bytes')).toBeUndefined();
+    } finally {
+      await metrics.close();
+    }
   });
 });

@@ -113,7 +113,9 @@ describe('the CLI against a running cluster', () => {
       expect.objectContaining({ table: `${t.database}.clicks`, lastPurgeResult: 'SUCCESS', lastPurgeRows: 3, purgeMethod: 'MANUAL' }),
     ]);
     const text = await cli(['status']);
-    expect(text.stdout).toMatch(/MV LOG\s+ON\s+STATE\s+PURGE/);
+    expect(text.stdout).toMatch(/MV LOG\s+ON\s+CAPTURE\s+STATE\s+PURGE/);
+    expect(text.stdout).toMatch(new RegExp(`clicks\\s+TRIGGERS\\s+OK\\b`));
+    expect(text.stdout).not.toMatch(/^capture:/m); // no BINLOG log, no capture: nothing to say
     expect(text.stdout).toContain(`${t.database}.clicks_mv@`);
 
     const missing = await cli(['purge', 'orders', '--wait']);

@@ -40,9 +40,11 @@ describe('mvsched dev with the demo', () => {
     await waitFor(() => dev.output().includes(`demo created in database ${schema}`), { timeoutMs: 60_000, what: 'the demo to be created' });
     const logFile = /logs of every level in (\S+);/.exec(dev.output())?.[1];
     expect(logFile, dev.output()).toMatch(/\/\.mvsched\/logs\/dev-[\d-]+\.log$/);
+    expect(dev.output()).toContain(`dashboard http://127.0.0.1:${port}/ui`);
     expect(dev.output()).toContain(`Bull Board http://127.0.0.1:${port}/admin/queues`);
     expect(dev.output()).toContain(`metrics http://127.0.0.1:${port}/metrics`);
-    // A FAST refresh of the aggregate MV over the writer's new orders, on its schedule.
+    // A FAST refresh of the aggregate MV over the writer's new orders, on its schedule. The
+    // worker may still be starting (tsx compiling the sources: 30 s and more on a loaded host).
     await waitFor(
       async () => {
         const row = await t.db('mvs_mview_refresh_hist as h')
@@ -52,7 +54,7 @@ describe('mvsched dev with the demo', () => {
           .first('h.refresh_id');
         return row;
       },
-      { timeoutMs: 30_000, what: 'a scheduled FAST refresh with changes' },
+      { timeoutMs: 90_000, what: 'a scheduled FAST refresh with changes' },
     );
     await waitFor(() => /\[demo\] \d+ orders \| sales_by_region: FAST SUCCESS/.test(dev.output()), { timeoutMs: 20_000, what: 'the status line' });
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);

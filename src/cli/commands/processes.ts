@@ -122,7 +122,7 @@ export async function devCommand(ctx: CliContext, opts: DevOptions): Promise<num
   if (withServer) {
     const base = `http://127.0.0.1:${http!.port}`;
     const q = ctx.config.apiToken ? '?token=<MVS_API_TOKEN>' : '';
-    out.pin('urls', `mvsched dev: API ${base}/v1/mviews | Bull Board ${base}/admin/queues${q} | metrics ${base}/metrics`);
+    out.pin('urls', `mvsched dev: dashboard ${base}/ui${q} | API ${base}/v1/mviews | Bull Board ${base}/admin/queues${q} | metrics ${base}/metrics`);
   }
   const demoOn = opts.demo !== false && ctx.env.MVS_DEMO !== '0' && ctx.env.MVS_DEMO !== 'false';
   if (!demoOn) out.line('mvsched dev: demo off');
