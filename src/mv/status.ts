@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
-import { mviewFreshness } from '../versions/freshness.js';
+import { freshnessOf, mviewsFreshness } from '../versions/freshness.js';
+import { dbNowMs, lagSeconds } from './lag.js';
 
 export interface MviewStatus {
   mviewId: number;
@@ -16,6 +17,12 @@ export interface MviewStatus {
   lastResult: string | null;
   lastRefreshEnd: string | null;
   lastRefreshType: string | null;
+  /** End of the last SUCCESS run (a SKIPPED run is no success, though it moves dataTime). */
+  lastSuccessTime: string | null;
+  /** Database time of the snapshot its contents reflect (DESIGN.md §2 "Data time and lag"). */
+  dataTime: string | null;
+  /** now - dataTime on the database's clock, in seconds (src/mv/lag.ts); null before any data time. */
+  lagSeconds: number | null;
   nextTime: string | null;
   owner: string | null;
   failures: number;
@@ -36,7 +43,11 @@ export interface StatusSlice {
   limit: number;
 }
 
-/** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
+/**
+ * One row per MV for `mvsched status`, the HTTP API and /metrics; owner from the caller's ring.
+ * A bounded number of queries whatever the number of MVs (the listing, the database clock,
+ * freshness in at most three): never one per MV.
+ */
 export async function listMviewStatus(
   db: Knex,
   ring: HashRing | undefined,
@@ -48,7 +59,7 @@ export async function listMviewStatus(
     .select(
       'm.mview_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval',
       'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.next_time', 'ri.consecutive_failures',
-      'ri.last_failed_reason', 'ri.refresh_count',
+      'ri.last_failed_reason', 'ri.refresh_count', 'ri.last_success_endtime', 'ri.data_time',
     )
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
@@ -59,11 +70,14 @@ export async function listMviewStatus(
     );
   }
   if (slice) q.limit(slice.limit);
-  const rows = (await q) as Array<Record<string, unknown>>;
+  const [rows, nowMs] = await Promise.all([q as Promise<Array<Record<string, unknown>>>, dbNowMs(db)]);
+  // A page or one MV: the freshness of those; the whole listing: of every MV at once.
+  const fresh = await mviewsFreshness(db, filter || slice ? rows.map((r) => Number(r.mview_id)) : undefined);
   const out: MviewStatus[] = [];
   for (const r of rows) {
     const id = Number(r.mview_id);
-    const f = await mviewFreshness(db, id);
+    const f = freshnessOf(fresh, id);
+    const dataTime = (r.data_time as Date | null) ?? null;
     const scheduled = r.status === 'ACTIVE' && r.next_time;
     out.push({
       mviewId: id,
@@ -77,6 +91,9 @@ export async function listMviewStatus(
       lastResult: (r.last_refresh_result as string | null) ?? null,
       lastRefreshEnd: iso(r.refresh_endtime as Date | null),
       lastRefreshType: (r.last_refresh_type as string | null) ?? null,
+      lastSuccessTime: iso(r.last_success_endtime as Date | null),
+      dataTime: iso(dataTime),
+      lagSeconds: lagSeconds(dataTime, nowMs),
       nextTime: iso(r.next_time as Date | null),
       owner: scheduled && ring ? (ring.getNode(mviewRingKey(id)) ?? null) : null,
       failures: Number(r.consecutive_failures ?? 0),
