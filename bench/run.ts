@@ -13,6 +13,7 @@ import { runFastRefresh } from './fastRefresh.js';
 import { runJoinOracleSoak } from './joinOracleSoak.js';
 import { runMlogPurge } from './mlogPurge.js';
 import { runMlogWriters } from './mlogWriters.js';
+import { runPipeline } from './pipeline.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRedisCluster } from './redisCluster.js';
 import { runRepairThroughput } from './repairThroughput.js';
@@ -88,6 +89,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   'fast-oracle': { title: 'FAST oracle, every seed, TRIGGERS and BINLOG logs (bench/fastOracleSoak.ts)', run: (ctx) => runFastOracleSoak(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
   ui: { title: 'Dashboard overview at 10,000 MVs (bench/dashboard.ts)', run: (ctx) => runDashboard(ctx) },
+  pipeline: { title: 'Pipelines to a target lag (bench/pipeline.ts)', run: (ctx) => runPipeline(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -119,6 +121,9 @@ const ALIASES: Record<string, string> = {
   rediscluster: 'cluster',
   ui: 'ui',
   dashboard: 'ui',
+  pipeline: 'pipeline',
+  pipelines: 'pipeline',
+  targetlag: 'pipeline',
 };
 
 function usage(): string {
@@ -139,6 +144,8 @@ function usage(): string {
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
     '       BENCH_UI_MVS=10000 BENCH_UI_REPS=15',
+    '       BENCH_PIPELINE_CHAINS=200 BENCH_PIPELINE_DIAMONDS=20 BENCH_PIPELINE_MIN_LAG=10 BENCH_PIPELINE_MAX_LAG=60',
+    '       BENCH_PIPELINE_WARMUP_S=60 BENCH_PIPELINE_S=180 BENCH_PIPELINE_WORKERS=2 BENCH_PIPELINE_CONCURRENCY=4',
   ].join('\n');
 }
 
@@ -206,7 +213,7 @@ async function main(): Promise<number> {
         ['goal', 'measured', 'target', 'met'],
         goals.map((g) => [
           g.name,
-          g.value === null ? '-' : g.goal.includes('ms') ? `${g.value.toFixed(1)} ms` : fmtRatio(g.value, 3),
+          g.value === null ? '-' : g.goal.includes('ms') ? `${g.value.toFixed(1)} ms` : g.goal.includes('%') ? `${(g.value * 100).toFixed(2)} %` : fmtRatio(g.value, 3),
           g.goal,
           g.met === null ? `n/a${g.note ? ` (${g.note})` : ''}` : g.met ? `yes${g.note ? ` ${g.note}` : ''}` : `NO${g.note ? ` ${g.note}` : ''}`,
         ]),

@@ -136,10 +136,11 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .argument('<mview>', 'schema.name or name')
     .option('--wait', 'wait for the refresh to finish and print its result')
     .addOption(new Option('--method <method>', 'refresh method: COMPLETE or FAST (any case)').argParser(refreshMethod))
+    .option('--cascade', 'refresh the MVs it reads first, upstream first (each with its own method)')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '600')
     .option('--json', 'print JSON')
     .action(
-      wrap(both, 'refresh', (ctx, mview: string, opts: { wait?: boolean; method?: string; json?: boolean; timeout?: string }) =>
+      wrap(both, 'refresh', (ctx, mview: string, opts: { wait?: boolean; method?: string; cascade?: boolean; json?: boolean; timeout?: string }) =>
         refreshCommand(ctx, mview, opts),
       ),
     );

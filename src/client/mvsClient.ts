@@ -24,10 +24,12 @@ export interface EnqueueResult<R> {
 }
 
 export interface RefreshResult {
-  outcome: 'SUCCESS' | 'COALESCED';
+  outcome: 'SUCCESS' | 'COALESCED' | 'SKIPPED';
   refreshId?: number;
   rows?: number;
   method?: string;
+  /** With `cascade: true`: what was done to the MVs it reads, upstream first. */
+  upstream?: Array<{ mviewId: number; name: string; outcome: 'REFRESHED' | 'SKIPPED' | 'FRESH'; method?: string; rows?: number }>;
 }
 
 export interface PurgeResult {

@@ -9,10 +9,18 @@ export interface QualifiedName {
 
 export type RefreshMethod = 'FAST' | 'COMPLETE' | 'FORCE';
 
-/** Raw SQL text of each clause, trimmed of surrounding whitespace and comments. */
+/** TARGET LAG n (seconds >= 1) or TARGET LAG DOWNSTREAM. */
+export type TargetLag = number | 'DOWNSTREAM';
+
+/**
+ * `<when>`: START WITH / NEXT as raw SQL text (trimmed of surrounding whitespace and comments),
+ * or a target lag, or ON DEMAND; at most one kind is set.
+ */
 export interface Schedule {
   startWith?: string;
   next?: string;
+  targetLag?: TargetLag;
+  onDemand?: true;
 }
 
 export type PurgeClause = { immediate: true } | { immediate: false; startWith?: string; next: string };
@@ -35,8 +43,16 @@ export interface AlterMviewRefreshStatement {
 }
 
 export interface SimpleMviewStatement {
-  kind: 'alterMviewSuspend' | 'alterMviewResume' | 'dropMview';
+  kind: 'alterMviewSuspend' | 'alterMviewResume';
   name: QualifiedName;
+  text: string;
+}
+
+export interface DropMviewStatement {
+  kind: 'dropMview';
+  name: QualifiedName;
+  /** Also drop every MV that reads it, downstream first. */
+  cascade?: true;
   text: string;
 }
 
@@ -44,6 +60,8 @@ export interface RefreshMviewStatement {
   kind: 'refreshMview';
   name: QualifiedName;
   method?: 'COMPLETE' | 'FAST';
+  /** Refresh the MVs it reads first, upstream first. */
+  cascade?: true;
   text: string;
 }
 
@@ -78,6 +96,7 @@ export type Statement =
   | CreateMviewStatement
   | AlterMviewRefreshStatement
   | SimpleMviewStatement
+  | DropMviewStatement
   | RefreshMviewStatement
   | CreateMlogStatement
   | AlterMlogPurgeStatement

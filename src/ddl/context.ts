@@ -20,6 +20,8 @@ export interface DdlResult {
   refreshId?: number;
   purgeId?: number;
   rows?: number;
+  /** REFRESH ... CASCADE: what was done to the MVs it reads, upstream first. */
+  upstream?: Array<{ mviewId: number; name: string; outcome: string; method?: string; rows?: number }>;
 }
 
 export interface DdlExecutorDeps {

@@ -7,11 +7,13 @@ import { findMviewByName, tableExists, type MviewRow, type RefreshMethod } from 
 import { dropMviewTable, dropShadowTables } from '../refresh/completeRefresh.js';
 import type { RefreshOutcome } from '../refresh/runner.js';
 import { nextExecTime } from '../schedule/nextTime.js';
-import type { AlterMviewRefreshStatement, CreateMviewStatement, RefreshMviewStatement, SimpleMviewStatement } from './ast.js';
+import { describeSteps, refreshUpstream, type CascadeStep } from '../pipeline/cascade.js';
+import { loadGraph, mviewNames, readersOfName } from '../pipeline/repository.js';
+import type { AlterMviewRefreshStatement, CreateMviewStatement, DropMviewStatement, RefreshMviewStatement, SimpleMviewStatement } from './ast.js';
 import { sleep, type DdlContext, type DdlResult } from './context.js';
 import { extractTables, probeSelect } from './evaluate.js';
 import { linkToLog, unlinkFromLog } from './links.js';
-import { evalSchedule } from './schedule.js';
+import { evalWhen, hasWhen, whenColumns } from './schedule.js';
 
 /**
  * CREATE / ALTER / DROP / REFRESH MATERIALIZED VIEW (DESIGN.md §3). Every statement validates
@@ -55,7 +57,8 @@ export class MviewDdl {
     }
     const linkTo = fast?.fast ? setupLogs(fast.setup) : [];
     const nowMs = clock.now();
-    const sched = await evalSchedule(db, stmt.schedule, nowMs);
+    const sched = await evalWhen(db, stmt.schedule, nowMs);
+    await this.refuseCycle(n, tables);
 
     // The name checks above race with a concurrent CREATE of the same name; the unique key on
     // (table_schema, mview_name) decides, and the loser gets the same error as a late one.
@@ -66,8 +69,7 @@ export class MviewDdl {
           mview_name: n.name,
           mview_definition: stmt.select,
           refresh_method: method,
-          refresh_start: sched.anchor === null ? null : new Date(sched.anchor),
-          refresh_interval: sched.interval,
+          ...whenColumns(sched),
           status: 'ACTIVE',
           fast_refreshable: false,
           fast_reason: fast === undefined ? null : fast.fast ? 'waiting for its first complete refresh' : fast.reason,
@@ -76,6 +78,8 @@ export class MviewDdl {
         })) as number[];
         await trx('mvs_mview_refresh_info').insert({ mview_id: id, next_time: null, updated_at: trx.fn.now(6) });
         if (tables.length) {
+          // Share-locks the MVs it reads: a DROP of one of them waits, then sees this reader.
+          await lockUpstream(trx, tables);
           const existing = new Set<string>();
           for (const t of tables) if (await tableExists(trx, t.schema, t.name)) existing.add(`${t.schema}.${t.name}`);
           const rows = tables
@@ -106,6 +110,26 @@ export class MviewDdl {
       rows: outcome.rows,
       message: `created materialized view ${displayName(n)} (${outcome.rows} rows)`,
     };
+  }
+
+  /**
+   * A definition can only name MVs that exist, so a new MV closes a cycle only when an MV it
+   * reads (directly or not) recorded its name as a plain table it reads (a table of that name,
+   * dropped by hand since). Refused, naming them.
+   */
+  private async refuseCycle(n: ResolvedName, tables: Array<{ schema: string; name: string }>): Promise<void> {
+    const readers = await readersOfName(this.ctx.db, n.schema, n.name);
+    if (readers.length === 0 || tables.length === 0) return;
+    const graph = await loadGraph(this.ctx.db);
+    const upstream = (
+      await this.ctx.db('mvs_mviews').whereIn(['table_schema', 'mview_name'], tables.map((t) => [t.schema, t.name])).pluck('mview_id')
+    ).map(Number);
+    const cycle = graph.cycleWith(upstream, readers).map((id) => graph.node(id)!.name);
+    if (cycle.length) {
+      throw new ValidationError(
+        `cannot create materialized view ${displayName(n)}: it would read ${cycle.join(', ')}, which ${cycle.length === 1 ? 'reads' : 'read'} a table named ${displayName(n)} (a cycle)`,
+      );
+    }
   }
 
   /** The first COMPLETE build of a new MV; on failure every trace of the MV is removed. */
@@ -178,9 +202,8 @@ export class MviewDdl {
         throw new ValidationError(`cannot switch ${displayName(n)} to REFRESH FAST: ${fast.reason}`);
       }
     }
-    const scheduleChanged = stmt.schedule.startWith !== undefined || stmt.schedule.next !== undefined;
     const nowMs = clock.now();
-    const sched = scheduleChanged ? await evalSchedule(db, stmt.schedule, nowMs) : undefined;
+    const sched = hasWhen(stmt.schedule) ? await evalWhen(db, stmt.schedule, nowMs) : undefined;
     await db.transaction(async (trx) => {
       const current = await this.mustFind(n, trx);
       await this.lockInfo(trx, current);
@@ -198,16 +221,15 @@ export class MviewDdl {
           patch.fast_reason = fast.reason;
         }
       }
-      if (sched) {
-        patch.refresh_start = sched.anchor === null ? null : new Date(sched.anchor);
-        patch.refresh_interval = sched.interval;
-      }
+      if (sched) Object.assign(patch, whenColumns(sched));
       await trx('mvs_mviews').where({ mview_id: current.mview_id }).update(patch);
       const infoPatch: Record<string, unknown> = { updated_at: trx.fn.now(6) };
       if (sched) {
+        // A target-lag MV has no next_time: the planner starts its waves (pipeline/).
         const next = sched.anchor === null ? null : nextExecTime(sched.anchor, sched.interval, null);
         infoPatch.next_time = next === null ? null : new Date(next);
         infoPatch.consecutive_failures = 0;
+        infoPatch.target_unmet_reason = null;
       }
       await trx('mvs_mview_refresh_info').where({ mview_id: current.mview_id }).update(infoPatch);
     });
@@ -247,11 +269,49 @@ export class MviewDdl {
     };
   }
 
-  async drop(stmt: SimpleMviewStatement): Promise<DdlResult> {
+  /**
+   * DROP: refused while other MVs read it, naming them; with CASCADE those go first, downstream
+   * first, each dropped as if on its own (so a reader that appears meanwhile still stops it).
+   */
+  async drop(stmt: DropMviewStatement): Promise<DdlResult> {
     const n = this.name(stmt);
+    const mv = await this.mustFind(n);
+    const dropped: string[] = [];
+    if (stmt.cascade) {
+      const graph = await loadGraph(this.ctx.db);
+      const below = graph.topoOrder(graph.downstreamClosure(mv.mview_id)).reverse();
+      for (const id of below) {
+        const row = (await this.ctx.db('mvs_mviews').where({ mview_id: id }).first('table_schema', 'mview_name')) as
+          | { table_schema: string; mview_name: string }
+          | undefined;
+        if (!row) continue; // dropped meanwhile
+        const name = { schema: row.table_schema, name: row.mview_name };
+        await this.dropOne(name);
+        dropped.push(displayName(name));
+      }
+    }
+    const left = await this.dropOne(n);
+    const also = dropped.length ? ` and ${dropped.length} that read it, downstream first: ${dropped.join(', ')}` : '';
+    return { statement: stmt.kind, name: displayName(n), mviewId: mv.mview_id, message: `dropped materialized view ${displayName(n)}${also}${left}` };
+  }
+
+  /** Drop one MV that no other MV reads; returns what it left behind (a note, or ''). */
+  private async dropOne(n: ResolvedName): Promise<string> {
     const mv = await this.mustFind(n);
     await this.ctx.db.transaction(async (trx) => {
       const current = await this.mustFind(n, trx);
+      // Locked first: a CREATE that reads this MV share-locks the row, so the readers seen below
+      // include every committed one, and one being made waits for this transaction.
+      await trx.raw('SELECT mview_id FROM mvs_mviews WHERE mview_id = ? FOR UPDATE', [current.mview_id]);
+      const readers = (await readersOfName(trx, n.schema, n.name)).filter((id) => id !== current.mview_id);
+      const names = [...(await mviewNames(trx, readers)).values()].sort();
+      if (names.length) {
+        throw new ConflictError(
+          `cannot drop materialized view ${displayName(n)}: ${names.join(', ')} ${names.length === 1 ? 'reads' : 'read'} it ` +
+            `(DROP MATERIALIZED VIEW ${displayName(n)} CASCADE drops ${names.length === 1 ? 'it' : 'them'} too)`,
+          { readers: names },
+        );
+      }
       await this.lockInfo(trx, current);
       for (const table of ['mvs_mviews', 'mvs_mview_refresh_info', 'mvs_mview_base_tables', 'mvs_mview_version_map']) {
         await trx(table).where({ mview_id: current.mview_id }).delete();
@@ -259,13 +319,16 @@ export class MviewDdl {
     });
     const left = await this.dropTables(mv.mview_id, n);
     await this.ctx.notify({ kind: 'mview', id: mv.mview_id, change: 'dropped' });
-    return { statement: stmt.kind, name: displayName(n), mviewId: mv.mview_id, message: `dropped materialized view ${displayName(n)}${left}` };
+    return left;
   }
 
   async refresh(stmt: RefreshMviewStatement): Promise<DdlResult> {
     const n = this.name(stmt);
     const mv = await this.mustFind(n);
+    const { db, clock, logger, runner } = this.ctx.deps;
     const deadline = this.ctx.waitDeadline();
+    const upstream: CascadeStep[] = stmt.cascade ? await refreshUpstream({ db, clock, logger, runner, waitMs: deadline - clock.now() }, mv.mview_id) : [];
+    const after = upstream.length ? ` after its upstream ${describeSteps(upstream)}` : stmt.cascade ? ' (it reads no other materialized view)' : '';
     for (;;) {
       const outcome = await this.ctx.deps.runner.run({ mviewId: mv.mview_id, trigger: 'MANUAL', method: stmt.method });
       switch (outcome.kind) {
@@ -277,7 +340,8 @@ export class MviewDdl {
             mviewId: mv.mview_id,
             refreshId: outcome.refreshId,
             rows: outcome.rows,
-            message: `refreshed materialized view ${displayName(n)} (${outcome.method}, ${outcome.rows} rows)`,
+            message: `refreshed materialized view ${displayName(n)} (${outcome.method}, ${outcome.rows} rows)${after}`,
+            ...(stmt.cascade ? { upstream } : {}),
           };
         case 'FAILED':
           throw new MvsError(`refresh of ${displayName(n)} failed: ${outcome.error}`, { refreshId: outcome.refreshId });
@@ -294,5 +358,12 @@ export class MviewDdl {
           throw new MvsError(`unexpected refresh outcome ${outcome.kind}`);
       }
     }
+  }
+}
+
+/** Share-lock the MV rows of `tables` that are MVs (a DROP of them then waits for this one). */
+async function lockUpstream(trx: Knex.Transaction, tables: Array<{ schema: string; name: string }>): Promise<void> {
+  for (const t of tables) {
+    await trx.raw('SELECT mview_id FROM mvs_mviews WHERE table_schema = ? AND mview_name = ? LOCK IN SHARE MODE', [t.schema, t.name]);
   }
 }

@@ -4,7 +4,7 @@
 // disagreeing opinion. What this parser must get right is where those texts end.
 
 import { ValidationError } from '../errors.js';
-import type { CaptureMode, PurgeClause, QualifiedName, RefreshMethod, Schedule, Statement } from './ast.js';
+import type { CaptureMode, PurgeClause, QualifiedName, RefreshMethod, Schedule, Statement, TargetLag } from './ast.js';
 import { positionAt, tokenize, type Token } from './lexer.js';
 
 export type { Statement } from './ast.js';
@@ -68,6 +68,8 @@ export const RESERVED_WORDS: ReadonlySet<string> = new Set([
 ]);
 
 const MAX_IDENTIFIER_LENGTH = 64;
+/** A century, like NEXT's bound. */
+const MAX_TARGET_LAG_S = 366 * 86_400 * 100;
 const END = 'end of statement';
 const EOF = 'end of input';
 
@@ -225,8 +227,9 @@ class Parser {
           return { kind: 'dropMlog', table, text: this.text() };
         } else {
           const name = this.qualifiedName('view name', ['LOG']);
-          this.expectEnd([]);
-          return { kind: 'dropMview', name, text: this.text() };
+          const cascade = this.acceptKeyword('CASCADE');
+          this.expectEnd(cascade ? [] : ['CASCADE']);
+          return { kind: 'dropMview', name, ...(cascade ? { cascade: true as const } : {}), text: this.text() };
         }
       case 'PURGE': {
         if (!this.atKeyword('LOG')) this.fail(['LOG']);
@@ -237,9 +240,10 @@ class Parser {
       case 'REFRESH': {
         const name = this.qualifiedName('view name');
         let method: 'COMPLETE' | 'FAST' | undefined;
-        if (this.pos < this.end) method = this.expectOneOf(['COMPLETE', 'FAST'] as const, [END]);
-        this.expectEnd([]);
-        return { kind: 'refreshMview', name, ...(method ? { method } : {}), text: this.text() };
+        if (this.pos < this.end && !this.atKeyword('CASCADE')) method = this.expectOneOf(['COMPLETE', 'FAST'] as const, ['CASCADE', END]);
+        const cascade = this.acceptKeyword('CASCADE');
+        this.expectEnd(cascade ? [] : ['CASCADE']);
+        return { kind: 'refreshMview', name, ...(method ? { method } : {}), ...(cascade ? { cascade: true as const } : {}), text: this.text() };
       }
     }
   }
@@ -308,23 +312,10 @@ class Parser {
 
   private createMview(): Statement {
     const name = this.qualifiedName('view name', ['LOG']);
-    let expected = ['REFRESH', 'START WITH', 'NEXT', 'AS'];
     let method: RefreshMethod | undefined;
-    const schedule: Schedule = {};
-    if (this.acceptKeyword('REFRESH')) {
-      method = this.expectOneOf(['FAST', 'COMPLETE', 'FORCE'] as const);
-      expected = ['START WITH', 'NEXT', 'AS'];
-    }
-    if (this.acceptKeyword('START')) {
-      this.expectKeyword('WITH');
-      schedule.startWith = this.expression(['NEXT', 'AS']);
-      expected = ['NEXT', 'AS'];
-    }
-    if (this.acceptKeyword('NEXT')) {
-      schedule.next = this.expression(['AS']);
-      expected = ['AS'];
-    }
-    if (!this.acceptKeyword('AS')) this.fail(expected);
+    if (this.acceptKeyword('REFRESH')) method = this.expectOneOf(['FAST', 'COMPLETE', 'FORCE'] as const);
+    const { schedule, expected } = this.when(method ? [] : ['REFRESH']);
+    if (!this.acceptKeyword('AS')) this.fail([...expected, 'AS']);
     const select = this.selectBody();
     return { kind: 'createMview', name, ...(method ? { method } : {}), schedule, select, text: this.text() };
   }
@@ -336,31 +327,62 @@ class Parser {
       this.expectEnd([]);
       return { kind: action === 'SUSPEND' ? 'alterMviewSuspend' : 'alterMviewResume', name, text: this.text() };
     }
-    let method: RefreshMethod | undefined;
-    const schedule: Schedule = {};
     const methods = ['FAST', 'COMPLETE', 'FORCE'] as const;
     const tok = this.peek();
     const word = tok?.type === 'word' ? tok.text.toUpperCase() : '';
-    let expected: string[] = [];
+    let method: RefreshMethod | undefined;
     if ((methods as readonly string[]).includes(word)) {
       method = word as RefreshMethod;
       this.pos++;
-      expected = ['START WITH', 'NEXT'];
-    } else if (word !== 'START' && word !== 'NEXT') {
-      // A bare `ALTER ... REFRESH` would change nothing, so it is rejected rather than ignored.
-      this.fail([...methods, 'START WITH', 'NEXT']);
     }
+    const { schedule, expected } = this.when(method ? [] : [...methods]);
+    // A bare `ALTER ... REFRESH` would change nothing, so it is rejected rather than ignored.
+    if (!method && Object.keys(schedule).length === 0) this.fail(expected);
+    this.expectEnd(expected);
+    return { kind: 'alterMviewRefresh', name, ...(method ? { method } : {}), schedule, text: this.text() };
+  }
+
+  /**
+   * `<when> := [START WITH expr] [NEXT expr] | TARGET LAG {n | DOWNSTREAM} | ON DEMAND`, possibly
+   * empty. Returns what could still follow it (for the caller's error message), with `before`
+   * first when nothing was read.
+   */
+  private when(before: string[]): { schedule: Schedule; expected: string[] } {
+    const schedule: Schedule = {};
+    if (this.acceptKeyword('TARGET')) {
+      this.expectKeyword('LAG');
+      schedule.targetLag = this.targetLag();
+      return { schedule, expected: [] };
+    }
+    if (this.acceptKeyword('ON')) {
+      this.expectKeyword('DEMAND');
+      schedule.onDemand = true;
+      return { schedule, expected: [] };
+    }
+    let expected = [...before, 'START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND'];
     if (this.acceptKeyword('START')) {
       this.expectKeyword('WITH');
-      schedule.startWith = this.expression(['NEXT', 'AS']);
+      schedule.startWith = this.expression(['NEXT', 'AS', 'TARGET']);
       expected = ['NEXT'];
     }
     if (this.acceptKeyword('NEXT')) {
-      schedule.next = this.expression(['AS']);
+      // TARGET cannot start anything a NEXT expression may hold: a clearer error than the server's.
+      schedule.next = this.expression(['AS', 'TARGET']);
       expected = [];
     }
-    this.expectEnd(expected);
-    return { kind: 'alterMviewRefresh', name, ...(method ? { method } : {}), schedule, text: this.text() };
+    return { schedule, expected };
+  }
+
+  /** After TARGET LAG: whole seconds >= 1, or DOWNSTREAM. */
+  private targetLag(): TargetLag {
+    if (this.acceptKeyword('DOWNSTREAM')) return 'DOWNSTREAM';
+    const tok = this.peek();
+    if (!tok || tok.type !== 'number') this.fail(['a number of seconds', 'DOWNSTREAM']);
+    if (!/^\d+$/.test(tok.text) || Number(tok.text) < 1 || Number(tok.text) > MAX_TARGET_LAG_S) {
+      throw this.errorAt(tok, `TARGET LAG must be a whole number of seconds from 1 to ${MAX_TARGET_LAG_S}, or DOWNSTREAM; found ${quoteFound(tok.text)}`, []);
+    }
+    this.pos++;
+    return Number(tok.text);
   }
 
   /**

@@ -21,6 +21,8 @@ export const refreshPayload = z
     method: z.enum(['COMPLETE', 'FAST']).optional(),
     /** MANUAL when a person asked (CLI, HTTP); REQUEST (default) for services; SYSTEM when mvsched forces one. */
     trigger: z.enum(['MANUAL', 'REQUEST', 'SYSTEM']).optional(),
+    /** Refresh the MVs it reads first, upstream first, each with its own method (trigger UPSTREAM). */
+    cascade: z.boolean().optional(),
   })
   .strict();
 

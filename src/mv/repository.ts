@@ -7,8 +7,11 @@ export type Executor = Knex | Knex.Transaction;
 
 export type RefreshMethod = 'FAST' | 'COMPLETE' | 'FORCE';
 export type MviewStatus = 'ACTIVE' | 'SUSPENDED';
-/** SYSTEM: a run mvsched forces (a log re-created, a base table truncated or rebuilt). */
-export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST' | 'SYSTEM';
+/**
+ * SYSTEM: a run mvsched forces (a log re-created, a base table truncated or rebuilt). UPSTREAM:
+ * a run made for a downstream MV (its target lag's wave, or a REFRESH ... CASCADE).
+ */
+export type RefreshTrigger = 'SCHEDULED' | 'MANUAL' | 'REQUEST' | 'SYSTEM' | 'UPSTREAM';
 export type RefreshResult = 'SUCCESS' | 'FAILED' | 'SKIPPED';
 
 export interface MviewRow {
@@ -26,6 +29,10 @@ export interface MviewRow {
   meta_version: number;
   created_at: Date;
   mview_modify_time: Date;
+  /** TARGET LAG n, in seconds (null: none). */
+  target_lag?: number | null;
+  /** TARGET LAG DOWNSTREAM. */
+  target_downstream?: number | boolean;
 }
 
 export interface RefreshInfoRow {

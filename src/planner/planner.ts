@@ -6,13 +6,14 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
 import { taskNamesFromDb } from '../queue/taskNames.js';
-import { redisKeys, mlogTask, mviewTask } from '../queue/names.js';
+import { redisKeys, mlogTask, mviewTask, nodeQueueName } from '../queue/names.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
 import { Reconciler, type ReconcileStats } from './reconciler.js';
 import type { DriftChecker } from '../drift/driftChecker.js';
 import type { HistoryRetention } from './retention.js';
+import { WaveRunner } from '../pipeline/waveRunner.js';
 
 /** Every this many periodic (MVS_RECONCILE_S) passes, one is a full reconcile. */
 const FULL_PASS_EVERY = 20;
@@ -67,6 +68,10 @@ export class Planner {
   private sweepTimer: NodeJS.Timeout | undefined;
   private lastStats: ReconcileStats | undefined;
   private readonly chores: Array<{ timer?: NodeJS.Timeout; running?: Promise<void> }> = [];
+  /** Pipeline waves (pipeline/waveRunner.ts) run on their own clock, next to the reconcile loop. */
+  private readonly waves: WaveRunner;
+  private readonly wavesWake = new Notifier();
+  private wavesLoop: Promise<void> | undefined;
 
   constructor(private readonly deps: PlannerDeps) {
     this.log = deps.logger.child({ component: 'planner', planner_id: this.id });
@@ -91,6 +96,19 @@ export class Planner {
         this.log.info({ queue: q }, 'drained the queue of a node that left');
       },
     });
+    this.waves = new WaveRunner({
+      db: deps.db,
+      redis: deps.redis,
+      placer: this.placer,
+      ring: this.ringView.ring,
+      clock: deps.clock,
+      logger: this.log.child({ component: 'pipeline' }),
+      prefix: deps.prefix,
+    });
+  }
+
+  get waveStats(): WaveRunner['stats'] {
+    return this.waves.stats;
   }
 
   get isLeader(): boolean {
@@ -127,6 +145,8 @@ export class Planner {
         // Any message is a wake-up; a malformed one just carries no detail.
       }
       this.notifier.wake();
+      this.waves.markDirty();
+      this.wavesWake.wake();
     });
     await this.deps.subscriber.subscribe(this.keys.ddlChannel);
     await this.ringView.start();
@@ -134,6 +154,7 @@ export class Planner {
     this.leaseTimer = setInterval(() => void this.leaseTick(), Math.max(100, Math.floor(this.deps.leaseTtlMs / 3)));
     this.leaseTimer.unref();
     this.loop = this.run();
+    this.wavesLoop = this.runWaves();
     const { drift, retention } = this.deps;
     if (drift) {
       this.chore('drift check', drift.intervalS, async () => {
@@ -186,7 +207,9 @@ export class Planner {
         this.leading = true;
         this.needFull = true;
         this.log.info('became the leading planner');
+        this.waves.leadershipChanged();
         this.notifier.wake();
+        this.wavesWake.wake();
       }
     } catch (err) {
       this.log.warn({ err }, 'planner lease check failed');
@@ -223,6 +246,21 @@ export class Planner {
     }
   }
 
+  /** The leader's wave ticks; each says when it wants the next one (DDL wakes it sooner). */
+  private async runWaves(): Promise<void> {
+    while (!this.closed) {
+      let waitMs = 1_000;
+      if (this.leading) {
+        try {
+          waitMs = await this.waves.tick();
+        } catch (err) {
+          this.log.warn({ err }, 'pipeline tick failed; the next one retries');
+        }
+      }
+      await this.wavesWake.wait(waitMs);
+    }
+  }
+
   private async pass(): Promise<void> {
     // A missing epoch key means Redis lost its data (FLUSHALL, failover without persistence).
     if (!this.needFull && (await this.deps.redis.exists(this.keys.plannerEpoch)) === 0) {
@@ -249,6 +287,7 @@ export class Planner {
         this.goneNodes.clear();
         const rs = await this.reconciler.ringChanged(gone);
         this.log.info(rs, 'moved jobs after a membership change');
+        await this.waves.queuesGone(gone.map(nodeQueueName));
         this.scheduleSweep();
       }
       for (const id of dropped) await this.reconciler.forget(id);
@@ -282,7 +321,9 @@ export class Planner {
     for (const c of this.chores) clearTimeout(c.timer);
     await Promise.all(this.chores.map((c) => c.running?.catch(() => {})));
     this.notifier.wake();
+    this.wavesWake.wake();
     await this.loop?.catch(() => {});
+    await this.wavesLoop?.catch(() => {});
     if (this.leading) await this.lease.release().catch(() => {});
     this.leading = false;
     await this.ringView.close();

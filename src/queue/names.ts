@@ -136,6 +136,13 @@ export function redisKeys(prefix: string, cluster: boolean) {
     /** Each worker's published run metrics (see metrics/runMetrics.ts). */
     metrics: (nodeId: string) => `${own}:metrics:${nodeId}`,
     metricsPattern: `${own}:metrics:*`,
+    /**
+     * Pipeline waves (pipeline/ledger.ts): one hash per wave, an index of open waves, a counter.
+     * Each command and script of the ledger touches one of them only.
+     */
+    wave: (waveId: string) => `${own}:wave:${waveId}`,
+    waves: `${own}:waves`,
+    waveSeq: `${own}:wave-seq`,
   };
 }
 

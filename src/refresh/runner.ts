@@ -14,6 +14,7 @@ import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
 import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
 import { builtResult, DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
+import { propagateDataTime, upstreamDataTimes } from '../pipeline/dataTime.js';
 
 export { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 export { chooseMethod, mlogLinks, type MlogLink } from './method.js';
@@ -103,9 +104,9 @@ export class RefreshRunner {
       if (!mv || !info) return { kind: 'GONE' };
       const now = clock.now();
       const nextTime = info.next_time ? info.next_time.getTime() : null;
-      if (req.trigger === 'SCHEDULED') {
+      if (req.trigger === 'SCHEDULED' || req.wave) {
         if (mv.status === 'SUSPENDED') return { kind: 'SUSPENDED' };
-        if (nextTime === null || nextTime > now + DUE_TOLERANCE_MS) return { kind: 'NOT_DUE', nextTime };
+        if (!req.wave && (nextTime === null || nextTime > now + DUE_TOLERANCE_MS)) return { kind: 'NOT_DUE', nextTime };
       }
       if (req.trigger === 'REQUEST' && req.requestedAt !== undefined) {
         const served = coalescedBy(info, req.requestedAt);
@@ -117,7 +118,7 @@ export class RefreshRunner {
       const links = await mlogLinks(lock, req.mviewId);
       // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
       if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(await logBacklog(lock, links))) {
-        const next = mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
+        const next = req.wave ? nextTime : mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
         const refreshId = await recordSkip(lock, req, this.deps.nodeId, now, next, 'every base table is versioned and no reported version moved since the last refresh');
         await lock.commit();
         done = true;
@@ -138,10 +139,12 @@ export class RefreshRunner {
     const { db, clock } = this.deps;
     const { mv, info, links, method } = w;
     await markAbandoned(db, req.mviewId, clock.now());
+    // Read before the build reads them (pipeline/dataTime.ts): never claims newer data than it read.
+    const upstream = await upstreamDataTimes(db, req.mviewId);
     const startMs = clock.now();
     if (method === 'FAST' && links.length) {
       const dataTime = await this.logged.nothingToApply(lock, mv, links);
-      if (dataTime) return this.finishEmpty(lock, req, w, startMs, dataTime, log);
+      if (dataTime) return this.finishEmpty(lock, req, w, startMs, propagateDataTime(dataTime, upstream) ?? dataTime, log);
     }
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
@@ -158,6 +161,7 @@ export class RefreshRunner {
       failure = err;
       if (err instanceof CutTimeoutError) done.cut = 'timed-out';
     }
+    done.dataTime = propagateDataTime(done.dataTime, upstream);
     const { rows } = done;
     const endMs = clock.now();
     const nextTime = info.next_time ? info.next_time.getTime() : null;
@@ -167,7 +171,7 @@ export class RefreshRunner {
     if (failure === undefined) {
       // Only scheduled runs move the schedule; manual and requested runs leave next_time.
       const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
-      const newNext = req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
+      const newNext = req.trigger === 'SCHEDULED' && !req.wave ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
       await recordVersionMap(lock, req.mviewId, w.versions);
       await recordSuccess(lock, { ...end, newNext }, done, cutInfo);
       await lock.commit();
@@ -183,7 +187,7 @@ export class RefreshRunner {
 
     const reason = failureReason(failure);
     const failures = toNumber(info.consecutive_failures) + 1;
-    const newNext = req.trigger === 'SCHEDULED' ? endMs + retryDelayMs(failures) : nextTime;
+    const newNext = req.trigger === 'SCHEDULED' && !req.wave ? endMs + retryDelayMs(failures) : nextTime;
     await recordFailure(lock, { ...end, newNext }, reason, failures, cutInfo);
     await lock.commit();
     log.warn({ refresh_id: refreshId, err: reason, failures, next_time: newNext }, 'refresh failed');
@@ -199,7 +203,7 @@ export class RefreshRunner {
     const endMs = this.deps.clock.now();
     const nextTime = info.next_time ? info.next_time.getTime() : null;
     const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
-    const newNext = req.trigger === 'SCHEDULED' ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
+    const newNext = req.trigger === 'SCHEDULED' && !req.wave ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
     const one = links.length === 1 ? links[0]!.watermark : null;
     await recordVersionMap(lock, req.mviewId, w.versions);
     const result = { rows: 0, inserted: 0, deleted: 0, dataTime, watermarkFrom: one, watermarkTo: one };

@@ -14,6 +14,11 @@ export interface RefreshRequest {
    * started after it was made, so a burst of requests collapses into few runs.
    */
   requestedAt?: number;
+  /**
+   * Part of a pipeline wave (pipeline/waveStep.ts): the planner decided it is due, so there is no
+   * next_time to check, and next_time is left as it is (target-lag MVs have none).
+   */
+  wave?: boolean;
 }
 
 export type RefreshOutcome =

@@ -130,7 +130,12 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       const b = body(req);
       // Methods are SQL keywords: any case will do, as in the CLI.
       const method = typeof b.method === 'string' ? b.method.toUpperCase() : b.method;
-      const payload = parsePayload('refresh', { mview: qualifiedText(n), trigger: 'MANUAL', ...(method !== undefined ? { method } : {}) });
+      const payload = parsePayload('refresh', {
+        mview: qualifiedText(n),
+        trigger: 'MANUAL',
+        ...(method !== undefined ? { method } : {}),
+        ...(b.cascade !== undefined ? { cascade: b.cascade } : {}),
+      });
       return reply.code(202).send(await enqueue('refresh', payload));
     } catch (err) {
       return sendError(reply, err);

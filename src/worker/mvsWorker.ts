@@ -1,5 +1,5 @@
 import { Redlock } from '@sesamecare-oss/redlock';
-import { Queue, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -34,6 +34,10 @@ import { appendJobLog, purgeLogLine, refreshLogLine } from './jobLog.js';
 import { RepairProcessor, REPAIRS_IN_FLIGHT } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
 import { releasePreviousLife } from './previousLife.js';
+import { WAVE_STEP } from '../pipeline/waveJobs.js';
+import { WaveStepProcessor } from '../pipeline/waveStep.js';
+import { WaveLedger } from '../pipeline/ledger.js';
+import { FixedScheduleOrder } from '../pipeline/fixedOrder.js';
 import { EARLY_JOBS, EARLY_HOLD_MAX_MS, runGated, SlotGate } from './slotGate.js';
 
 export interface MvsWorkerDeps {
@@ -82,6 +86,8 @@ export class MvsWorker {
   private readonly repairQueue: Queue;
   private readonly requests: RequestProcessor;
   private readonly repairs: RepairProcessor;
+  private readonly waveSteps: WaveStepProcessor;
+  private readonly order: FixedScheduleOrder;
   private readonly batcher: RepairBatcher;
   /** Run slots of scheduled jobs and of refresh / purge requests (jobs held beyond them wait). */
   private readonly scheduledSlots: SlotGate;
@@ -116,6 +122,9 @@ export class MvsWorker {
     const redlock = new Redlock([deps.redis], { retryCount: 30, retryDelay: 100, retryJitter: 50 });
     const locking = { db: deps.db, redlock, prefix: deps.prefix, logger: this.log, clock: deps.clock };
     this.batcher = new RepairBatcher({ ...locking, redis: deps.redis, onMoved: (ids) => this.repairs.wake(ids) });
+    const pipeline = { db: deps.db, runner: this.runner, clock: deps.clock, logger: this.log };
+    this.waveSteps = new WaveStepProcessor({ ...pipeline, ledger: new WaveLedger(deps.redis, deps.prefix), placer: this.placer });
+    this.order = new FixedScheduleOrder(pipeline);
     this.repairs = new RepairProcessor({
       db: deps.db,
       log: this.log,
@@ -186,11 +195,15 @@ export class MvsWorker {
 
   private async processScheduled(job: Job, token: string | undefined): Promise<unknown> {
     if (job.name === SCHEDULED_PURGE) return this.processScheduledPurge(job, token);
+    if (job.name === WAVE_STEP) return this.waveSteps.process(job, token);
     const data = job.data as ScheduledRefreshData;
     const log = this.log.child({ job_id: job.id, mview_id: data.mviewId });
     const started = this.deps.clock.now();
     let outcome: RefreshOutcome;
     try {
+      // Upstream MVs due in the same slot first (pipeline/fixedOrder.ts).
+      const gate = await this.order.before(data.mviewId, data.dueAt, job.id!);
+      if (gate.wait) return delayJob(job, token, this.deps.clock.now() + gate.delayMs);
       outcome = await this.runner.run({
         mviewId: data.mviewId,
         trigger: 'SCHEDULED',
@@ -198,6 +211,7 @@ export class MvsWorker {
         scheduledFor: data.dueAt,
       });
     } catch (err) {
+      if (err instanceof DelayedError) throw err;
       // Not a refresh failure (those are recorded and rescheduled) but one around it: lost
       // connection, deadlock on metadata. A failed job would be deleted and the MV would stop
       // refreshing, so keep the job and try again shortly.

@@ -13,7 +13,11 @@ import { findMlogByTable } from '../mlog/repository.js';
 import { storeVersionReport } from '../versions/reports.js';
 import type { RepairInfo, TableRef } from '../versions/types.js';
 import { deferDelayMs, delayJob } from './delay.js';
+import { refreshAfterUpstream, refreshUpstream } from '../pipeline/cascade.js';
 import { REPAIR_JOB_OPTS, type RepairProcessor } from './repairProcessor.js';
+
+/** How long a cascade waits for a running refresh of one of its MVs. */
+const CASCADE_WAIT_MS = 10 * 60_000;
 
 export interface RequestProcessorDeps {
   db: Knex;
@@ -46,20 +50,18 @@ export class RequestProcessor {
           const name = parseDottedName(p.mview, this.deps.defaultSchema, 'mview');
           const mv = await findMviewByName(this.deps.db, name.schema, name.name);
           if (!mv) throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
-          const outcome = await this.deps.runner.run({
-            mviewId: mv.mview_id,
-            trigger: p.trigger ?? 'REQUEST',
-            jobId: job.id!,
-            requestedAt: job.timestamp,
-            ...(p.method ? { method: p.method } : {}),
-          });
+          const req = { mviewId: mv.mview_id, trigger: p.trigger ?? 'REQUEST', jobId: job.id!, ...(p.method ? { method: p.method } : {}) } as const;
+          const cascade = p.cascade ? { ...this.deps, logger: log, waitMs: CASCADE_WAIT_MS, jobId: job.id! } : undefined;
+          const upstream = cascade ? await refreshUpstream(cascade, mv.mview_id) : undefined;
+          const outcome = cascade ? await refreshAfterUpstream(cascade, req) : await this.deps.runner.run({ ...req, requestedAt: job.timestamp });
           if (outcome.kind === 'DEFERRED') return delayJob(job, token, this.deps.clock.now() + deferDelayMs());
           if (outcome.kind === 'FAILED') throw new MvsError(`refresh of ${displayName(name)} failed: ${outcome.error}`);
           if (outcome.kind === 'GONE') throw new NotFoundError(`materialized view ${displayName(name)} does not exist`);
           log.info({ mview_id: mv.mview_id, outcome: outcome.kind }, 'refresh request done');
+          const more = upstream ? { upstream } : {};
           return outcome.kind === 'SUCCESS'
-            ? { outcome: outcome.kind, refreshId: outcome.refreshId, rows: outcome.rows, method: outcome.method }
-            : { outcome: outcome.kind };
+            ? { outcome: outcome.kind, refreshId: outcome.refreshId, rows: outcome.rows, method: outcome.method, ...more }
+            : { outcome: outcome.kind, ...more };
         }
         case 'report-versions': {
           const p = parsePayload('report-versions', job.data);

@@ -474,7 +474,7 @@ describe('DROP MATERIALIZED VIEW', () => {
 describe('a rejected statement changes nothing', () => {
   type ErrClass = new (...args: never[]) => Error;
   const cases: Array<[string, () => string, ErrClass, RegExp]> = [
-    ['bad grammar', () => 'CREATE MATERIALIZED VIEW x REFRES COMPLETE AS SELECT 1', DdlSyntaxError, /syntax error.*expected REFRESH, START WITH, NEXT or AS, found "REFRES"/],
+    ['bad grammar', () => 'CREATE MATERIALIZED VIEW x REFRES COMPLETE AS SELECT 1', DdlSyntaxError, /syntax error.*expected REFRESH, START WITH, NEXT, TARGET LAG, ON DEMAND or AS, found "REFRES"/],
     ['unknown column', () => 'CREATE MATERIALIZED VIEW e_col AS SELECT nope FROM base', ValidationError, /invalid SELECT: Unknown column 'nope'/],
     ['unknown table', () => 'CREATE MATERIALIZED VIEW e_tab AS SELECT * FROM no_such_table', ValidationError, /invalid SELECT: Table '.*no_such_table' doesn't exist/],
     // The error quotes the user's SELECT, never the probe mvsched wraps around it.

@@ -182,3 +182,22 @@ export async function invariant1Violations(db: Knex, ins: QueueInspector, vnodes
   }
   return problems;
 }
+
+/**
+ * The companion of invariant 1 for pipeline waves: a target-lag MV has no scheduled job (it has
+ * no next_time; invariant1Violations checks that), and its wave steps (`wave-<wave>-<mv>`) come
+ * one at a time: no MV has pending steps of two waves at once across the node queues.
+ */
+export async function waveStepViolations(ins: QueueInspector): Promise<string[]> {
+  const live = await ins.registry.live();
+  const queues = [...new Set([...(await ins.registry.nodeQueues()), ...live.map(nodeQueueName)])];
+  const byMv = new Map<number, string[]>();
+  for (const q of queues) {
+    const jobs = await ins.placer.queue(q).getJobs(['delayed', 'waiting', 'prioritized']);
+    for (const j of jobs) {
+      const m = /^wave-(\d+)-(\d+)$/.exec(j?.id ?? '');
+      if (m) byMv.set(Number(m[2]), [...(byMv.get(Number(m[2])) ?? []), `${q}/${j!.id}`]);
+    }
+  }
+  return [...byMv].filter(([, l]) => l.length > 1).map(([id, l]) => `mv ${id} has pending steps of ${l.length} waves: ${l.join(', ')}`);
+}

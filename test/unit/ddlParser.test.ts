@@ -188,6 +188,55 @@ describe('parseStatement: materialized views', () => {
     ['REFRESH MATERIALIZED VIEW s.mv', { kind: 'refreshMview', name: { schema: 's', name: 'mv' }, text: 'REFRESH MATERIALIZED VIEW s.mv' }],
     ['refresh materialized view mv complete;', { kind: 'refreshMview', name: { name: 'mv' }, method: 'COMPLETE', text: 'refresh materialized view mv complete' }],
     ['REFRESH MATERIALIZED VIEW mv FAST', { kind: 'refreshMview', name: { name: 'mv' }, method: 'FAST', text: 'REFRESH MATERIALIZED VIEW mv FAST' }],
+    // pipelines: target lag, ON DEMAND, CASCADE
+    [
+      'CREATE MATERIALIZED VIEW s.b REFRESH COMPLETE TARGET LAG 5 AS SELECT SUM(n) FROM s.a',
+      {
+        kind: 'createMview',
+        name: { schema: 's', name: 'b' },
+        method: 'COMPLETE',
+        schedule: { targetLag: 5 },
+        select: 'SELECT SUM(n) FROM s.a',
+        text: 'CREATE MATERIALIZED VIEW s.b REFRESH COMPLETE TARGET LAG 5 AS SELECT SUM(n) FROM s.a',
+      },
+    ],
+    [
+      'create materialized view a target lag downstream as select g, count(*) n from raw group by g',
+      {
+        kind: 'createMview',
+        name: { name: 'a' },
+        schedule: { targetLag: 'DOWNSTREAM' },
+        select: 'select g, count(*) n from raw group by g',
+        text: 'create materialized view a target lag downstream as select g, count(*) n from raw group by g',
+      },
+    ],
+    [
+      'CREATE MATERIALIZED VIEW m ON DEMAND AS SELECT 1',
+      { kind: 'createMview', name: { name: 'm' }, schedule: { onDemand: true }, select: 'SELECT 1', text: 'CREATE MATERIALIZED VIEW m ON DEMAND AS SELECT 1' },
+    ],
+    [
+      'CREATE MATERIALIZED VIEW `target` TARGET LAG 86400 AS SELECT 1',
+      { kind: 'createMview', name: { name: 'target' }, schedule: { targetLag: 86400 }, select: 'SELECT 1', text: 'CREATE MATERIALIZED VIEW `target` TARGET LAG 86400 AS SELECT 1' },
+    ],
+    [
+      'ALTER MATERIALIZED VIEW mv REFRESH TARGET LAG 60',
+      { kind: 'alterMviewRefresh', name: { name: 'mv' }, schedule: { targetLag: 60 }, text: 'ALTER MATERIALIZED VIEW mv REFRESH TARGET LAG 60' },
+    ],
+    [
+      'ALTER MATERIALIZED VIEW mv REFRESH FAST TARGET LAG DOWNSTREAM',
+      { kind: 'alterMviewRefresh', name: { name: 'mv' }, method: 'FAST', schedule: { targetLag: 'DOWNSTREAM' }, text: 'ALTER MATERIALIZED VIEW mv REFRESH FAST TARGET LAG DOWNSTREAM' },
+    ],
+    [
+      'ALTER MATERIALIZED VIEW mv REFRESH ON DEMAND',
+      { kind: 'alterMviewRefresh', name: { name: 'mv' }, schedule: { onDemand: true }, text: 'ALTER MATERIALIZED VIEW mv REFRESH ON DEMAND' },
+    ],
+    ['DROP MATERIALIZED VIEW s.mv CASCADE', { kind: 'dropMview', name: { schema: 's', name: 'mv' }, cascade: true, text: 'DROP MATERIALIZED VIEW s.mv CASCADE' }],
+    ['DROP MATERIALIZED VIEW `cascade`', { kind: 'dropMview', name: { name: 'cascade' }, text: 'DROP MATERIALIZED VIEW `cascade`' }],
+    ['refresh materialized view mv cascade', { kind: 'refreshMview', name: { name: 'mv' }, cascade: true, text: 'refresh materialized view mv cascade' }],
+    [
+      'REFRESH MATERIALIZED VIEW mv COMPLETE CASCADE;',
+      { kind: 'refreshMview', name: { name: 'mv' }, method: 'COMPLETE', cascade: true, text: 'REFRESH MATERIALIZED VIEW mv COMPLETE CASCADE' },
+    ],
   ];
   it.each(cases)('%s', (sql, expected) => {
     expect(parseStatement(sql)).toStrictEqual(expected);
@@ -243,20 +292,32 @@ describe('parseStatement: errors', () => {
     ['CREATE VIEW mv AS SELECT 1', 1, 8, ['MATERIALIZED'], 'expected MATERIALIZED, found "VIEW"'],
     ['CREATE MATERIALIZED TABLE mv', 1, 21, ['VIEW'], 'expected VIEW, found "TABLE"'],
     // missing AS
-    ['CREATE MATERIALIZED VIEW s.mv REFRES FAST AS SELECT 1', 1, 31, ['REFRESH', 'START WITH', 'NEXT', 'AS'], 'expected REFRESH, START WITH, NEXT or AS, found "REFRES"'],
-    ['CREATE MATERIALIZED VIEW mv SELECT 1', 1, 29, ['REFRESH', 'START WITH', 'NEXT', 'AS'], 'found "SELECT"'],
-    ['CREATE MATERIALIZED VIEW mv REFRESH FAST SELECT 1', 1, 42, ['START WITH', 'NEXT', 'AS'], 'expected START WITH, NEXT or AS, found "SELECT"'],
+    ['CREATE MATERIALIZED VIEW s.mv REFRES FAST AS SELECT 1', 1, 31, ['REFRESH', 'START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND', 'AS'], 'expected REFRESH, START WITH, NEXT, TARGET LAG, ON DEMAND or AS, found "REFRES"'],
+    ['CREATE MATERIALIZED VIEW mv SELECT 1', 1, 29, ['REFRESH', 'START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND', 'AS'], 'found "SELECT"'],
+    ['CREATE MATERIALIZED VIEW mv REFRESH FAST SELECT 1', 1, 42, ['START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND', 'AS'], 'expected START WITH, NEXT, TARGET LAG, ON DEMAND or AS, found "SELECT"'],
     ['CREATE MATERIALIZED VIEW mv NEXT 10', 1, 36, ['AS'], 'expected AS, found end of input'],
     ['CREATE MATERIALIZED VIEW mv START WITH NOW();', 1, 45, ['NEXT', 'AS'], 'expected NEXT or AS, found ";"'],
     ['CREATE MATERIALIZED VIEW mv AS UPDATE t SET a = 1', 1, 32, ['SELECT', 'WITH', '('], 'expected SELECT after AS'],
     ['CREATE MATERIALIZED VIEW mv AS', 1, 31, ['SELECT', 'WITH', '('], 'expected SELECT after AS (a query starting with SELECT, WITH or "("), found end of input'],
     // bad method
     ['CREATE MATERIALIZED VIEW mv REFRESH SLOW AS SELECT 1', 1, 37, ['FAST', 'COMPLETE', 'FORCE'], 'expected FAST, COMPLETE or FORCE, found "SLOW"'],
-    ['ALTER MATERIALIZED VIEW mv REFRESH SLOW', 1, 36, ['FAST', 'COMPLETE', 'FORCE', 'START WITH', 'NEXT'], 'expected FAST, COMPLETE, FORCE, START WITH or NEXT, found "SLOW"'],
-    ['ALTER MATERIALIZED VIEW mv REFRESH', 1, 35, ['FAST', 'COMPLETE', 'FORCE', 'START WITH', 'NEXT'], 'found end of input'],
-    ['REFRESH MATERIALIZED VIEW mv FORCE', 1, 30, ['COMPLETE', 'FAST', 'end of statement'], 'expected COMPLETE, FAST or end of statement, found "FORCE"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH SLOW', 1, 36, ['FAST', 'COMPLETE', 'FORCE', 'START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND'], 'expected FAST, COMPLETE, FORCE, START WITH, NEXT, TARGET LAG or ON DEMAND, found "SLOW"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH', 1, 35, ['FAST', 'COMPLETE', 'FORCE', 'START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND'], 'found end of input'],
+    ['REFRESH MATERIALIZED VIEW mv FORCE', 1, 30, ['COMPLETE', 'FAST', 'CASCADE', 'end of statement'], 'expected COMPLETE, FAST, CASCADE or end of statement, found "FORCE"'],
+    ['REFRESH MATERIALIZED VIEW mv FAST NOW', 1, 35, ['CASCADE', 'end of statement'], 'expected CASCADE or end of statement, found "NOW"'],
+    ['REFRESH MATERIALIZED VIEW mv CASCADE FAST', 1, 38, ['end of statement'], 'found "FAST"'],
     ['ALTER MATERIALIZED VIEW mv', 1, 27, ['REFRESH', 'SUSPEND', 'RESUME'], 'expected REFRESH, SUSPEND or RESUME, found end of input'],
-    ['ALTER MATERIALIZED VIEW mv REFRESH FAST SUSPEND', 1, 41, ['START WITH', 'NEXT', 'end of statement'], 'found "SUSPEND"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH FAST SUSPEND', 1, 41, ['START WITH', 'NEXT', 'TARGET LAG', 'ON DEMAND', 'end of statement'], 'found "SUSPEND"'],
+    // target lag
+    ['CREATE MATERIALIZED VIEW mv TARGET LAG AS SELECT 1', 1, 40, ['a number of seconds', 'DOWNSTREAM'], 'expected a number of seconds or DOWNSTREAM, found "AS"'],
+    ['CREATE MATERIALIZED VIEW mv TARGET LAG 0 AS SELECT 1', 1, 40, [], 'TARGET LAG must be a whole number of seconds from 1 to'],
+    ['CREATE MATERIALIZED VIEW mv TARGET LAG 2.5 AS SELECT 1', 1, 40, [], 'found "2.5"'],
+    ['CREATE MATERIALIZED VIEW mv TARGET 5 AS SELECT 1', 1, 36, ['LAG'], 'expected LAG, found "5"'],
+    ['CREATE MATERIALIZED VIEW mv TARGET LAG 5 NEXT 10 AS SELECT 1', 1, 42, ['AS'], 'expected AS, found "NEXT"'],
+    ['CREATE MATERIALIZED VIEW mv NEXT 10 TARGET LAG 5 AS SELECT 1', 1, 37, ['AS'], 'expected AS, found "TARGET"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH START WITH NOW() TARGET LAG 5', 1, 53, ['NEXT', 'end of statement'], 'found "TARGET"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH ON NOW', 1, 39, ['DEMAND'], 'expected DEMAND, found "NOW"'],
+    ['ALTER MATERIALIZED VIEW mv REFRESH ON DEMAND NEXT 5', 1, 46, ['end of statement'], 'found "NEXT"'],
     ['ALTER MATERIALIZED VIEW mv REFRESH START WITH NOW() AS SELECT 1', 1, 53, ['NEXT', 'end of statement'], 'expected NEXT or end of statement, found "AS"'],
     // NEXT / START WITH without an expression
     ['CREATE MATERIALIZED VIEW mv NEXT AS SELECT 1', 1, 34, ['expression'], 'expected expression, found "AS"'],
@@ -296,7 +357,8 @@ describe('parseStatement: errors', () => {
     ['DROP MATERIALIZED VIEW a;;', 1, 26, ['end of input'], 'found ";"'],
     ['CREATE MATERIALIZED VIEW mv AS SELECT 1;\nSELECT 2', 2, 1, ['end of input'], 'found "SELECT"'],
     // garbage after a complete statement
-    ['DROP MATERIALIZED VIEW mv CASCADE', 1, 27, ['end of statement'], 'expected end of statement, found "CASCADE"'],
+    ['DROP MATERIALIZED VIEW mv RESTRICT', 1, 27, ['CASCADE', 'end of statement'], 'expected CASCADE or end of statement, found "RESTRICT"'],
+    ['DROP MATERIALIZED VIEW mv CASCADE CASCADE', 1, 35, ['end of statement'], 'expected end of statement, found "CASCADE"'],
     ['DROP MATERIALIZED VIEW LOG ON t t2', 1, 33, ['end of statement'], 'found "t2"'],
     ['PURGE MATERIALIZED VIEW LOG ON t NOW', 1, 34, ['end of statement'], 'found "NOW"'],
     ['ALTER MATERIALIZED VIEW mv SUSPEND NOW', 1, 36, ['end of statement'], 'found "NOW"'],
@@ -314,8 +376,8 @@ describe('parseStatement: errors', () => {
     [`DROP MATERIALIZED VIEW LOG ON ${'t'.repeat(65)}`, 1, 31, [], 'invalid table name: identifier is 65 characters long, at most 64 are allowed'],
     [`DROP MATERIALIZED VIEW \`${'x'.repeat(65)}\``, 1, 24, [], 'at most 64'],
     // multi-line positions
-    ['-- header\n\nDROP MATERIALIZED\n  VIEW mv\n    junk', 5, 5, ['end of statement'], 'found "junk"'],
-    ['DROP MATERIALIZED VIEW\r\n  \t`a`.`b`  x', 2, 13, ['end of statement'], 'found "x"'],
+    ['-- header\n\nDROP MATERIALIZED\n  VIEW mv\n    junk', 5, 5, ['CASCADE', 'end of statement'], 'found "junk"'],
+    ['DROP MATERIALIZED VIEW\r\n  \t`a`.`b`  x', 2, 13, ['CASCADE', 'end of statement'], 'found "x"'],
   ];
 
   it.each(cases)('%s', (sql, line, column, expected, fragment) => {
@@ -327,12 +389,12 @@ describe('parseStatement: errors', () => {
   });
 
   it('is a ValidationError carrying the position in details', () => {
-    const err = parseError('DROP MATERIALIZED VIEW mv CASCADE');
+    const err = parseError('DROP MATERIALIZED VIEW mv RESTRICT');
     expect(err).toBeInstanceOf(ValidationError);
     expect(err.name).toBe('DdlSyntaxError');
     expect(err.offset).toBe(26);
-    expect(err.found).toBe('CASCADE');
-    expect(err.details).toEqual({ line: 1, column: 27, offset: 26, expected: ['end of statement'], found: 'CASCADE' });
+    expect(err.found).toBe('RESTRICT');
+    expect(err.details).toEqual({ line: 1, column: 27, offset: 26, expected: ['CASCADE', 'end of statement'], found: 'RESTRICT' });
   });
 
   it('uses "end of input" as found at the end, positioned after the last token', () => {

@@ -92,7 +92,7 @@ describe('names on a single Redis and on a Redis Cluster', () => {
   it('keeps the single-Redis names exactly as before', () => {
     expect([REQUESTS_QUEUE, REPAIR_QUEUE, nodeQueueName('w1')].map((q) => bullQueueName(q, false))).toEqual(['requests', 'repair', 'node-w1']);
     const k = redisKeys('mvs', false);
-    expect({ ...k, metrics: k.metrics('w1') }).toEqual({
+    expect({ ...k, metrics: k.metrics('w1'), wave: k.wave('7') }).toEqual({
       nodes: 'mvs:mvs:nodes',
       nodeQueues: 'mvs:mvs:node-queues',
       membershipChannel: 'mvs:mvs:membership',
@@ -101,6 +101,9 @@ describe('names on a single Redis and on a Redis Cluster', () => {
       plannerEpoch: 'mvs:mvs:planner:epoch',
       metrics: 'mvs:mvs:metrics:w1',
       metricsPattern: 'mvs:mvs:metrics:*',
+      wave: 'mvs:mvs:wave:7',
+      waves: 'mvs:mvs:waves',
+      waveSeq: 'mvs:mvs:wave-seq',
     });
   });
 
@@ -108,7 +111,7 @@ describe('names on a single Redis and on a Redis Cluster', () => {
     expect([REQUESTS_QUEUE, REPAIR_QUEUE, nodeQueueName('w1')].map((q) => bullQueueName(q, true))).toEqual(['{requests}', '{repair}', '{node-w1}']);
     expect(['{requests}', '{node-w1}', 'repair'].map(queueOfBullName)).toEqual(['requests', 'node-w1', 'repair']);
     const k = redisKeys('acme', true);
-    const all = [k.nodes, k.nodeQueues, k.membershipChannel, k.ddlChannel, k.plannerLeader, k.plannerEpoch, k.metrics('w1'), k.metricsPattern];
+    const all = [k.nodes, k.nodeQueues, k.membershipChannel, k.ddlChannel, k.plannerLeader, k.plannerEpoch, k.metrics('w1'), k.metricsPattern, k.wave('7'), k.waves, k.waveSeq];
     // The prefix stays first, as given; the first {...} of each key is {mvs}, so they share a slot.
     for (const key of all) expect(key, key).toMatch(/^acme:\{mvs\}:/);
     expect(new Set(all).size).toBe(all.length);

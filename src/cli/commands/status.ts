@@ -34,7 +34,7 @@ function table(rows: MviewStatus[]): string[] {
     r.name,
     r.method,
     r.status,
-    r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual',
+    scheduleText(r),
     utc(r.dataTime),
     formatLag(r.lagSeconds),
     r.lastResult ?? '-',
@@ -46,7 +46,18 @@ function table(rows: MviewStatus[]): string[] {
   ]);
   const out = columns(head, body);
   for (const r of rows) if (r.lastResult === 'FAILED' && r.lastFailedReason) out.push(`  ${r.name}: ${r.lastFailedReason}`);
+  for (const r of rows) {
+    const parts = [r.dependsOn.length ? `reads ${r.dependsOn.join(', ')}` : '', r.readBy.length ? `read by ${r.readBy.join(', ')}` : ''].filter(Boolean);
+    if (parts.length) out.push(`  ${r.name}: ${parts.join('; ')}`);
+    if (r.targetUnmetReason) out.push(`  ${r.name}: target lag ${String(r.targetLag)}s not met: ${r.targetUnmetReason}`);
+  }
   return out;
+}
+
+function scheduleText(r: MviewStatus): string {
+  if (r.targetLag === 'DOWNSTREAM') return 'lag downstream';
+  if (r.targetLag !== null) return `lag ${r.targetLag}s`;
+  return r.nextSeconds ? `every ${r.nextSeconds}s` : r.startWith ? 'once' : 'manual';
 }
 
 /** One line on binlog capture: who captures, how far behind; or that nothing fills the BINLOG logs. */
