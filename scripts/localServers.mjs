@@ -343,12 +343,16 @@ export async function startMariadb({ baseDir, database = 'mvsched', keepDir, bin
       throw new Error(`mariadb-install-db failed (exit ${init.status}): ${init.stderr.slice(-2000)}`);
     }
   }
+  // Its own temporary dir: a shared /tmp cleaned by someone else took internal temporary tables
+  // from under a running build ("Error on delete of '/tmp/#sql-temptable-...'").
+  const tmpdir = join(dir, 'tmp');
+  mkdirSync(tmpdir, { recursive: true });
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const child = track(spawn(
       server,
       ['--no-defaults', `--datadir=${datadir}`, '--user=root', `--port=${port}`, '--bind-address=127.0.0.1',
-        `--socket=${socket}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
+        `--socket=${socket}`, `--tmpdir=${tmpdir}`, `--pid-file=${join(dir, 'mysqld.pid')}`, `--log-error=${logFile}`,
         // The row-based binary log is on, as in production, for binlog capture (mvsched capture):
         // full row images with full metadata (column names in every table map), files expiring
         // after a day. Triggers created by a user without SUPER need the trust setting.

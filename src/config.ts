@@ -94,6 +94,7 @@ const envSchema = z.object({
   MVS_CUT_WAIT_MS: wholeNumber(100, 600_000).default(2_000),
   MVS_HISTORY_KEEP_DAYS: wholeNumber(1, 36_500).default(30),
   MVS_HISTORY_KEEP_RUNS: wholeNumber(1, 10_000_000).default(1_000),
+  MVS_METRICS_MAX_MVIEWS: wholeNumber(0, 1_000_000).default(10_000),
   MVS_VNODES: wholeNumber(1, 4_096).optional(),
   // The replica id `mvsched capture` gives the server (unique among its replicas; default random).
   MVS_CAPTURE_SERVER_ID: wholeNumber(1, 4_294_967_295).optional(),
@@ -131,6 +132,8 @@ export interface Config {
   readonly historyKeepDays: number;
   /** At most this many history rows per MV and per MV log. */
   readonly historyKeepRuns: number;
+  /** Per-MV series on /metrics: at most this many (the worst by lag); 0 turns them off. */
+  readonly metricsMaxMviews: number;
   readonly vnodes: number | undefined;
   readonly captureServerId: number | undefined;
   readonly boardWrite: boolean;
@@ -208,6 +211,7 @@ export function loadConfig(
     cutWaitMs: e.MVS_CUT_WAIT_MS,
     historyKeepDays: e.MVS_HISTORY_KEEP_DAYS,
     historyKeepRuns: e.MVS_HISTORY_KEEP_RUNS,
+    metricsMaxMviews: e.MVS_METRICS_MAX_MVIEWS,
     vnodes: e.MVS_VNODES,
     captureServerId: e.MVS_CAPTURE_SERVER_ID,
     boardWrite: e.MVS_BOARD_WRITE === '1' || e.MVS_BOARD_WRITE === 'true',

@@ -3,15 +3,19 @@ import type { Knex } from 'knex';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { MembershipRegistry } from '../membership/registry.js';
 import { addCaptureGauges } from './captureMetrics.js';
+import { listMlogStatus } from '../mlog/status.js';
 import { listMviewStatus } from '../mv/status.js';
 import { bullQueueName, redisKeys, REPAIR_QUEUE, REQUESTS_QUEUE } from '../queue/names.js';
 import { isCluster, scanKeys, type RedisClient } from '../queue/redis.js';
+import { registerMlogSeries, registerMviewSeries } from './mviewSeries.js';
 import { metricsKeyPattern, RunMetrics } from './runMetrics.js';
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 /** A scheduled MV this far past its slot counts as stale even without version reports. */
 const OVERDUE_MS = 60_000;
+/** MVS_METRICS_MAX_MVIEWS' default. */
+const DEFAULT_MAX_MVIEWS = 10_000;
 const JOB_STATES = ['waiting', 'delayed', 'active', 'prioritized', 'waiting-children', 'failed', 'completed'] as const;
 
 /**
@@ -26,7 +30,7 @@ export class ServerMetrics {
   private readonly queues = new Map<string, Queue>();
   private readonly cluster: boolean;
 
-  constructor(private readonly deps: { db: Knex; redis: RedisClient; prefix: string }) {
+  constructor(private readonly deps: { db: Knex; redis: RedisClient; prefix: string; maxMviews?: number }) {
     this.cluster = isCluster(deps.redis);
     this.membership = new MembershipRegistry(deps.redis, deps.prefix);
   }
@@ -61,7 +65,9 @@ export class ServerMetrics {
     const byState = new Gauge({ name: 'mvs_mviews', help: 'Materialized views by state (fresh, stale, failing, suspended)', labelNames: ['state'], registers });
     const counts = { fresh: 0, stale: 0, failing: 0, suspended: 0 };
     const now = Date.now();
-    for (const mv of await listMviewStatus(this.deps.db, undefined)) {
+    // Every MV and log in a few queries (never one per MV): the counts and per-MV series below.
+    const [mviews, mlogs] = await Promise.all([listMviewStatus(this.deps.db, undefined), listMlogStatus(this.deps.db)]);
+    for (const mv of mviews) {
       if (mv.status === 'SUSPENDED') counts.suspended++;
       else if (mv.failures > 0) counts.failing++;
       else if (mv.freshness === 'stale' || (mv.nextTime !== null && Date.parse(mv.nextTime) < now - OVERDUE_MS)) counts.stale++;
@@ -69,8 +75,9 @@ export class ServerMetrics {
     }
     for (const [state, n] of Object.entries(counts)) byState.set({ state }, n);
 
-    const logs = (await this.deps.db('mvs_mlogs').count({ n: '*' }).first()) as { n: number | string };
-    new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(Number(logs.n));
+    new Gauge({ name: 'mvs_mlogs', help: 'Materialized view logs', registers }).set(mlogs.length);
+    registerMviewSeries(registers, mviews, this.deps.maxMviews ?? DEFAULT_MAX_MVIEWS);
+    registerMlogSeries(registers, mlogs);
     await addCaptureGauges(reg, this.deps);
     return reg;
   }

@@ -1,5 +1,7 @@
 import type { Knex } from 'knex';
-import { getPurgeInfo, listMlogs, mlogConsumers } from './repository.js';
+import { toNumber } from '../mv/repository.js';
+import { backlogRows, logHighWaterMarks } from './backlog.js';
+import { listMlogs, type PurgeInfoRow } from './repository.js';
 
 export interface MlogStatus {
   mlogId: number;
@@ -24,18 +26,47 @@ export interface MlogStatus {
   lastPurgeRows: number;
   purgeWatermark: number;
   lastFailedReason: string | null;
+  /** Rows the log holds not purged yet (from sequence numbers; src/mlog/backlog.ts); null if unreadable. */
+  backlogRows: number | null;
   /** MVs that refresh from this log, and how far each has consumed it. */
   consumers: Array<{ mview: string; refreshMethod: string; consumedWatermark: number }>;
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
 
+/** Purge info and consumers of every log, by log id: one query each. */
+async function perLog(db: Knex) {
+  const infos = (await db('mvs_mlog_purge_info')) as PurgeInfoRow[];
+  const consumers = (await db('mvs_mview_base_tables as b')
+    .join('mvs_mviews as m', 'm.mview_id', 'b.mview_id')
+    .whereNotNull('b.mlog_id')
+    .select('b.mlog_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'b.consumed_watermark')
+    .orderBy(['b.mlog_id', 'm.mview_id'])) as Array<Record<string, unknown>>;
+  const byLog = new Map<number, MlogStatus['consumers']>();
+  for (const c of consumers) {
+    const id = toNumber(c.mlog_id as number);
+    const list = byLog.get(id) ?? byLog.set(id, []).get(id)!;
+    list.push({
+      mview: `${String(c.table_schema)}.${String(c.mview_name)}`,
+      refreshMethod: String(c.refresh_method),
+      consumedWatermark: toNumber(c.consumed_watermark as number),
+    });
+  }
+  return { infos: new Map(infos.map((i) => [toNumber(i.mlog_id), i])), consumers: byLog };
+}
+
+/** Every MV log with its purge state and backlog, in a few queries whatever their number. */
 export async function listMlogStatus(db: Knex): Promise<MlogStatus[]> {
-  const out: MlogStatus[] = [];
-  for (const m of await listMlogs(db)) {
-    const info = await getPurgeInfo(db, m.mlog_id);
-    const consumers = await mlogConsumers(db, m.mlog_id);
-    out.push({
+  const logs = await listMlogs(db);
+  if (logs.length === 0) return [];
+  const [{ infos, consumers }, high] = await Promise.all([
+    perLog(db),
+    logHighWaterMarks(db, logs.map((m) => ({ mlogId: m.mlog_id, schema: m.table_schema, table: m.mlog_name }))),
+  ]);
+  return logs.map((m) => {
+    const info = infos.get(m.mlog_id);
+    const purgeWatermark = toNumber(info?.purge_watermark ?? 0);
+    return {
       mlogId: m.mlog_id,
       table: `${m.table_schema}.${m.base_table_name}`,
       log: `${m.table_schema}.${m.mlog_name}`,
@@ -52,15 +83,11 @@ export async function listMlogStatus(db: Knex): Promise<MlogStatus[]> {
       nextPurgeTime: iso(info?.next_time),
       lastPurgeResult: info?.last_purge_result ?? null,
       lastPurgeTime: iso(info?.purge_endtime),
-      lastPurgeRows: info?.purge_rows ?? 0,
-      purgeWatermark: info?.purge_watermark ?? 0,
+      lastPurgeRows: toNumber(info?.purge_rows ?? 0),
+      purgeWatermark,
       lastFailedReason: info?.last_failed_reason ?? null,
-      consumers: consumers.map((c) => ({
-        mview: `${c.table_schema}.${c.mview_name}`,
-        refreshMethod: c.refresh_method,
-        consumedWatermark: c.consumed_watermark,
-      })),
-    });
-  }
-  return out;
+      backlogRows: backlogRows(high.get(m.mlog_id), purgeWatermark),
+      consumers: consumers.get(m.mlog_id) ?? [],
+    };
+  });
 }

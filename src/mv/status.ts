@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
-import { mviewFreshness } from '../versions/freshness.js';
+import { freshnessOf, mviewsFreshness } from '../versions/freshness.js';
+import { dbNowMs, lagSeconds } from './lag.js';
 import { loadEdges, mviewNames } from '../pipeline/repository.js';
 
 export interface MviewStatus {
@@ -17,6 +18,12 @@ export interface MviewStatus {
   lastResult: string | null;
   lastRefreshEnd: string | null;
   lastRefreshType: string | null;
+  /** End of the last SUCCESS run (a SKIPPED run is no success, though it moves dataTime). */
+  lastSuccessTime: string | null;
+  /** Database time of the snapshot its contents reflect (DESIGN.md §2 "Data time and lag"). */
+  dataTime: string | null;
+  /** now - dataTime on the database's clock, in seconds (src/mv/lag.ts); null before any data time. */
+  lagSeconds: number | null;
   nextTime: string | null;
   owner: string | null;
   failures: number;
@@ -27,9 +34,6 @@ export interface MviewStatus {
   stalePartitions: string[];
   /** When versions of its base tables were last reported (freshness is per those reports). */
   versionsReportedAt: string | null;
-  /** Database time of the snapshot its contents reflect; lag = now - dataTime, in seconds. */
-  dataTime: string | null;
-  lagSeconds: number | null;
   /** TARGET LAG: seconds, "DOWNSTREAM", or null (a grid or on demand). */
   targetLag: number | 'DOWNSTREAM' | null;
   /** Why its target lag cannot be met now (the leading planner says); null when it is met. */
@@ -47,7 +51,7 @@ function pipelineFields(r: Record<string, unknown>, nowMs: number, deps: { depen
   const dataTime = r.data_time as Date | null;
   return {
     dataTime: iso(dataTime),
-    lagSeconds: dataTime ? Math.max(0, Math.round((nowMs - dataTime.getTime()) / 100) / 10) : null,
+    lagSeconds: lagSeconds(dataTime, nowMs),
     targetLag: r.target_downstream ? 'DOWNSTREAM' : r.target_lag === null || r.target_lag === undefined ? null : Number(r.target_lag),
     targetUnmetReason: (r.target_unmet_reason as string | null) ?? null,
     dependsOn: deps?.dependsOn ?? [],
@@ -84,7 +88,11 @@ export interface StatusSlice {
   limit: number;
 }
 
-/** One row per MV for `mvsched status` and the HTTP API; owner from the caller's ring. */
+/**
+ * One row per MV for `mvsched status`, the HTTP API and /metrics; owner from the caller's ring.
+ * A bounded number of queries whatever the number of MVs (the listing, the database clock,
+ * freshness in at most three): never one per MV.
+ */
 export async function listMviewStatus(
   db: Knex,
   ring: HashRing | undefined,
@@ -96,7 +104,8 @@ export async function listMviewStatus(
     .select(
       'm.mview_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval',
       'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.next_time', 'ri.consecutive_failures',
-      'ri.last_failed_reason', 'ri.refresh_count', 'm.target_lag', 'm.target_downstream', 'ri.data_time', 'ri.target_unmet_reason',
+      'ri.last_failed_reason', 'ri.refresh_count', 'ri.last_success_endtime', 'ri.data_time',
+      'm.target_lag', 'm.target_downstream', 'ri.target_unmet_reason',
     )
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
@@ -107,14 +116,14 @@ export async function listMviewStatus(
     );
   }
   if (slice) q.limit(slice.limit);
-  const rows = (await q) as Array<Record<string, unknown>>;
+  const [rows, nowMs] = await Promise.all([q as Promise<Array<Record<string, unknown>>>, dbNowMs(db)]);
   const deps = await dependencyNames(db, rows.map((r) => Number(r.mview_id)));
-  const [nowRows] = (await db.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>];
-  const nowMs = nowRows[0]!.t.getTime();
+  // A page or one MV: the freshness of those; the whole listing: of every MV at once.
+  const fresh = await mviewsFreshness(db, filter || slice ? rows.map((r) => Number(r.mview_id)) : undefined);
   const out: MviewStatus[] = [];
   for (const r of rows) {
     const id = Number(r.mview_id);
-    const f = await mviewFreshness(db, id);
+    const f = freshnessOf(fresh, id);
     // Its scheduled job, or its wave steps (a target lag), go to its owner's queue.
     const scheduled = r.status === 'ACTIVE' && (r.next_time || r.target_lag !== null || r.target_downstream);
     out.push({
@@ -129,6 +138,7 @@ export async function listMviewStatus(
       lastResult: (r.last_refresh_result as string | null) ?? null,
       lastRefreshEnd: iso(r.refresh_endtime as Date | null),
       lastRefreshType: (r.last_refresh_type as string | null) ?? null,
+      lastSuccessTime: iso(r.last_success_endtime as Date | null),
       nextTime: iso(r.next_time as Date | null),
       owner: scheduled && ring ? (ring.getNode(mviewRingKey(id)) ?? null) : null,
       failures: Number(r.consecutive_failures ?? 0),

@@ -34,7 +34,7 @@ export function listenHost(config: Pick<Config, 'httpHost' | 'apiToken'>): strin
 export async function startServer(config: Config, logger: Logger): Promise<{ app: FastifyInstance; url: string; closeables: Closeable[] }> {
   const host = listenHost(config);
   const rt = createRuntime(config, logger, { poolMax: 8 });
-  const metrics = new ServerMetrics({ db: rt.db, redis: rt.redis, prefix: config.prefix });
+  const metrics = new ServerMetrics({ db: rt.db, redis: rt.redis, prefix: config.prefix, maxMviews: config.metricsMaxMviews });
   const app = await buildApp({
     db: rt.db,
     redis: rt.redis,

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
 import { NotFoundError, ValidationError, errorMessage } from '../errors.js';
+import { captureSummary } from '../capture/status.js';
 import { explainMv } from '../fast/explain.js';
 import { MembershipRegistry } from '../membership/registry.js';
 import { displayName, resolveName } from '../mv/identifiers.js';
@@ -126,7 +127,8 @@ export async function registerUi(app: FastifyInstance, deps: UiDeps): Promise<vo
       const limit = req.query.limit === undefined ? 50 : Number(req.query.limit);
       if (!Number.isInteger(offset) || offset < 0) throw new ValidationError(`offset: expected a whole number >= 0, got ${JSON.stringify(req.query.offset)}`);
       if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new ValidationError(`limit: expected a whole number from 1 to 500, got ${JSON.stringify(req.query.limit)}`);
-      return await listUiMlogs(deps.db, { offset, limit });
+      const [page, capture] = await Promise.all([listUiMlogs(deps.db, { offset, limit }), captureSummary(deps.db, deps.redis, deps.prefix)]);
+      return { ...page, capture };
     } catch (err) {
       return sendError(reply, err);
     }

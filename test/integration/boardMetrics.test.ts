@@ -8,6 +8,7 @@ import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/ru
 import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { ServerMetrics } from '../../src/metrics/serverMetrics.js';
+import { listMviewStatus } from '../../src/mv/status.js';
 import { buildApp } from '../../src/server/app.js';
 import { Cluster, inspector, type Proc, type QueueInspector } from '../support/cluster.js';
 import { alertRules, dashboardExprs, exportedNames, metricNames } from '../support/deploy.js';
@@ -237,11 +238,43 @@ describe('/metrics', () => {
     // A planner runs in this file and holds the lease.
     expect(sample(body, 'mvs_planner_leader_present')).toBe(1);
 
+    // Per-MV and per-log series (DESIGN.md §3), with plausible values.
+    const ev = { mview: `${t.database}.ev_mv` };
+    const nowS = Date.now() / 1000;
+    expect(sample(body, 'mvs_mview_lag_seconds', ev)).toBeGreaterThanOrEqual(0);
+    expect(sample(body, 'mvs_mview_lag_seconds', ev)).toBeLessThan(30); // refreshed every second by w1
+    expect(sample(body, 'mvs_mview_last_success_timestamp_seconds', ev)).toBeGreaterThan(nowS - 60);
+    expect(sample(body, 'mvs_mview_last_success_timestamp_seconds', ev)).toBeLessThan(nowS + 5);
+    expect(sample(body, 'mvs_mview_consecutive_failures', ev)).toBe(0);
+    expect(sample(body, 'mvs_mview_interval_seconds', ev)).toBe(1);
+    expect(sample(body, 'mvs_mview_interval_seconds', { mview: `${t.database}.by_cust` })).toBe(3600);
+    expect(sample(body, 'mvs_mview_series_omitted')).toBe(0);
+    expect(sample(body, 'mvs_mlog_broken', { mlog: `${t.database}.ev` })).toBe(0);
+    expect(sample(body, 'mvs_mlog_backlog_rows', { mlog: `${t.database}.ev` })).toBeGreaterThanOrEqual(0);
+    expect(sample(body, 'mvs_mlog_backlog_rows', { mlog: `${t.database}.ev` })).toBeLessThanOrEqual(2);
+
+    // MVS_METRICS_MAX_MVIEWS: past it, the worst by lag are exported and a gauge counts the rest.
+    const capped = new ServerMetrics({ db: t.db, redis: rt.redis, prefix: t.prefix, maxMviews: 1 });
+    try {
+      const worst = (await listMviewStatus(t.db, undefined)).sort((a, b) => (b.lagSeconds ?? -1) - (a.lagSeconds ?? -1))[0]!;
+      const few = (await capped.scrape()).body;
+      const lagged = few.split('\n').filter((l) => l.startsWith('mvs_mview_lag_seconds{'));
+      expect(lagged).toHaveLength(1);
+      expect(lagged[0]).toContain(`mview="${worst.name}"`);
+      expect(sample(few, 'mvs_mview_series_omitted')).toBe(1);
+      expect(sample(few, 'mvs_mviews', { state: 'fresh' })).toBe(2); // the counts still cover every MV
+    } finally {
+      await capped.close();
+    }
+
     // The shipped alert rules and Grafana dashboard read only series the server exports.
     const exported = exportedNames(body);
     const read = [...alertRules().map((r) => r.expr), ...dashboardExprs()].flatMap(metricNames);
     expect(read.length).toBeGreaterThan(10);
-    expect([...new Set(read)].filter((n) => !exported.has(n)), 'metric names in deploy/ that /metrics does not export').toEqual([]);
+    // Capture's series exist only where USING BINLOG logs exist or a capture runs (none here);
+    // test/integration/captureAlerts.test.ts scrapes them from a real capture.
+    const conditional = new Set(['mvs_capture_active', 'mvs_capture_lag_seconds', 'mvs_capture_lag_bytes']);
+    expect([...new Set(read)].filter((n) => !exported.has(n) && !conditional.has(n)), 'metric names in deploy/ that /metrics does not export').toEqual([]);
 
     await ddl.execute('ALTER MATERIALIZED VIEW ev_mv SUSPEND');
     const after = (await app.inject({ url: '/metrics', headers: auth })).body;

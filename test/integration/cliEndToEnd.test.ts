@@ -71,6 +71,13 @@ describe('the CLI against a running cluster', () => {
       owner: 'cli-1',
       failures: 0,
     });
+    // Built by the CREATE: it succeeded then, and its data is as of that build.
+    const built = status.mviews[0]!;
+    expect(built.lastSuccessTime).toBe(built.lastRefreshEnd);
+    expect(Date.parse(built.dataTime as string)).toBeLessThanOrEqual(Date.parse(built.lastSuccessTime as string));
+    expect(built.lagSeconds).toEqual(expect.any(Number));
+    expect(built.lagSeconds as number).toBeGreaterThanOrEqual(0);
+    expect(built.lagSeconds as number).toBeLessThan(600);
     const nextBefore = status.mviews[0]!.nextTime;
 
     await t.db('orders').insert({ id: 4, cust: 3, amt: 1 });
@@ -82,6 +89,12 @@ describe('the CLI against a running cluster', () => {
     // A manual refresh leaves the schedule alone, and is recorded as MANUAL.
     const after = JSON.parse((await cli(['status', '--json'])).stdout) as { mviews: Array<Record<string, unknown>> };
     expect(after.mviews[0]!.nextTime).toBe(nextBefore);
+    expect(Date.parse(after.mviews[0]!.dataTime as string)).toBeGreaterThan(Date.parse(built.dataTime as string));
+    expect(Date.parse(after.mviews[0]!.lastSuccessTime as string)).toBeGreaterThan(Date.parse(built.lastSuccessTime as string));
+    const text = (await cli(['status'])).stdout;
+    expect(text).toMatch(/MVIEW\s+METHOD\s+STATE\s+SCHEDULE\s+DATA AS OF \(UTC\)\s+LAG\s+LAST/);
+    const dataAsOf = (after.mviews[0]!.dataTime as string).replace('T', ' ').replace('Z', '');
+    expect(text).toMatch(new RegExp(`${t.database}\\.by_cust\\s+COMPLETE\\s+ACTIVE\\s+every 3600s\\s+${dataAsOf.replace(/\./g, '\\.')}\\s+\\d+\\.\\ds\\s+SUCCESS`));
     const hist = await t.db('mvs_mview_refresh_hist').orderBy('refresh_id').pluck('refresh_trigger');
     expect(hist).toEqual(['MANUAL', 'MANUAL']);
   });
@@ -110,11 +123,15 @@ describe('the CLI against a running cluster', () => {
     expect(JSON.parse(purged.stdout)).toMatchObject({ outcome: 'SUCCESS', rows: 3 });
     const status = JSON.parse((await cli(['status', '--json'])).stdout) as { mlogs: Array<Record<string, unknown>> };
     expect(status.mlogs).toEqual([
-      expect.objectContaining({ table: `${t.database}.clicks`, lastPurgeResult: 'SUCCESS', lastPurgeRows: 3, purgeMethod: 'MANUAL' }),
+      expect.objectContaining({ table: `${t.database}.clicks`, lastPurgeResult: 'SUCCESS', lastPurgeRows: 3, purgeMethod: 'MANUAL', backlogRows: 0 }),
     ]);
+    await t.db('clicks').insert({ id: 4, page: 2, ms: 1 });
+    await t.db('clicks').where({ id: 4 }).update({ ms: 2 }); // an UPDATE logs two rows (old and new image)
+    const later = JSON.parse((await cli(['status', '--json'])).stdout) as { mlogs: Array<Record<string, unknown>> };
+    expect(later.mlogs[0]).toMatchObject({ backlogRows: 3 });
     const text = await cli(['status']);
-    expect(text.stdout).toMatch(/MV LOG\s+ON\s+CAPTURE\s+STATE\s+PURGE/);
-    expect(text.stdout).toMatch(new RegExp(`clicks\\s+TRIGGERS\\s+OK\\b`));
+    expect(text.stdout).toMatch(/MV LOG\s+ON\s+CAPTURE\s+STATE\s+BACKLOG\s+PURGE/);
+    expect(text.stdout).toMatch(new RegExp(`mlog\\$clicks\\s+${t.database}\\.clicks\\s+TRIGGERS\\s+OK\\s+3\\s+manual`));
     expect(text.stdout).not.toMatch(/^capture:/m); // no BINLOG log, no capture: nothing to say
     expect(text.stdout).toContain(`${t.database}.clicks_mv@`);
 

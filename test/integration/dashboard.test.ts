@@ -9,6 +9,7 @@ import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DemoWriter, setupDemo } from '../../src/demo/demo.js';
 import { buildApp } from '../../src/server/app.js';
+import { createTestLog } from '../support/binlogLogs.js';
 import { Cluster, inspector, type QueueInspector } from '../support/cluster.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
@@ -118,8 +119,13 @@ describe('token rules', () => {
     expect((await app.inject({ method: 'POST', url: '/v1/sql', headers: { cookie }, payload: { sql: `DROP MATERIALIZED VIEW ${demo}.region_totals` } })).statusCode).toBe(401);
     expect((await app.inject({ method: 'POST', url: `/v1/mviews/${demo}/sales_by_region/refresh`, headers: { cookie }, payload: {} })).statusCode).toBe(401);
     expect((await app.inject({ url: '/v1/mviews', headers: { cookie: 'mvs_token=nope' } })).statusCode).toBe(401);
-    // Bull Board takes the same login.
+    // Bull Board takes the same login, and / links to both.
     expect((await app.inject({ url: '/admin/queues/api/queues', headers: { cookie } })).statusCode).toBe(200);
+    const home = await app.inject({ url: '/', headers: { cookie } });
+    expect(home.statusCode).toBe(200);
+    expect(home.body).toContain('href="/ui"');
+    expect(home.body).toContain('href="/admin/queues"');
+    expect((await app.inject({ url: '/favicon.ico' })).statusCode).toBe(204);
   });
 
   it('refresh from the dashboard needs the CSRF token and a same-origin request', async () => {
@@ -148,6 +154,22 @@ describe('token rules', () => {
     expect(missing.statusCode).toBe(404);
     const badMethod = await app.inject({ method: 'POST', url: path, headers: { cookie, 'content-type': 'application/json', 'x-mvs-csrf': csrf }, payload: '{"method":"SLOW"}' });
     expect(badMethod.statusCode).toBe(400);
+  });
+
+  it('without MVS_API_TOKEN (a loopback-only server) the refresh still needs the CSRF token', async () => {
+    const open = await buildApp({ db: t.db, redis: rt.redis, logger: t.logger, apiToken: undefined, api: { prefix: t.prefix, defaultSchema: t.database, ddl }, ui: true });
+    try {
+      const page = await open.inject({ url: '/ui' });
+      expect(page.statusCode).toBe(200);
+      const csrf = /<meta name="mvs-csrf" content="([^"]+)">/.exec(page.body)![1]!;
+      const post = (headers: Record<string, string>) =>
+        open.inject({ method: 'POST', url: `/ui/api/mviews/${demo}/top_customers/refresh`, headers: { 'content-type': 'application/json', ...headers }, payload: '{}' });
+      expect((await post({})).statusCode).toBe(403);
+      expect((await post({ 'x-mvs-csrf': csrf, 'sec-fetch-site': 'cross-site' })).statusCode).toBe(403);
+      expect((await post({ 'x-mvs-csrf': csrf })).statusCode).toBe(202);
+    } finally {
+      await open.close();
+    }
   });
 });
 
@@ -191,6 +213,16 @@ describe('overview listing', () => {
     expect(logs.total).toBe(1);
     expect(logs.items[0]).toMatchObject({ table: `${demo}.orders`, capture: 'TRIGGERS', state: 'OK', consumers: 1 });
     expect(logs.items[0].backlogRows).toBeGreaterThanOrEqual(0);
+    expect(logs.items[0].unpurgedRows).toBeGreaterThanOrEqual(logs.items[0].backlogRows);
+    expect(logs.capture).toBeNull(); // no BINLOG log, no capture: nothing to say
+
+    // A BINLOG log that nothing captures into: the listing says so.
+    await t.db.raw('CREATE TABLE ticks (id INT PRIMARY KEY, v INT NULL)');
+    await createTestLog(t.db, { metaSchema: t.database, schema: t.database, table: 'ticks', columns: ['v'], mode: 'BINLOG' });
+    const withBinlog = (await app.inject({ url: '/ui/api/mlogs', headers: auth })).json();
+    expect(withBinlog.total).toBe(2);
+    expect(withBinlog.items.find((l: { table: string }) => l.table === `${t.database}.ticks`)).toMatchObject({ capture: 'BINLOG', consumers: 0, backlogRows: 0 });
+    expect(withBinlog.capture).toMatchObject({ active: false, binlogLogs: 1 });
     const graph = (await app.inject({ url: `/ui/api/mviews/${demo}/sales_by_region/graph`, headers: auth })).json();
     expect(graph.edges).toEqual(expect.arrayContaining([{ from: `table:${demo}.orders`, to: expect.stringMatching(/^mv:/) }]));
     const names = graph.nodes.map((n: { name: string }) => n.name).sort();
@@ -238,6 +270,8 @@ describe('in a real browser', () => {
     await expect.poll(() => page.locator(`tr[data-mv="${demo}.top_customers"] .lagv`).innerText(), { timeout: 20_000 }).toMatch(/\d/);
     await expect.poll(() => page.locator(`tr[data-mv="${t.database}.doomed_sum"]`).getAttribute('data-health'), { timeout: 20_000 }).toBe('failing');
     expect(await page.locator('tr[data-log] >> text=TRIGGERS').count()).toBe(1);
+    expect(await page.locator('tr[data-log] >> text=BINLOG').count()).toBe(1);
+    expect(await page.locator('#capture').innerText()).toMatch(/not running: 1 BINLOG log/);
     expect(await page.locator('[data-node="w1"]').count()).toBe(1);
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-overview.png'), fullPage: true });
 

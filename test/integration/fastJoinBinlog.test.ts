@@ -76,7 +76,17 @@ describe('capture behind at the cut', () => {
     await ddl.execute(`CREATE MATERIALIZED VIEW cb_agg REFRESH FAST AS ${agg}`);
     await ddl.execute(`CREATE MATERIALIZED VIEW cb_spj REFRESH FAST AS ${spj}`);
 
-    for (const mv of ['cb_agg', 'cb_spj']) {
+    for (const [k, mv] of ['cb_agg', 'cb_spj'].entries()) {
+      // A write capture has just stored: the refresh below counts capture as down only once its
+      // position has been still for a while (10 s), so it waits for capture meanwhile.
+      await t.db.raw('INSERT INTO cb_f VALUES (?, 1, 1)', [100 + k]);
+      await waitFor(
+        async () => {
+          const [r] = (await t.db.raw('SELECT COUNT(*) AS n FROM `mlog$cb_f` WHERE id = ?', [100 + k])) as [Array<{ n: number }>];
+          return Number(r[0]!.n) > 0;
+        },
+        { timeoutMs: 30_000, intervalMs: 50, what: 'capture writing the log row' },
+      );
       for (const c of capture.reverse()) await c.close();
       capture = [];
       try {
@@ -93,7 +103,8 @@ describe('capture behind at the cut', () => {
             const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
             return Number(r[0]!.n) > 0;
           },
-          { timeoutMs: 15_000, intervalMs: 50, what: "the refresh's snapshot open while capture is down" },
+          // InnoDB refreshes its INNODB_TRX snapshot only when nobody read it for 100 ms: poll slower.
+          { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
         );
         capture = await startCapture(t.config, t.logger);
         expect((await refresh).message).toMatch(/\(FAST,/);

@@ -73,6 +73,13 @@ describe('HTTP API /v1', () => {
     const one = await get(`/v1/mviews/${t.database}/by_cust`);
     expect(one.statusCode).toBe(200);
     expect(one.json()).toMatchObject({ name: `${t.database}.by_cust`, method: 'COMPLETE', lastResult: 'SUCCESS', nextSeconds: 3600 });
+    // Data time and lag (DESIGN.md §2): the listing and the MV's own page say the same.
+    const listed = list.json().items[0] as Record<string, unknown>;
+    expect(listed.dataTime).toBe(one.json().dataTime);
+    expect(listed.lastSuccessTime).toBe(one.json().lastSuccessTime);
+    expect(Date.parse(one.json().dataTime)).toBeLessThanOrEqual(Date.parse(one.json().lastSuccessTime));
+    expect(one.json().lagSeconds).toBeGreaterThanOrEqual(0);
+    expect(one.json().lagSeconds).toBeLessThan(600);
     expect(one.json().history).toHaveLength(1);
     expect(one.json().history[0]).toMatchObject({ status: 'SUCCESS', trigger: 'MANUAL', method: 'COMPLETE' });
 

@@ -5,22 +5,16 @@ import { listMviewStatus, type MviewStatus } from '../../mv/status.js';
 import { HashRing } from '../../ring/hashRing.js';
 import { listMlogStatus, type MlogStatus } from '../../mlog/status.js';
 import type { CliContext } from '../context.js';
-
-function columns(head: string[], body: string[][]): string[] {
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  return [fmt(head), ...body.map(fmt)];
-}
-
-const utc = (s: string | null | undefined) => s?.replace('T', ' ').replace('Z', '') ?? '-';
+import { columns, formatLag, utc } from '../format.js';
 
 function mlogTable(rows: MlogStatus[]): string[] {
-  const head = ['MV LOG', 'ON', 'CAPTURE', 'STATE', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
+  const head = ['MV LOG', 'ON', 'CAPTURE', 'STATE', 'BACKLOG', 'PURGE', 'LAST PURGE', 'LAST END (UTC)', 'ROWS', 'WATERMARK', 'NEXT (UTC)', 'CONSUMERS'];
   const body = rows.map((r) => [
     r.log,
     r.table,
     r.capture,
     r.state,
+    r.backlogRows === null ? '-' : String(r.backlogRows),
     r.purgeMethod === 'SCHEDULED' ? `every ${r.purgeIntervalS ?? '-'}s` : r.purgeMethod.toLowerCase(),
     r.lastPurgeResult ?? '-',
     utc(r.lastPurgeTime),
@@ -35,23 +29,22 @@ function mlogTable(rows: MlogStatus[]): string[] {
 }
 
 function table(rows: MviewStatus[]): string[] {
-  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'LAG', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'DATA'];
+  const head = ['MVIEW', 'METHOD', 'STATE', 'SCHEDULE', 'DATA AS OF (UTC)', 'LAG', 'LAST', 'LAST END (UTC)', 'NEXT (UTC)', 'OWNER', 'FAILS', 'VERSIONS'];
   const body = rows.map((r) => [
     r.name,
     r.method,
     r.status,
     scheduleText(r),
-    r.lagSeconds === null ? '-' : `${r.lagSeconds}s`,
+    utc(r.dataTime),
+    formatLag(r.lagSeconds),
     r.lastResult ?? '-',
-    r.lastRefreshEnd?.replace('T', ' ').replace('Z', '') ?? '-',
-    r.nextTime?.replace('T', ' ').replace('Z', '') ?? '-',
+    utc(r.lastRefreshEnd),
+    utc(r.nextTime),
     r.owner ?? '-',
     String(r.failures),
     r.freshness === 'unversioned' ? '-' : `${r.freshness} per versions reported at ${utc(r.versionsReportedAt)}`,
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const out = [fmt(head), ...body.map(fmt)];
+  const out = columns(head, body);
   for (const r of rows) if (r.lastResult === 'FAILED' && r.lastFailedReason) out.push(`  ${r.name}: ${r.lastFailedReason}`);
   for (const r of rows) {
     const parts = [r.dependsOn.length ? `reads ${r.dependsOn.join(', ')}` : '', r.readBy.length ? `read by ${r.readBy.join(', ')}` : ''].filter(Boolean);

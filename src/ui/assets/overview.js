@@ -1,7 +1,7 @@
 import { getJson, mvPath, poll } from './api.js';
 import { clearError, healthBadge, lagCell, showError, truncate, updatedNow } from './common.js';
 import { fill, h } from './dom.js';
-import { fmtCount, fmtRelative, fmtTime, HEALTH_LABELS } from './format.js';
+import { fmtCount, fmtDuration, fmtRelative, fmtTime, HEALTH_LABELS } from './format.js';
 
 // The overview: every MV with its state, lag, last result, next run and owner, a page at a time
 // (the server filters, counts and sorts, so 10,000 MVs cost the browser one page of rows), then
@@ -73,6 +73,16 @@ function logRow(l) {
   );
 }
 
+/** Binlog capture, when there is any: who captures and how far behind, or that nobody does. */
+function captureLine(c) {
+  if (!c) return null;
+  if (!c.active) {
+    return h('span', { class: 'reason' }, `Binlog capture is not running: ${c.binlogLogs} BINLOG log(s) are not being filled (start mvsched capture); stopped at GTID ${c.gtid ?? '–'}.`);
+  }
+  const bytes = c.lagBytes === null ? '–' : `${fmtCount(c.lagBytes)} bytes`;
+  return [h('b', {}, 'Binlog capture: '), `active (${c.holder ?? '–'}), behind by ${c.lagSeconds === null ? '–' : fmtDuration(c.lagSeconds)} / ${bytes}, at GTID ${c.gtid ?? '–'}`];
+}
+
 function pager(offset, shown, total, onPage) {
   const first = total === 0 ? 0 : offset + 1;
   return h(
@@ -103,6 +113,7 @@ export function renderOverview(main) {
   const logsBody = h('tbody', { id: 'mlogs' });
   const logsPager = h('div');
   const logsTitle = h('h2', {}, 'MV logs');
+  const captureBox = h('p', { id: 'capture' });
   const nodesBox = h('div', { id: 'nodes', class: 'nodes' });
   fill(
     main,
@@ -113,7 +124,7 @@ export function renderOverview(main) {
     h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['Materialized view', 'State', 'Lag', 'Last refresh', 'Next run', 'Owner', 'Method'].map((t) => h('th', {}, t)))), tbody),
     pagerBox,
     h('div', { class: 'columns' },
-      h('section', { class: 'wide' }, logsTitle, h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['Table', 'Capture', 'State', 'Backlog (rows)', 'Not purged', 'MVs', 'Last purge'].map((t) => h('th', {}, t)))), logsBody), logsPager),
+      h('section', { class: 'wide' }, logsTitle, captureBox, h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['Table', 'Capture', 'State', 'Backlog (rows)', 'Not purged', 'MVs', 'Last purge'].map((t) => h('th', {}, t)))), logsBody), logsPager),
       h('section', {}, h('h2', {}, 'Live nodes'), nodesBox),
     ),
   );
@@ -152,6 +163,8 @@ export function renderOverview(main) {
     fill(tbody, ...(data.items.length ? data.items.map((mv) => mvRow(mv, nowMs)) : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, data.total ? 'No materialized view matches.' : 'No materialized views yet: CREATE MATERIALIZED VIEW ... (mvsched sql).'))]));
     fill(pagerBox, data.matched > data.limit || state.page > 1 ? pager(data.offset, data.items.length, data.matched, (d) => change({ page: state.page + d })) : null);
     fill(logsTitle, `MV logs (${fmtCount(logs.total)}${logs.broken ? `, ${logs.broken} broken` : ''})`);
+    fill(captureBox, captureLine(logs.capture));
+    captureBox.hidden = !logs.capture;
     fill(logsBody, ...(logs.items.length ? logs.items.map(logRow) : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No MV logs.'))]));
     fill(logsPager, logs.total > logs.limit ? pager(logs.offset, logs.items.length, logs.total, (d) => change({ logPage: state.logPage + d })) : null);
     fill(nodesBox, ...(data.nodes.length ? data.nodes.map((n) => h('div', { class: 'node', 'data-node': n.node }, h('b', {}, n.node), h('span', { class: 'sub' }, ` ${fmtCount(n.mviews)} MVs`))) : [h('p', { class: 'error' }, 'No live worker: nothing is being refreshed.')]));
