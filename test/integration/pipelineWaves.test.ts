@@ -123,12 +123,22 @@ describe('pipelines on fixed schedules and when things go wrong', () => {
     });
     const grid = await history(['al_a', 'al_b'], since);
     expect(grid.filter(isWave), 'no waves while it is on a grid').toEqual([]);
+    const aRuns = (await history(['al_a'])).filter((h) => h.refresh_status === 'SUCCESS');
     for (const run of grid.filter((h) => h.mview_name === 'al_b' && h.refresh_status === 'SUCCESS')) {
-      // Its DOWNSTREAM upstream was refreshed for it, in the same job, just before.
+      // Its DOWNSTREAM upstream was refreshed for it, in the same job, just before; unless a run
+      // of it started within a quarter of al_b's interval before the slot (the last wave's, for
+      // the first slot after the ALTER): that one is read as it is.
       const up = grid.find((h) => h.mview_name === 'al_a' && h.refresh_job_id === run.refresh_job_id && h.refresh_id < run.refresh_id);
-      expect(up, `al_a refreshed for run ${run.refresh_id}`).toMatchObject({ refresh_trigger: 'UPSTREAM', refresh_status: 'SUCCESS' });
-      expect(run.start_time.getTime()).toBeGreaterThanOrEqual(up!.end_time!.getTime());
+      if (!up) {
+        const recent = aRuns.filter((h) => h.refresh_id < run.refresh_id && h.start_time.getTime() >= run.scheduled_time!.getTime() - 500);
+        expect(recent.length, `al_a refreshed for run ${run.refresh_id}, or just before its slot`).toBeGreaterThan(0);
+        continue;
+      }
+      expect(up).toMatchObject({ refresh_trigger: 'UPSTREAM', refresh_status: 'SUCCESS' });
+      expect(run.start_time.getTime()).toBeGreaterThanOrEqual(up.end_time!.getTime());
     }
+    // The reuse is the exception: at least one grid run refreshed al_a in its own job.
+    expect(grid.some((h) => h.mview_name === 'al_a' && h.refresh_trigger === 'UPSTREAM' && !isWave(h))).toBe(true);
 
     await ddl.execute('ALTER MATERIALIZED VIEW al_b REFRESH TARGET LAG 3');
     await converge('al_b back on a target lag has no scheduled job');
