@@ -91,7 +91,7 @@ export interface StatusSlice {
 /**
  * One row per MV for `mvsched status`, the HTTP API and /metrics; owner from the caller's ring.
  * A bounded number of queries whatever the number of MVs (the listing, the database clock,
- * freshness in at most three): never one per MV.
+ * freshness in at most three, dependency edges and their names): never one per MV.
  */
 export async function listMviewStatus(
   db: Knex,

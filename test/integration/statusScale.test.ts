@@ -111,7 +111,9 @@ describe('status of many MVs', () => {
     expect(big.n).toBe(small.n);
     expect(bigPage.n).toBe(smallPage.n);
     expect(bigLogs.n).toBe(smallLogs.n);
-    expect(big.n).toBeLessThanOrEqual(5);
+    // The listing, the database clock, freshness in at most three reads, the dependency edges
+    // between MVs and their names (pipelines).
+    expect(big.n).toBeLessThanOrEqual(7);
     expect(bigLogs.n).toBeLessThanOrEqual(5);
   });
 
