@@ -12,6 +12,7 @@ import { runMlogWriters } from './mlogWriters.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRedisCluster } from './redisCluster.js';
 import { runRepairThroughput } from './repairThroughput.js';
+import { runStatusScale } from './statusScale.js';
 import { runWriterStall } from './writerStall.js';
 import {
   fmtRatio,
@@ -80,6 +81,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   purge: { title: 'MV log purge (bench/mlogPurge.ts)', run: (ctx) => runMlogPurge(ctx) },
   'writer-stall': { title: "Writers' stalls under a frozen or waiting refresher (bench/writerStall.ts)", run: (ctx) => runWriterStall(ctx) },
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
+  'status-scale': { title: 'Status of 100,000 MVs vs a plain SELECT (bench/statusScale.ts)', run: (ctx) => runStatusScale(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -104,6 +106,8 @@ const ALIASES: Record<string, string> = {
   mlogpurge: 'purge',
   cluster: 'cluster',
   rediscluster: 'cluster',
+  statusscale: 'status-scale',
+  status: 'status-scale',
 };
 
 function usage(): string {
@@ -119,6 +123,7 @@ function usage(): string {
     '       BENCH_STALL_EPISODES=5 BENCH_STALL_FREEZE_MS=6000 BENCH_STALL_LONG_MS=6000 BENCH_STALL_CUT_WAIT_MS=2000',
     '       BENCH_CLUSTER_PLANNER_N=100000 BENCH_CLUSTER_PLANNER_ROUNDS=2 BENCH_CLUSTER_DISPATCH_MVS=500 BENCH_CLUSTER_DISPATCH_WINDOW_S=30',
     '       BENCH_CLUSTER_MVS=20000 BENCH_CLUSTER_CONCURRENCY=4 BENCH_CLUSTER_WINDOW_S=30',
+    '       BENCH_STATUS_MVS=100000 BENCH_STATUS_REPS=5',
   ].join('\n');
 }
 

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import { createRuntime } from '../../app/runtime.js';
 import { MembershipRegistry } from '../../membership/registry.js';
 import { listMviewStatus, type MviewStatus } from '../../mv/status.js';
@@ -47,14 +48,20 @@ function table(rows: MviewStatus[]): string[] {
   return out;
 }
 
+/** What `status --json` prints: every MV and MV log, read in a bounded number of queries. */
+export async function statusDocument(db: Knex, ring: HashRing): Promise<{ nodes: string[]; mviews: MviewStatus[]; mlogs: MlogStatus[] }> {
+  const [mviews, mlogs] = await Promise.all([listMviewStatus(db, ring), listMlogStatus(db)]);
+  return { nodes: ring.nodes(), mviews, mlogs };
+}
+
 export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 2 });
   try {
     const ring = new HashRing(ctx.config.vnodes !== undefined ? { vnodes: ctx.config.vnodes } : {});
     ring.rebuild(await new MembershipRegistry(rt.redis, ctx.config.prefix).live());
-    const rows = await listMviewStatus(rt.db, ring);
-    const mlogs = await listMlogStatus(rt.db);
-    if (opts.json) ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows, mlogs }, null, 2));
+    const doc = await statusDocument(rt.db, ring);
+    const { mviews: rows, mlogs } = doc;
+    if (opts.json) ctx.out(JSON.stringify(doc, null, 2));
     else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
     else {
       if (rows.length) for (const line of table(rows)) ctx.out(line);
