@@ -17,6 +17,7 @@ import { runPipeline } from './pipeline.js';
 import { runPlannerReconcile } from './plannerReconcile.js';
 import { runRedisCluster } from './redisCluster.js';
 import { runRepairThroughput } from './repairThroughput.js';
+import { runStatusScale } from './statusScale.js';
 import { runWriterStall } from './writerStall.js';
 import {
   fmtRatio,
@@ -90,6 +91,7 @@ const BENCHES: Record<string, { title: string; run: (ctx: BenchContext) => Promi
   cluster: { title: 'Redis Cluster vs single Redis (bench/redisCluster.ts)', run: (ctx) => runRedisCluster(ctx) },
   ui: { title: 'Dashboard overview at 10,000 MVs (bench/dashboard.ts)', run: (ctx) => runDashboard(ctx) },
   pipeline: { title: 'Pipelines to a target lag (bench/pipeline.ts)', run: (ctx) => runPipeline(ctx) },
+  'status-scale': { title: 'Status of 100,000 MVs vs a plain SELECT (bench/statusScale.ts)', run: (ctx) => runStatusScale(ctx) },
 };
 
 const ALIASES: Record<string, string> = {
@@ -124,6 +126,8 @@ const ALIASES: Record<string, string> = {
   pipeline: 'pipeline',
   pipelines: 'pipeline',
   targetlag: 'pipeline',
+  statusscale: 'status-scale',
+  status: 'status-scale',
 };
 
 function usage(): string {
@@ -146,6 +150,7 @@ function usage(): string {
     '       BENCH_UI_MVS=10000 BENCH_UI_REPS=15',
     '       BENCH_PIPELINE_CHAINS=200 BENCH_PIPELINE_DIAMONDS=20 BENCH_PIPELINE_MIN_LAG=10 BENCH_PIPELINE_MAX_LAG=60',
     '       BENCH_PIPELINE_WARMUP_S=60 BENCH_PIPELINE_S=180 BENCH_PIPELINE_WORKERS=2 BENCH_PIPELINE_CONCURRENCY=4',
+    '       BENCH_STATUS_MVS=100000 BENCH_STATUS_REPS=5',
   ].join('\n');
 }
 

@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
-import { freshnessOf, mviewsFreshness } from '../versions/freshness.js';
-import { dbNowMs, lagSeconds } from './lag.js';
+import { mviewsFreshness, type Freshness } from '../versions/freshness.js';
+import { dataAgeUsSql, lagOfAge } from './lag.js';
 import { loadEdges, mviewNames } from '../pipeline/repository.js';
 
 export interface MviewStatus {
@@ -43,29 +43,88 @@ export interface MviewStatus {
   readBy: string[];
 }
 
-const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+/** The ring that names owners, or a promise of it (read from Redis while the database answers). */
+export type RingSource = HashRing | Promise<HashRing> | undefined;
 
-type PipelineFields = Pick<MviewStatus, 'dataTime' | 'lagSeconds' | 'targetLag' | 'targetUnmetReason' | 'dependsOn' | 'readBy'>;
-
-function pipelineFields(r: Record<string, unknown>, nowMs: number, deps: { dependsOn: string[]; readBy: string[] } | undefined): PipelineFields {
-  const dataTime = r.data_time as Date | null;
-  return {
-    dataTime: iso(dataTime),
-    lagSeconds: lagSeconds(dataTime, nowMs),
-    targetLag: r.target_downstream ? 'DOWNSTREAM' : r.target_lag === null || r.target_lag === undefined ? null : Number(r.target_lag),
-    targetUnmetReason: (r.target_unmet_reason as string | null) ?? null,
-    dependsOn: deps?.dependsOn ?? [],
-    readBy: deps?.readBy ?? [],
-  };
+/** A slice of the listing in its (schema, name) order: rows after `after`, at most `limit`. */
+export interface StatusSlice {
+  after?: { schema: string; name: string };
+  limit: number;
 }
 
-/** For each MV of `ids`: the MVs it reads and the MVs that read it, by display name, sorted. */
-async function dependencyNames(db: Knex, ids: number[]): Promise<Map<number, { dependsOn: string[]; readBy: string[] }>> {
+/** SQL for a DATETIME(3) column as ISO 8601 text ('2026-12-03T10:00:05.123Z'; the session is UTC). */
+const isoSql = (column: string) => `CONCAT(LEFT(DATE_FORMAT(${column}, '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z')`;
+
+/**
+ * The listing's columns, named and shaped as MviewStatus: the database formats times and names,
+ * and each row the driver builds is the answer itself, completed in place (owner, lag, freshness
+ * are there as NULL so completing them keeps the rows' shape). Building a second object per MV,
+ * and a Date per time, cost more than the query at 100,000 MVs.
+ */
+function listingColumns(db: Knex): Array<string | Knex.Raw> {
+  return [
+    'm.mview_id as mviewId',
+    db.raw("CONCAT(m.table_schema, '.', m.mview_name) AS name"),
+    'm.table_schema as schema',
+    'm.mview_name as mview',
+    'm.refresh_method as method',
+    'm.status as status',
+    db.raw(`${isoSql('m.refresh_start')} AS startWith`),
+    'm.refresh_interval as nextSeconds',
+    'ri.last_refresh_result as lastResult',
+    db.raw(`${isoSql('ri.refresh_endtime')} AS lastRefreshEnd`),
+    'ri.last_refresh_type as lastRefreshType',
+    db.raw(`${isoSql('ri.last_success_endtime')} AS lastSuccessTime`),
+    db.raw(`${isoSql('ri.data_time')} AS dataTime`),
+    // The data's age in microseconds, made a lag in place (src/mv/lag.ts).
+    db.raw(`${dataAgeUsSql('ri.data_time')} AS lagSeconds`),
+    db.raw(`${isoSql('ri.next_time')} AS nextTime`),
+    db.raw('NULL AS owner'),
+    'ri.consecutive_failures as failures',
+    'ri.last_failed_reason as lastFailedReason',
+    'ri.refresh_count as refreshCount',
+    db.raw('NULL AS freshness'),
+    db.raw('NULL AS stalePartitions'),
+    db.raw('NULL AS versionsReportedAt'),
+    db.raw("CASE WHEN m.target_downstream THEN 'DOWNSTREAM' ELSE m.target_lag END AS targetLag"),
+    'ri.target_unmet_reason as targetUnmetReason',
+    db.raw('NULL AS dependsOn'),
+    db.raw('NULL AS readBy'),
+  ];
+}
+
+/**
+ * One row per MV for `mvsched status`, the HTTP API and /metrics; owner from the caller's ring.
+ * A bounded number of queries whatever the number of MVs (the listing, freshness in at most
+ * three, dependency edges and their names): never one per MV.
+ */
+export async function listMviewStatus(
+  db: Knex,
+  ring: RingSource,
+  filter?: { schema: string; name: string },
+  slice?: StatusSlice,
+): Promise<MviewStatus[]> {
+  const [{ rows, fresh }, owners] = await Promise.all([readListing(db, filter, slice), ring]);
+  const deps = await dependencyNames(db, rows, !filter && !slice);
+  for (const r of rows) complete(r, fresh.get(Number(r.mviewId)), owners, deps.get(Number(r.mviewId)));
+  return rows as unknown as MviewStatus[];
+}
+
+type Deps = { dependsOn: string[]; readBy: string[] };
+
+/**
+ * For each listed MV: the MVs it reads and the MVs that read it, by display name, sorted. The whole
+ * listing names every MV already; a page or one MV reads the names of its neighbours.
+ */
+async function dependencyNames(db: Knex, rows: Row[], whole: boolean): Promise<Map<number, Deps>> {
+  const ids = rows.map((r) => Number(r.mviewId));
   const wanted = new Set(ids);
-  // A page or one MV: only their edges; the whole listing: every edge at once.
-  const edges = (await loadEdges(db, ids.length <= 1000 ? ids : undefined)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
-  const names = await mviewNames(db, [...new Set(edges.flatMap((e) => [e.reader, e.upstream]))]);
-  const out = new Map<number, { dependsOn: string[]; readBy: string[] }>();
+  const edges = (await loadEdges(db, whole ? undefined : ids)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
+  const out = new Map<number, Deps>();
+  if (edges.length === 0) return out;
+  const names = whole
+    ? new Map(rows.map((r) => [Number(r.mviewId), String(r.name)]))
+    : await mviewNames(db, [...new Set(edges.flatMap((e) => [e.reader, e.upstream]))]);
   const entry = (id: number) => out.get(id) ?? out.set(id, { dependsOn: [], readBy: [] }).get(id)!;
   for (const e of edges) {
     const up = names.get(e.upstream);
@@ -82,73 +141,55 @@ async function dependencyNames(db: Knex, ids: number[]): Promise<Map<number, { d
   return out;
 }
 
-/** A slice of the listing in its (schema, name) order: rows after `after`, at most `limit`. */
-export interface StatusSlice {
-  after?: { schema: string; name: string };
-  limit: number;
-}
+type Row = Record<keyof MviewStatus, unknown>;
 
-/**
- * One row per MV for `mvsched status`, the HTTP API and /metrics; owner from the caller's ring.
- * A bounded number of queries whatever the number of MVs (the listing, the database clock,
- * freshness in at most three, dependency edges and their names): never one per MV.
- */
-export async function listMviewStatus(
-  db: Knex,
-  ring: HashRing | undefined,
-  filter?: { schema: string; name: string },
-  slice?: StatusSlice,
-): Promise<MviewStatus[]> {
+async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise<{ rows: Row[]; fresh: Map<number, Freshness> }> {
   const q = db('mvs_mviews as m')
     .leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
-    .select(
-      'm.mview_id', 'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval',
-      'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.next_time', 'ri.consecutive_failures',
-      'ri.last_failed_reason', 'ri.refresh_count', 'ri.last_success_endtime', 'ri.data_time',
-      'm.target_lag', 'm.target_downstream', 'ri.target_unmet_reason',
-    )
+    .select(listingColumns(db))
     .orderBy(['m.table_schema', 'm.mview_name']);
   if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
-  const after = slice?.after;
-  if (after) {
-    q.where((w) =>
-      w.where('m.table_schema', '>', after.schema).orWhere((w2) => w2.where('m.table_schema', after.schema).andWhere('m.mview_name', '>', after.name)),
-    );
-  }
+  if (slice?.after) after(q, slice.after);
   if (slice) q.limit(slice.limit);
-  const [rows, nowMs] = await Promise.all([q as Promise<Array<Record<string, unknown>>>, dbNowMs(db)]);
-  const deps = await dependencyNames(db, rows.map((r) => Number(r.mview_id)));
-  // A page or one MV: the freshness of those; the whole listing: of every MV at once.
-  const fresh = await mviewsFreshness(db, filter || slice ? rows.map((r) => Number(r.mview_id)) : undefined);
-  const out: MviewStatus[] = [];
-  for (const r of rows) {
-    const id = Number(r.mview_id);
-    const f = freshnessOf(fresh, id);
-    // Its scheduled job, or its wave steps (a target lag), go to its owner's queue.
-    const scheduled = r.status === 'ACTIVE' && (r.next_time || r.target_lag !== null || r.target_downstream);
-    out.push({
-      mviewId: id,
-      name: `${String(r.table_schema)}.${String(r.mview_name)}`,
-      schema: String(r.table_schema),
-      mview: String(r.mview_name),
-      method: String(r.refresh_method),
-      status: String(r.status),
-      startWith: iso(r.refresh_start as Date | null),
-      nextSeconds: r.refresh_interval === null ? null : Number(r.refresh_interval),
-      lastResult: (r.last_refresh_result as string | null) ?? null,
-      lastRefreshEnd: iso(r.refresh_endtime as Date | null),
-      lastRefreshType: (r.last_refresh_type as string | null) ?? null,
-      lastSuccessTime: iso(r.last_success_endtime as Date | null),
-      nextTime: iso(r.next_time as Date | null),
-      owner: scheduled && ring ? (ring.getNode(mviewRingKey(id)) ?? null) : null,
-      failures: Number(r.consecutive_failures ?? 0),
-      lastFailedReason: (r.last_failed_reason as string | null) ?? null,
-      refreshCount: Number(r.refresh_count ?? 0),
-      freshness: !f.versioned ? 'unversioned' : f.stale.length ? 'stale' : 'fresh',
-      stalePartitions: f.stale,
-      versionsReportedAt: f.reportedAt === null ? null : new Date(f.reportedAt).toISOString(),
-      ...pipelineFields(r, nowMs, deps.get(id)),
-    });
+  const listing = q as unknown as Promise<Row[]>;
+  if (filter) {
+    const rows = await listing;
+    return { rows, fresh: await mviewsFreshness(db, rows.map((r) => Number(r.mviewId))) };
   }
-  return out;
+  let ids: Knex.QueryBuilder | undefined;
+  if (slice) {
+    // A page: the freshness of the same MVs (their ids by a query: an IN list of thousands of
+    // ids would cost more to send and parse), read at the same time.
+    ids = db('mvs_mviews as m').select('m.mview_id').orderBy(['m.table_schema', 'm.mview_name']).limit(slice.limit);
+    if (slice.after) after(ids, slice.after);
+  }
+  // Else the whole listing, and the freshness of every MV, at the same time.
+  const [rows, fresh] = await Promise.all([listing, mviewsFreshness(db, ids)]);
+  return { rows, fresh };
+}
+
+type Key = { schema: string; name: string };
+
+/** MVs after `k` in (schema, name) order: written so the unique index serves it as a range. */
+function after(q: Knex.QueryBuilder, k: Key): void {
+  q.where((w) => w.where('m.table_schema', '>', k.schema).orWhere((w2) => w2.where('m.table_schema', k.schema).andWhere('m.mview_name', '>', k.name)));
+}
+
+/** Fill in what SQL left as placeholders (lag from the age, owner, freshness) and make numbers numbers. */
+function complete(r: Row, f: Freshness | undefined, ring: HashRing | undefined, deps: Deps | undefined): void {
+  // Numbers as numbers (a COALESCE in SQL would make them DECIMAL, which the driver gives as text).
+  r.mviewId = Number(r.mviewId);
+  r.failures = Number(r.failures ?? 0);
+  r.refreshCount = Number(r.refreshCount ?? 0);
+  r.nextSeconds = r.nextSeconds === null ? null : Number(r.nextSeconds);
+  r.lagSeconds = r.lagSeconds === null ? null : lagOfAge(Number(r.lagSeconds) / 1000);
+  r.targetLag = r.targetLag === null || r.targetLag === 'DOWNSTREAM' ? r.targetLag : Number(r.targetLag);
+  // Its scheduled job, or its wave steps (a target lag), go to its owner's queue.
+  const scheduled = r.status === 'ACTIVE' && (r.nextTime !== null || r.targetLag !== null);
+  r.owner = ring && scheduled ? (ring.getNode(mviewRingKey(r.mviewId as number)) ?? null) : null;
+  r.freshness = !f?.versioned ? 'unversioned' : f.stale.length ? 'stale' : 'fresh';
+  r.stalePartitions = f?.stale ?? [];
+  r.versionsReportedAt = f?.reportedAt == null ? null : new Date(f.reportedAt).toISOString();
+  r.dependsOn = deps?.dependsOn ?? [];
+  r.readBy = deps?.readBy ?? [];
 }

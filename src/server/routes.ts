@@ -85,7 +85,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   // Paged: {items, nextCursor} (it answered {mviews} before paging; see the README).
   app.get<PageQuery>('/v1/mviews', async (req, reply) => {
     try {
-      return await pageMviewStatus(deps.db, await ring(), pageOpts(req.query));
+      return await pageMviewStatus(deps.db, ring(), pageOpts(req.query));
     } catch (err) {
       return sendError(reply, err);
     }
@@ -94,7 +94,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.get<{ Params: { schema: string; name: string } }>('/v1/mviews/:schema/:name', async (req, reply) => {
     try {
       const { n, mv } = await mustFind(req.params.schema, req.params.name);
-      const [status] = await listMviewStatus(deps.db, await ring(), n);
+      const [status] = await listMviewStatus(deps.db, ring(), n);
       const history = await listHistory(deps.db, mv.mview_id, { limit: 20 });
       return { ...status, definition: mv.mview_definition, history: history.items };
     } catch (err) {

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Executor } from '../mv/repository.js';
 import { tableKey } from './repository.js';
 import type { PartitionState, VersionEntry } from './types.js';
@@ -25,70 +26,76 @@ export async function mviewFreshness(db: Executor, mviewId: number): Promise<Fre
   return freshnessOf(await mviewsFreshness(db, [mviewId]), mviewId);
 }
 
+type Row = Record<string, unknown>;
+
 /**
- * Freshness of many MVs (`ids`, or every MV) in at most three queries whatever their number:
- * reported partitions, the base tables of the MVs that read a versioned table, and their version
- * maps. An MV missing from the answer reads no versioned table (unversioned).
+ * Freshness of many MVs (`ids`: a list, or a query of MV ids such as a page's; else every MV) in
+ * one query whatever their number: each base table of each MV that reads a versioned table,
+ * with that table's reported partitions and the MV's version-map entry for each. An MV missing
+ * from the answer reads no versioned table (unversioned).
  */
-export async function mviewsFreshness(db: Executor, ids?: number[]): Promise<Map<number, Freshness>> {
+export async function mviewsFreshness(db: Executor, ids?: number[] | Knex.QueryBuilder): Promise<Map<number, Freshness>> {
+  if (Array.isArray(ids) && ids.length === 0) return new Map();
+  // Driven from the MVs asked about when given: from a page's derived table by STRAIGHT_JOIN
+  // (the optimizer does not count the derived table's LIMIT and would rather scan every base
+  // table row); else from the MVs that read a versioned table, found from the reported
+  // partitions (few), so MVs over ordinary tables cost nothing.
+  const q: Knex.QueryBuilder =
+    Array.isArray(ids) || !ids
+      ? db('mvs_mview_base_tables as b')
+      : db.from(ids.clone().as('p')).joinRaw('STRAIGHT_JOIN `mvs_mview_base_tables` AS `b` ON `b`.`mview_id` = `p`.`mview_id`');
+  if (Array.isArray(ids)) q.whereIn('b.mview_id', ids);
+  if (!ids) {
+    const readers = db('mvs_base_partitions as rp')
+      .join('mvs_mview_base_tables as rb', (j) => j.on('rb.base_table_schema', 'rp.base_table_schema').andOn('rb.base_table_name', 'rp.base_table_name'))
+      .distinct('rb.mview_id');
+    q.whereIn('b.mview_id', readers);
+  }
+  q.leftJoin('mvs_base_partitions as bp', (j) => j.on('bp.base_table_schema', 'b.base_table_schema').andOn('bp.base_table_name', 'b.base_table_name'))
+    .leftJoin('mvs_mview_version_map as vm', (j) =>
+      j
+        .on('vm.mview_id', 'b.mview_id')
+        .andOn('vm.base_table_schema', 'b.base_table_schema')
+        .andOn('vm.base_table_name', 'b.base_table_name')
+        .andOn('vm.partition_name', 'bp.partition_name'),
+    )
+    .select(
+      'b.mview_id', 'b.base_table_schema', 'b.base_table_name',
+      'bp.partition_name', 'bp.partition_id', 'bp.version', 'bp.version_time', 'bp.updated_at',
+      { vm_partition_id: 'vm.partition_id', vm_version: 'vm.version', vm_last_refresh_time: 'vm.last_refresh_time' },
+    );
+  // No ORDER BY (a sort of every row in a temporary table): judge() sorts what it reports.
+  return judge((await q) as Row[]);
+}
+
+/** DESIGN.md §2 freshness from the joined rows (partitionStale per reported partition). */
+function judge(rows: Row[]): Map<number, Freshness> {
   const out = new Map<number, Freshness>();
-  if (ids && ids.length === 0) return out;
-  const parts = (await db('mvs_base_partitions').select(
-    'base_table_schema', 'base_table_name', 'partition_name', 'partition_id', 'version', 'version_time', 'data_version', 'updated_at',
-  )) as Array<Record<string, unknown>>;
-  if (parts.length === 0) return out;
-  const byTable = new Map<string, PartitionState[]>();
-  const versionedTables: Array<[string, string]> = [];
-  for (const r of parts) {
-    const key = tableKey({ schema: String(r.base_table_schema), name: String(r.base_table_name) });
-    let list = byTable.get(key);
-    if (!list) {
-      byTable.set(key, (list = []));
-      versionedTables.push([String(r.base_table_schema), String(r.base_table_name)]);
+  const readsVersioned = new Set<number>();
+  for (const r of rows) if (r.partition_name !== null) readsVersioned.add(Number(r.mview_id));
+  for (const r of rows) {
+    if (!readsVersioned.has(Number(r.mview_id))) continue;
+    const id = Number(r.mview_id);
+    const f = out.get(id) ?? out.set(id, { versioned: true, stale: [], reportedAt: null }).get(id)!;
+    if (r.partition_name === null) {
+      f.versioned = false; // a base table that reports no versions
+      continue;
     }
-    list.push({
+    const p: PartitionState = {
       partitionName: String(r.partition_name),
       partitionId: Number(r.partition_id),
       version: Number(r.version),
       versionTime: Number(r.version_time),
-      dataVersion: Number(r.data_version ?? 0),
-      ...(r.updated_at instanceof Date ? { reportedAt: r.updated_at.getTime() } : {}),
-    });
+      dataVersion: 0,
+    };
+    if (r.updated_at instanceof Date) f.reportedAt = Math.max(f.reportedAt ?? 0, r.updated_at.getTime());
+    const entry: VersionEntry | undefined =
+      r.vm_version === null
+        ? undefined
+        : { partitionId: Number(r.vm_partition_id), version: Number(r.vm_version), lastRefreshTime: Number(r.vm_last_refresh_time), extLastFileModifiedTime: -1, fileNumber: -1 };
+    if (partitionStale(p, entry)) f.stale.push(`${tableKey({ schema: String(r.base_table_schema), name: String(r.base_table_name) })}.${p.partitionName}`);
   }
-  // Every base table of each MV that reads at least one versioned table.
-  const readers = db('mvs_mview_base_tables').whereIn(['base_table_schema', 'base_table_name'], versionedTables).select('mview_id');
-  if (ids) readers.whereIn('mview_id', ids);
-  const bases = (await db('mvs_mview_base_tables')
-    .whereIn('mview_id', readers)
-    .select('mview_id', 'base_table_schema', 'base_table_name')
-    .orderBy(['mview_id', 'base_table_schema', 'base_table_name'])) as Array<Record<string, unknown>>;
-  if (bases.length === 0) return out;
-  const maps = db('mvs_mview_version_map').whereIn(['base_table_schema', 'base_table_name'], versionedTables);
-  if (ids) maps.whereIn('mview_id', ids);
-  const entries = new Map<string, VersionEntry>();
-  for (const r of (await maps) as Array<Record<string, unknown>>) {
-    entries.set(`${Number(r.mview_id)}/${String(r.base_table_schema)}.${String(r.base_table_name)}/${String(r.partition_name)}`, {
-      partitionId: Number(r.partition_id),
-      version: Number(r.version),
-      lastRefreshTime: Number(r.last_refresh_time),
-      extLastFileModifiedTime: Number(r.ext_last_file_modified_time),
-      fileNumber: Number(r.file_number),
-    });
-  }
-  for (const b of bases) {
-    const id = Number(b.mview_id);
-    const key = tableKey({ schema: String(b.base_table_schema), name: String(b.base_table_name) });
-    const f = out.get(id) ?? out.set(id, { versioned: true, stale: [], reportedAt: null }).get(id)!;
-    const partitions = byTable.get(key);
-    if (!partitions) {
-      f.versioned = false;
-      continue;
-    }
-    for (const p of partitions) {
-      if (p.reportedAt !== undefined) f.reportedAt = Math.max(f.reportedAt ?? 0, p.reportedAt);
-      if (partitionStale(p, entries.get(`${id}/${key}/${p.partitionName}`))) f.stale.push(`${key}.${p.partitionName}`);
-    }
-  }
+  for (const f of out.values()) if (f.stale.length > 1) f.stale.sort();
   return out;
 }
 

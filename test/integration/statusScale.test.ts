@@ -148,7 +148,11 @@ describe('status of many MVs', () => {
     const all = await listMviewStatus(t.db, ring);
     const [now] = ((await t.db.raw('SELECT NOW(3) AS t')) as [Array<{ t: Date }>])[0];
     for (const m of all) {
-      expect(m.dataTime, m.name).toEqual(expect.any(String));
+      // Numbers are numbers (JSON clients and /metrics read them so), times ISO 8601.
+      expect(m, m.name).toMatchObject({ mviewId: expect.any(Number), failures: 0, refreshCount: expect.any(Number) });
+      expect(m.nextSeconds === null || typeof m.nextSeconds === 'number', m.name).toBe(true);
+      expect(m.dataTime, m.name).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      expect(m.dataTime, m.name).toBe(new Date(m.dataTime!).toISOString());
       expect(m.lastSuccessTime, m.name).toBe(m.lastRefreshEnd);
       const lag = (now!.t.getTime() - Date.parse(m.dataTime!)) / 1000;
       expect(m.lagSeconds!, m.name).toBeGreaterThanOrEqual(0);

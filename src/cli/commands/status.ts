@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import { createRuntime } from '../../app/runtime.js';
 import { captureSummary, type CaptureSummary } from '../../capture/status.js';
 import { MembershipRegistry } from '../../membership/registry.js';
@@ -70,18 +71,30 @@ export function captureLine(c: CaptureSummary): string {
   return `capture: active (${c.holder ?? '-'}), behind by ${secs} / ${bytes}, at GTID ${c.gtid ?? '-'} (${c.file ?? '-'}:${c.pos ?? '-'})`;
 }
 
+type CaptureJson = Pick<CaptureSummary, 'active' | 'lagSeconds' | 'lagBytes' | 'gtid' | 'file' | 'pos' | 'holder'>;
+
+/** What `status --json` prints: every MV and MV log, read in a bounded number of queries. */
+export async function statusDocument(
+  db: Knex,
+  ring: HashRing,
+  capture: CaptureSummary | null,
+): Promise<{ nodes: string[]; mviews: MviewStatus[]; mlogs: MlogStatus[]; capture?: CaptureJson }> {
+  const [mviews, mlogs] = await Promise.all([listMviewStatus(db, ring), listMlogStatus(db)]);
+  if (!capture) return { nodes: ring.nodes(), mviews, mlogs };
+  const { active, lagSeconds, lagBytes, gtid, file, pos, holder } = capture;
+  return { nodes: ring.nodes(), mviews, mlogs, capture: { active, lagSeconds, lagBytes, gtid, file, pos, holder } };
+}
+
 export async function statusCommand(ctx: CliContext, opts: { json?: boolean }): Promise<number> {
   const rt = createRuntime(ctx.config, ctx.logger, { poolMax: 2 });
   try {
     const ring = new HashRing(ctx.config.vnodes !== undefined ? { vnodes: ctx.config.vnodes } : {});
     ring.rebuild(await new MembershipRegistry(rt.redis, ctx.config.prefix).live());
-    const rows = await listMviewStatus(rt.db, ring);
-    const mlogs = await listMlogStatus(rt.db);
     const capture = await captureSummary(rt.db, rt.redis, ctx.config.prefix);
-    if (opts.json) {
-      const c = capture && { active: capture.active, lagSeconds: capture.lagSeconds, lagBytes: capture.lagBytes, gtid: capture.gtid, file: capture.file, pos: capture.pos, holder: capture.holder };
-      ctx.out(JSON.stringify({ nodes: ring.nodes(), mviews: rows, mlogs, ...(c ? { capture: c } : {}) }, null, 2));
-    } else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
+    const doc = await statusDocument(rt.db, ring, capture);
+    const { mviews: rows, mlogs } = doc;
+    if (opts.json) ctx.out(JSON.stringify(doc, null, 2));
+    else if (rows.length === 0 && mlogs.length === 0) ctx.out(`no materialized views (live nodes: ${ring.nodes().join(', ') || 'none'})`);
     else {
       if (rows.length) for (const line of table(rows)) ctx.out(line);
       if (mlogs.length) {
