@@ -6,7 +6,7 @@ import type { MviewStatus } from '../mv/status.js';
 // from the status listings, which read every MV and log in a bounded number of queries. Labels:
 // mview="schema.name", mlog="schema.table" (the log's base table).
 
-export type MviewFigures = Pick<MviewStatus, 'name' | 'status' | 'lagSeconds' | 'lastSuccessTime' | 'failures' | 'nextSeconds'>;
+export type MviewFigures = Pick<MviewStatus, 'name' | 'status' | 'lagSeconds' | 'lastSuccessTime' | 'failures' | 'nextSeconds' | 'targetLag'>;
 export type MlogFigures = Pick<MlogStatus, 'table' | 'state' | 'backlogRows'>;
 
 /**
@@ -26,6 +26,7 @@ export function registerMviewSeries(registers: Registry[], mviews: MviewFigures[
   const success = g('mvs_mview_last_success_timestamp_seconds', 'End of the last successful refresh of the MV (Unix time)');
   const failures = g('mvs_mview_consecutive_failures', 'Refreshes of the MV that failed in a row (0 after a success)');
   const interval = g('mvs_mview_interval_seconds', 'Refresh interval (NEXT) of an active scheduled MV');
+  const target = g('mvs_mview_target_lag_seconds', 'TARGET LAG of an active MV refreshed to a target (DOWNSTREAM ones have none)');
   const { shown, omitted } = worstByLag(mviews, maxMviews);
   new Gauge({
     name: 'mvs_mview_series_omitted',
@@ -39,6 +40,7 @@ export function registerMviewSeries(registers: Registry[], mviews: MviewFigures[
     failures.set(labels, m.failures);
     // A suspended MV has no schedule running, so nothing to be late against.
     if (m.status === 'ACTIVE' && m.nextSeconds) interval.set(labels, m.nextSeconds);
+    if (m.status === 'ACTIVE' && typeof m.targetLag === 'number') target.set(labels, m.targetLag);
   }
 }
 

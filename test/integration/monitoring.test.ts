@@ -32,12 +32,13 @@ describe('Prometheus alert rules (deploy/prometheus)', () => {
     expect(r.out).toContain(`SUCCESS: ${alertRules().length} rules found`);
   });
 
-  it('cover what exists: no live worker, no planner leader, an MV failing, an MV late, a broken MV log', () => {
+  it('cover what exists: no live worker, no planner leader, an MV failing, an MV late or past its target lag, a broken MV log', () => {
     const exprs = Object.fromEntries(alertRules().map((r) => [r.alert, r.expr]));
     expect(exprs.MvschedNoLiveWorker).toMatch(/mvs_live_nodes\s*==\s*0/);
     expect(exprs.MvschedNoPlannerLeader).toMatch(/mvs_planner_leader_present\s*==\s*0/);
     expect(exprs.MvschedMviewFailing).toMatch(/mvs_mview_consecutive_failures\s*>\s*0/);
     expect(exprs.MvschedMviewLate).toMatch(/mvs_mview_lag_seconds\s*>\s*2\s*\*\s*mvs_mview_interval_seconds/);
+    expect(exprs.MvschedMviewPastTargetLag).toMatch(/mvs_mview_lag_seconds\s*>\s*mvs_mview_target_lag_seconds/);
     expect(exprs.MvschedMlogBroken).toMatch(/mvs_mlog_broken\s*==\s*1/);
     for (const r of alertRules()) {
       expect(r.labels?.severity, r.alert).toMatch(/^(critical|warning)$/);

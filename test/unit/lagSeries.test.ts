@@ -51,6 +51,7 @@ const mv = (name: string, lag: number | null, over: Partial<MviewFigures> = {}):
   lastSuccessTime: '2026-12-03T10:00:00.000Z',
   failures: 0,
   nextSeconds: 60,
+  targetLag: null,
   ...over,
 });
 
@@ -90,6 +91,21 @@ describe('per-MV series', () => {
     // The cap of 3 leaves out the one without a data time.
     expect([...s.keys()].some((k) => k.includes('s.new'))).toBe(false);
     expect(s.get('mvs_mview_series_omitted')).toBe(1);
+  });
+
+  it('exports the target lag of active MVs with a numeric target (none for DOWNSTREAM, suspended or scheduled ones)', async () => {
+    const reg = new Registry();
+    const target = { nextSeconds: null };
+    registerMviewSeries([reg], [
+      mv('p.b', 4, { ...target, targetLag: 5 }),
+      mv('p.a', 4, { ...target, targetLag: 'DOWNSTREAM' }),
+      mv('p.off', 90, { ...target, targetLag: 30, status: 'SUSPENDED' }),
+      mv('p.grid', 4),
+    ], 10);
+    const s = await samples(reg);
+    expect(s.get('mvs_mview_target_lag_seconds{mview=p.b}')).toBe(5);
+    expect([...s.keys()].filter((k) => k.startsWith('mvs_mview_target_lag_seconds'))).toEqual(['mvs_mview_target_lag_seconds{mview=p.b}']);
+    expect(s.has('mvs_mview_interval_seconds{mview=p.b}')).toBe(false);
   });
 
   it('exports each log\'s backlog (when readable) and whether it is broken', async () => {
