@@ -3,7 +3,7 @@ import type { HashRing } from '../ring/hashRing.js';
 import { mviewRingKey } from '../queue/names.js';
 import { mviewsFreshness, type Freshness } from '../versions/freshness.js';
 import { dataAgeUsSql, lagOfAge } from './lag.js';
-import { loadEdges, mviewNames } from '../pipeline/repository.js';
+import { loadNamedEdges, type NamedEdge } from '../pipeline/repository.js';
 
 export interface MviewStatus {
   mviewId: number;
@@ -104,35 +104,21 @@ export async function listMviewStatus(
   filter?: { schema: string; name: string },
   slice?: StatusSlice,
 ): Promise<MviewStatus[]> {
-  const [{ rows, fresh }, owners] = await Promise.all([readListing(db, filter, slice), ring]);
-  const deps = await dependencyNames(db, rows, !filter && !slice);
+  const [{ rows, fresh, edges }, owners] = await Promise.all([readListing(db, filter, slice), ring]);
+  const deps = dependencyNames(edges);
   for (const r of rows) complete(r, fresh.get(Number(r.mviewId)), owners, deps.get(Number(r.mviewId)));
   return rows as unknown as MviewStatus[];
 }
 
 type Deps = { dependsOn: string[]; readBy: string[] };
 
-/**
- * For each listed MV: the MVs it reads and the MVs that read it, by display name, sorted. The whole
- * listing names every MV already; a page or one MV reads the names of its neighbours.
- */
-async function dependencyNames(db: Knex, rows: Row[], whole: boolean): Promise<Map<number, Deps>> {
-  const ids = rows.map((r) => Number(r.mviewId));
-  const wanted = new Set(ids);
-  const edges = (await loadEdges(db, whole ? undefined : ids)).filter((e) => wanted.has(e.reader) || wanted.has(e.upstream));
+/** For each MV: the MVs it reads and the MVs that read it, by display name, sorted. */
+function dependencyNames(edges: NamedEdge[]): Map<number, Deps> {
   const out = new Map<number, Deps>();
-  if (edges.length === 0) return out;
-  const names = whole
-    ? new Map(rows.map((r) => [Number(r.mviewId), String(r.name)]))
-    : await mviewNames(db, [...new Set(edges.flatMap((e) => [e.reader, e.upstream]))]);
   const entry = (id: number) => out.get(id) ?? out.set(id, { dependsOn: [], readBy: [] }).get(id)!;
   for (const e of edges) {
-    const up = names.get(e.upstream);
-    const reader = names.get(e.reader);
-    if (up && reader) {
-      entry(e.reader).dependsOn.push(up);
-      entry(e.upstream).readBy.push(reader);
-    }
+    entry(e.reader).dependsOn.push(e.upstreamName);
+    entry(e.upstream).readBy.push(e.readerName);
   }
   for (const v of out.values()) {
     v.dependsOn.sort();
@@ -143,29 +129,24 @@ async function dependencyNames(db: Knex, rows: Row[], whole: boolean): Promise<M
 
 type Row = Record<keyof MviewStatus, unknown>;
 
-async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise<{ rows: Row[]; fresh: Map<number, Freshness> }> {
-  const q = db('mvs_mviews as m')
-    .leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id')
-    .select(listingColumns(db))
-    .orderBy(['m.table_schema', 'm.mview_name']);
-  if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
-  if (slice?.after) after(q, slice.after);
-  if (slice) q.limit(slice.limit);
-  const listing = q as unknown as Promise<Row[]>;
-  if (filter) {
-    const rows = await listing;
-    return { rows, fresh: await mviewsFreshness(db, rows.map((r) => Number(r.mviewId))) };
-  }
-  let ids: Knex.QueryBuilder | undefined;
-  if (slice) {
-    // A page: the freshness of the same MVs (their ids by a query: an IN list of thousands of
-    // ids would cost more to send and parse), read at the same time.
-    ids = db('mvs_mviews as m').select('m.mview_id').orderBy(['m.table_schema', 'm.mview_name']).limit(slice.limit);
-    if (slice.after) after(ids, slice.after);
-  }
-  // Else the whole listing, and the freshness of every MV, at the same time.
-  const [rows, fresh] = await Promise.all([listing, mviewsFreshness(db, ids)]);
-  return { rows, fresh };
+/**
+ * The listing's rows, their freshness and their dependency edges: three statements sent at
+ * once. One MV or a page names its MVs by a query of their ids that the other two start from (an
+ * IN list of thousands of ids would cost more to send and parse); the whole listing reads
+ * everything.
+ */
+async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise<{ rows: Row[]; fresh: Map<number, Freshness>; edges: NamedEdge[] }> {
+  const listed = (q: Knex.QueryBuilder) => {
+    q.orderBy(['m.table_schema', 'm.mview_name']);
+    if (filter) q.where({ 'm.table_schema': filter.schema, 'm.mview_name': filter.name });
+    if (slice?.after) after(q, slice.after);
+    if (slice) q.limit(slice.limit);
+    return q;
+  };
+  const listing = listed(db('mvs_mviews as m').leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id').select(listingColumns(db)));
+  const ids = filter || slice ? listed(db('mvs_mviews as m').select('m.mview_id')) : undefined;
+  const [rows, fresh, edges] = await Promise.all([listing as unknown as Promise<Row[]>, mviewsFreshness(db, ids), loadNamedEdges(db, ids)]);
+  return { rows, fresh, edges };
 }
 
 type Key = { schema: string; name: string };

@@ -42,25 +42,46 @@ export function nodeOf(r: MviewNodeRow, upstream: number[] = [], readsTables = t
   };
 }
 
-/**
- * Every (reader, upstream MV) pair; with `ids`, those that touch one of them. The two directions
- * are two index lookups joined by UNION: one OR across both tables would scan every dependency
- * row (100,000 of them at 100,000 MVs) for each status page.
- */
-export async function loadEdges(db: Executor, ids?: number[]): Promise<Array<{ reader: number; upstream: number }>> {
-  const edges = () =>
-    db('mvs_mview_base_tables as b')
-      .join('mvs_mviews as u', function () {
-        this.on('u.table_schema', 'b.base_table_schema').andOn('u.mview_name', 'b.base_table_name');
-      })
-      .select({ reader: 'b.mview_id', upstream: 'u.mview_id' });
-  let q = edges();
-  if (ids) {
-    if (ids.length === 0) return [];
-    q = edges().whereIn('b.mview_id', ids).union(edges().whereIn('u.mview_id', ids));
-  }
-  const rows = (await q) as Array<{ reader: number | string; upstream: number | string }>;
+/** Every (reader, upstream MV) pair. */
+export async function loadEdges(db: Executor): Promise<Array<{ reader: number; upstream: number }>> {
+  const rows = (await db('mvs_mview_base_tables as b')
+    .join('mvs_mviews as u', function () {
+      this.on('u.table_schema', 'b.base_table_schema').andOn('u.mview_name', 'b.base_table_name');
+    })
+    .select({ reader: 'b.mview_id', upstream: 'u.mview_id' })) as Array<{ reader: number | string; upstream: number | string }>;
   return rows.map((r) => ({ reader: Number(r.reader), upstream: Number(r.upstream) }));
+}
+
+export interface NamedEdge {
+  reader: number;
+  upstream: number;
+  readerName: string;
+  upstreamName: string;
+}
+
+/**
+ * The (reader, upstream MV) pairs with both display names, in one statement: every pair, or with
+ * `ids` (a query of mview_id) those that touch one of its MVs. The two directions are each driven
+ * from the ids by STRAIGHT_JOIN through an index (the optimizer does not count a derived table's
+ * LIMIT and would rather scan every dependency row), then joined by UNION.
+ */
+export async function loadNamedEdges(db: Executor, ids?: Knex.QueryBuilder): Promise<NamedEdge[]> {
+  const name = (a: string) => `CONCAT(\`${a}\`.\`table_schema\`, '.', \`${a}\`.\`mview_name\`)`;
+  const cols = `b.mview_id AS reader, u.mview_id AS upstream, ${name('r')} AS readerName, ${name('u')} AS upstreamName`;
+  const upOn = 'u.table_schema = b.base_table_schema AND u.mview_name = b.base_table_name';
+  let sql: string;
+  let bindings: readonly Knex.Value[] = [];
+  if (!ids) {
+    sql = `SELECT ${cols} FROM mvs_mview_base_tables AS b JOIN mvs_mviews AS u ON ${upOn} JOIN mvs_mviews AS r ON r.mview_id = b.mview_id`;
+  } else {
+    const p = ids.toSQL().toNative();
+    const asReader = `SELECT ${cols} FROM (${p.sql}) AS p STRAIGHT_JOIN mvs_mview_base_tables AS b ON b.mview_id = p.mview_id STRAIGHT_JOIN mvs_mviews AS u ON ${upOn} STRAIGHT_JOIN mvs_mviews AS r ON r.mview_id = b.mview_id`;
+    const asUpstream = `SELECT ${cols} FROM (${p.sql}) AS p STRAIGHT_JOIN mvs_mviews AS u ON u.mview_id = p.mview_id STRAIGHT_JOIN mvs_mview_base_tables AS b ON ${upOn} STRAIGHT_JOIN mvs_mviews AS r ON r.mview_id = b.mview_id`;
+    sql = `${asReader} UNION ${asUpstream}`;
+    bindings = [...p.bindings, ...p.bindings];
+  }
+  const [rows] = (await db.raw(sql, bindings as Knex.Value[])) as [Array<{ reader: number | string; upstream: number | string; readerName: string; upstreamName: string }>];
+  return rows.map((r) => ({ reader: Number(r.reader), upstream: Number(r.upstream), readerName: r.readerName, upstreamName: r.upstreamName }));
 }
 
 /** The whole graph: every MV (a node even when it reads no MV) and every edge. */

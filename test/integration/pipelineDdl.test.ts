@@ -97,6 +97,11 @@ describe('pipelines: dependencies, DROP, CASCADE, data time', () => {
     expect(st.get('c')).toMatchObject({ dependsOn: [`${db}.a`], readBy: [], targetLag: 3600, nextTime: null, targetUnmetReason: null });
     expect(st.get('e')).toMatchObject({ dependsOn: [`${db}.b`], readBy: [] });
     expect(st.get('c')!.lagSeconds).toBeGreaterThanOrEqual(0);
+    // One MV, and a page of one, name neighbours that are not in what was asked for.
+    const [one] = await listMviewStatus(t.db, undefined, { schema: db, name: 'b' });
+    expect(one).toMatchObject({ mview: 'b', dependsOn: [`${db}.a`], readBy: [`${db}.e`] });
+    const page = await listMviewStatus(t.db, undefined, undefined, { after: { schema: db, name: 'b' }, limit: 1 });
+    expect(page.map((m) => [m.mview, m.dependsOn, m.readBy])).toEqual([['c', [`${db}.a`], []]]);
 
     // The same through the CLI (status --json) and its table.
     const json = await cli(['status', '--json']);
