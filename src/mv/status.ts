@@ -114,6 +114,7 @@ type Deps = { dependsOn: string[]; readBy: string[] };
 
 /** For each MV: the MVs it reads and the MVs that read it, by display name, sorted. */
 function dependencyNames(edges: NamedEdge[]): Map<number, Deps> {
+  // Every edge (few: only MVs over MVs have one); the listed MVs pick theirs.
   const out = new Map<number, Deps>();
   const entry = (id: number) => out.get(id) ?? out.set(id, { dependsOn: [], readBy: [] }).get(id)!;
   for (const e of edges) {
@@ -130,10 +131,9 @@ function dependencyNames(edges: NamedEdge[]): Map<number, Deps> {
 type Row = Record<keyof MviewStatus, unknown>;
 
 /**
- * The listing's rows, their freshness and their dependency edges: three statements sent at
- * once. One MV or a page names its MVs by a query of their ids that the other two start from (an
- * IN list of thousands of ids would cost more to send and parse); the whole listing reads
- * everything.
+ * The listing's rows, their freshness and every dependency edge: three statements sent at once.
+ * One MV or a page names its MVs by a query of their ids that freshness starts from (an IN list
+ * of thousands of ids would cost more to send and parse); the whole listing reads everything.
  */
 async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise<{ rows: Row[]; fresh: Map<number, Freshness>; edges: NamedEdge[] }> {
   const listed = (q: Knex.QueryBuilder) => {
@@ -145,7 +145,7 @@ async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise
   };
   const listing = listed(db('mvs_mviews as m').leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id').select(listingColumns(db)));
   const ids = filter || slice ? listed(db('mvs_mviews as m').select('m.mview_id')) : undefined;
-  const [rows, fresh, edges] = await Promise.all([listing as unknown as Promise<Row[]>, mviewsFreshness(db, ids), loadNamedEdges(db, ids)]);
+  const [rows, fresh, edges] = await Promise.all([listing as unknown as Promise<Row[]>, mviewsFreshness(db, ids), loadNamedEdges(db)]);
   return { rows, fresh, edges };
 }
 

@@ -50,6 +50,8 @@ interface Work {
   /** The MV logs it consumes (none: it is refreshed from its definition alone). */
   links: MlogLink[];
   method: ConcreteMethod;
+  /** When the run took the MV's lock: its start (what it reads and writes after is its work). */
+  startMs: number;
 }
 
 /**
@@ -88,11 +90,13 @@ export class RefreshRunner {
     let done = false;
     try {
       let info: RefreshInfoRow | undefined;
+      let lockedAt = 0;
       try {
         const [rows] = (await lock.raw('SELECT * FROM mvs_mview_refresh_info WHERE mview_id = ? FOR UPDATE NOWAIT', [req.mviewId])) as [
           RefreshInfoRow[],
         ];
         info = rows[0];
+        lockedAt = clock.now();
       } catch (err) {
         if (isLockNotGranted(err)) {
           log.debug('refresh lock held by another run: deferred');
@@ -126,7 +130,7 @@ export class RefreshRunner {
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
       const method = chooseMethod(mv, req.method, links.length > 0);
-      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method }, log);
+      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method, startMs: lockedAt }, log);
       done = true;
       return outcome;
     } finally {
@@ -137,11 +141,10 @@ export class RefreshRunner {
   /** Run the refresh itself and record its outcome; commits the lock transaction. */
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
     const { db, clock } = this.deps;
-    const { mv, info, links, method } = w;
+    const { mv, info, links, method, startMs } = w;
     await markAbandoned(db, req.mviewId, clock.now());
     // Read before the build reads them (pipeline/dataTime.ts): never claims newer data than it read.
     const upstream = await upstreamDataTimes(db, req.mviewId);
-    const startMs = clock.now();
     if (method === 'FAST' && links.length) {
       const dataTime = await this.logged.nothingToApply(lock, mv, links);
       if (dataTime) return this.finishEmpty(lock, req, w, startMs, propagateDataTime(dataTime, upstream) ?? dataTime, log);
