@@ -142,7 +142,8 @@ export class RefreshRunner {
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
     const { db, clock } = this.deps;
     const { mv, info, links, method, startMs } = w;
-    await markAbandoned(db, req.mviewId, clock.now());
+    // A run left RUNNING ended, at the latest, when this one took the lock it would hold.
+    await markAbandoned(db, req.mviewId, startMs);
     // Read before the build reads them (pipeline/dataTime.ts): never claims newer data than it read.
     const upstream = await upstreamDataTimes(db, req.mviewId);
     if (method === 'FAST' && links.length) {
