@@ -151,6 +151,7 @@ function usage(): string {
     '       BENCH_PIPELINE_CHAINS=200 BENCH_PIPELINE_DIAMONDS=20 BENCH_PIPELINE_MIN_LAG=10 BENCH_PIPELINE_MAX_LAG=60',
     '       BENCH_PIPELINE_WARMUP_S=60 BENCH_PIPELINE_S=180 BENCH_PIPELINE_WORKERS=2 BENCH_PIPELINE_CONCURRENCY=4',
     '       BENCH_STATUS_MVS=100000 BENCH_STATUS_REPS=5',
+    '       BENCH_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (node flags for every mvsched process a benchmark starts)',
   ].join('\n');
 }
 

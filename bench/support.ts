@@ -566,7 +566,9 @@ export function beforeCheckout(): { dir: string; bin: string } | undefined {
 
 /** Start `mvsched <args>` (this checkout's, or `bin` of another one). */
 export function spawnMvsched(name: string, args: string[], env: Record<string, string>, bin = mvschedBin): MvschedProc {
-  const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_CHILD_NODE_ARGS: flags for node in every mvsched process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p").
+  const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const p: MvschedProc = { name, child, exited: new Promise((r) => child.once('exit', () => r())), lines: [], warnings: 0, errors: 0 };
   let buf = '';
   const onData = (d: Buffer) => {
