@@ -48,7 +48,7 @@ const VERSIONED_FROM = 90;
 /** The listing's rows as one plain statement: what mvsched's status is compared with. */
 const PLAIN_SELECT = `SELECT m.mview_id, m.table_schema, m.mview_name, m.refresh_method, m.status, m.refresh_start, m.refresh_interval,
   ri.last_refresh_result, ri.refresh_endtime, ri.last_refresh_type, ri.next_time, ri.consecutive_failures,
-  ri.last_failed_reason, ri.refresh_count, ri.last_success_endtime, ri.data_time
+  ri.last_failed_reason, ri.refresh_count, ri.last_success_endtime, ri.data_time, m.target_lag, m.target_downstream, ri.target_unmet_reason
   FROM mvs_mviews m LEFT JOIN mvs_mview_refresh_info ri ON ri.mview_id = m.mview_id ORDER BY m.table_schema, m.mview_name`;
 
 export async function seedStatusScale(db: Knex, schema: string, ddl: { execute(sql: string): Promise<unknown> }, n: number): Promise<void> {
