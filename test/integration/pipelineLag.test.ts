@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/runtime.js';
-import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
 import type { RefreshHistRow } from '../../src/mv/repository.js';
 import { redisKeys } from '../../src/queue/names.js';
-import { Cluster, inspector, invariant1Violations, waveStepViolations, type Proc, type QueueInspector } from '../support/cluster.js';
-import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
+import { type Cluster, invariant1Violations, waveStepViolations, type Proc, type QueueInspector } from '../support/cluster.js';
+import { startPipelineEnv, type PipelineEnv } from '../support/pipelineEnv.js';
+import { waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Target lag with real processes (DESIGN.md §2 "Pipelines", invariants 1 and 7): a planner (and
 // a standby) and two workers. raw -> a (TARGET LAG DOWNSTREAM) -> b (TARGET LAG 5) under a
@@ -14,32 +13,20 @@ import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 const NODE_TTL_S = 3;
 const TARGET_S = 5;
 
+let env: PipelineEnv;
 let t: TestEnv;
-let rt: Runtime;
 let ddl: DdlExecutor;
 let cluster: Cluster;
 let ins: QueueInspector;
 let planner: Proc;
 
 beforeAll(async () => {
-  t = await createTestEnv('pipeline_lag', { MVS_NODE_TTL_S: String(NODE_TTL_S), MVS_RECONCILE_S: '5' });
-  await migrateLatest(t.db);
-  rt = createRuntime(t.config, t.logger);
-  ddl = createDdlExecutor(rt, 'test');
-  ins = inspector(t);
-  cluster = new Cluster(t);
-  planner = cluster.planner();
-  cluster.worker('w1');
-  cluster.worker('w2');
-  await waitFor(async () => (await ins.registry.live()).length === 2, { timeoutMs: 60_000, what: 'two workers in the ring' });
-  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix, false).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
+  env = await startPipelineEnv('pipeline_lag', { MVS_NODE_TTL_S: String(NODE_TTL_S), MVS_RECONCILE_S: '5' });
+  ({ t, ddl, cluster, ins, planner } = env);
 });
 
 afterAll(async () => {
-  await cluster?.closeAll();
-  await ins?.close();
-  await rt?.close();
-  await t?.close();
+  await env?.close();
 });
 
 type Hist = RefreshHistRow & { mview_name: string };

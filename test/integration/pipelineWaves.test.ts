@@ -1,42 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/runtime.js';
-import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
 import type { RefreshHistRow } from '../../src/mv/repository.js';
 import { listMviewStatus } from '../../src/mv/status.js';
-import { redisKeys } from '../../src/queue/names.js';
-import { Cluster, inspector, invariant1Violations, waveStepViolations, type QueueInspector } from '../support/cluster.js';
-import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
+import { type Cluster, invariant1Violations, waveStepViolations, type QueueInspector } from '../support/cluster.js';
+import { startPipelineEnv, type PipelineEnv } from '../support/pipelineEnv.js';
+import { waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Pipelines with real processes (DESIGN.md §2 "Pipelines"): upstream first on fixed schedules,
 // ALTER between a grid and a target lag, a suspended upstream and a failing upstream reported
 // as unmet targets, a failure stopping the wave below it with backoff.
 
+let env: PipelineEnv;
 let t: TestEnv;
-let rt: Runtime;
 let ddl: DdlExecutor;
 let cluster: Cluster;
 let ins: QueueInspector;
 
 beforeAll(async () => {
-  t = await createTestEnv('pipeline_waves', { MVS_NODE_TTL_S: '3', MVS_RECONCILE_S: '5' });
-  await migrateLatest(t.db);
-  rt = createRuntime(t.config, t.logger);
-  ddl = createDdlExecutor(rt, 'test');
-  ins = inspector(t);
-  cluster = new Cluster(t);
-  cluster.planner();
-  cluster.worker('w1');
-  cluster.worker('w2');
-  await waitFor(async () => (await ins.registry.live()).length === 2, { timeoutMs: 60_000, what: 'two workers in the ring' });
-  await waitFor(async () => ins.redis.exists(redisKeys(t.prefix, false).plannerEpoch), { timeoutMs: 60_000, what: 'the planner to lead' });
+  env = await startPipelineEnv('pipeline_waves', { MVS_NODE_TTL_S: '3', MVS_RECONCILE_S: '5' });
+  ({ t, ddl, cluster, ins } = env);
 });
 
 afterAll(async () => {
-  await cluster?.closeAll();
-  await ins?.close();
-  await rt?.close();
-  await t?.close();
+  await env?.close();
 });
 
 type Hist = RefreshHistRow & { mview_name: string; data_time: Date | null };
