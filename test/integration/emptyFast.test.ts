@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
-import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // A FAST refresh with nothing committed past its watermarks takes no consistent cut (issue 17:
@@ -19,9 +18,7 @@ beforeAll(async () => {
   t = await createTestEnv('empty_fast');
   await migrateLatest(t.db);
   // A cut that had to wait for the open writer below would give up after 1.5 s and fail the run.
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000, cutWaitMs: 1500 }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { cutWaitMs: 1500 }));
 });
 
 afterAll(async () => {

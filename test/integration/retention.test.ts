@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { HistoryRetention } from '../../src/planner/retention.js';
 import type { RefreshRunner } from '../../src/refresh/runner.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // DESIGN.md §2 "History and retention", §4 invariant 9: refresh and purge history older than
@@ -19,9 +19,7 @@ let runner: RefreshRunner;
 beforeAll(async () => {
   t = await createTestEnv('retention');
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000 }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t));
 });
 
 afterAll(async () => {

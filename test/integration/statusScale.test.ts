@@ -1,9 +1,8 @@
 import type { Knex } from 'knex';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { listMlogStatus } from '../../src/mlog/status.js';
 import { listMviewStatus } from '../../src/mv/status.js';
 import { pageMviewStatus } from '../../src/mv/statusPage.js';
@@ -12,6 +11,7 @@ import { HashRing } from '../../src/ring/hashRing.js';
 import { partitionStale } from '../../src/versions/freshness.js';
 import { baseTableVersions, readVersionMap, tableKey } from '../../src/versions/repository.js';
 import { storeVersionReport } from '../../src/versions/reports.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // Status at scale (issue 11): `status`, `GET /v1/mviews` and /metrics read every MV and MV log
@@ -25,8 +25,7 @@ let ring: HashRing;
 beforeAll(async () => {
   t = await createTestEnv('status_scale');
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000 }, 'test-node');
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, notify: async () => {} });
+  ({ ddl } = inProcessRefresh(t));
   ring = new HashRing();
   ring.rebuild(['w1', 'w2']);
   await t.db.raw('CREATE TABLE plain (id INT PRIMARY KEY, v INT)');
