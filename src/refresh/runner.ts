@@ -142,10 +142,10 @@ export class RefreshRunner {
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
     const { db, clock } = this.deps;
     const { mv, info, links, method, startMs } = w;
-    // A run left RUNNING ended, at the latest, when this one took the lock it would hold.
-    await markAbandoned(db, req.mviewId, startMs);
-    // Read before the build reads them (pipeline/dataTime.ts): never claims newer data than it read.
-    const upstream = await upstreamDataTimes(db, req.mviewId);
+    // A run left RUNNING ended, at the latest, when this one took the lock it would hold. The
+    // upstream data times are read before the build reads the upstreams (pipeline/dataTime.ts):
+    // never claims newer data than it read. Both on the pool, at once.
+    const [, upstream] = await Promise.all([markAbandoned(db, req.mviewId, startMs), upstreamDataTimes(db, req.mviewId)]);
     if (method === 'FAST' && links.length) {
       const dataTime = await this.logged.nothingToApply(lock, mv, links);
       if (dataTime) return this.finishEmpty(lock, req, w, startMs, propagateDataTime(dataTime, upstream) ?? dataTime, log);

@@ -13,20 +13,19 @@ export async function readPartitions(db: Executor, table: TableRef, opts: { forU
   const q = db('mvs_base_partitions').where({ base_table_schema: table.schema, base_table_name: table.name });
   if (opts.forUpdate) q.forUpdate();
   const rows = (await q) as Array<Record<string, unknown>>;
-  return new Map(
-    rows.map((r) => [
-      String(r.partition_name),
-      {
-        partitionName: String(r.partition_name),
-        partitionId: num(r.partition_id),
-        version: num(r.version),
-        versionTime: num(r.version_time),
-        dataVersion: num(r.data_version ?? 0),
-        reportedAt: r.updated_at instanceof Date ? r.updated_at.getTime() : undefined,
-        ident: (r.base_table_ident as string | null) ?? null,
-      },
-    ]),
-  );
+  return new Map(rows.map((r) => [String(r.partition_name), partitionOf(r)]));
+}
+
+function partitionOf(r: Record<string, unknown>): PartitionState & { ident: string | null } {
+  return {
+    partitionName: String(r.partition_name),
+    partitionId: num(r.partition_id),
+    version: num(r.version),
+    versionTime: num(r.version_time),
+    dataVersion: num(r.data_version ?? 0),
+    reportedAt: r.updated_at instanceof Date ? r.updated_at.getTime() : undefined,
+    ident: (r.base_table_ident as string | null) ?? null,
+  };
 }
 
 /** An MV's version map: table key -> partition name -> entry. */
@@ -71,12 +70,20 @@ export async function upsertVersionEntries(trx: Knex.Transaction, mviewId: numbe
 
 /** Base tables of an MV, each with its reported partitions (empty map: not versioned). */
 export async function baseTableVersions(db: Executor, mviewId: number): Promise<Array<{ table: TableRef; partitions: Map<string, PartitionState> }>> {
-  const tables = (await db('mvs_mview_base_tables')
-    .where({ mview_id: mviewId })
-    .select({ schema: 'base_table_schema', name: 'base_table_name' })) as TableRef[];
-  const out = [];
-  for (const table of tables) out.push({ table, partitions: await readPartitions(db, table) });
-  return out;
+  // One statement for every base table and its reported partitions (a run reads this each time).
+  const rows = (await db('mvs_mview_base_tables as b')
+    .leftJoin('mvs_base_partitions as p', (j) => j.on('p.base_table_schema', 'b.base_table_schema').andOn('p.base_table_name', 'b.base_table_name'))
+    .where('b.mview_id', mviewId)
+    .orderBy(['b.base_table_schema', 'b.base_table_name'])
+    .select('p.*', { t_schema: 'b.base_table_schema', t_name: 'b.base_table_name' })) as Array<Record<string, unknown>>;
+  const out = new Map<string, { table: TableRef; partitions: Map<string, PartitionState> }>();
+  for (const r of rows) {
+    const table = { schema: String(r.t_schema), name: String(r.t_name) };
+    const key = tableKey(table);
+    const entry = out.get(key) ?? out.set(key, { table, partitions: new Map() }).get(key)!;
+    if (r.partition_name !== null && r.partition_name !== undefined) entry.partitions.set(String(r.partition_name), partitionOf(r));
+  }
+  return [...out.values()];
 }
 
 /** MVs that read a base table. */
