@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../src/app/processes.js';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { createDb } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DriftChecker } from '../../src/drift/driftChecker.js';
 import { CaptureLagError, takeCut, type CutLog } from '../../src/mlog/cut.js';
 import type { Closeable } from '../../src/process/lifecycle.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
 import { prng, testSeed } from '../support/prng.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, waitFor, type TestEnv } from '../support/testEnv.js';
 
 // MV logs filled from the binary log (DESIGN.md §2 "Change capture from the binary log"): made by
@@ -27,9 +27,7 @@ const systemRequests: number[] = [];
 beforeAll(async () => {
   t = await createTestEnv('binlog_refresh', { MVS_NODE_TTL_S: '2' });
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000, cutWaitMs: 2000 }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, ddlWaitMs: 2000, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { cutWaitMs: 2000, ddlWaitMs: 2000 }));
   drift = new DriftChecker({
     db: t.db,
     logger: t.logger,

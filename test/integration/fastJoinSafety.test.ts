@@ -1,14 +1,14 @@
 import { createConnection } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { parseDatabaseUrl } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DriftChecker } from '../../src/drift/driftChecker.js';
 import { explainMv } from '../../src/fast/explain.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
 import { snapshot } from '../support/snapshot.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // Everything that holds for one-table logs holds per log for an MV over a join (DESIGN.md §2
@@ -27,9 +27,7 @@ const systemRequests: Array<{ mviewId: number; reason: string }> = [];
 beforeAll(async () => {
   t = await createTestEnv('fast_join_safety');
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000, cutWaitMs: CUT_WAIT_MS }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, ddlWaitMs: 2000, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { cutWaitMs: CUT_WAIT_MS, ddlWaitMs: 2000 }));
   drift = new DriftChecker({
     db: t.db,
     logger: t.logger,

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DriftChecker } from '../../src/drift/driftChecker.js';
 import { ValidationError } from '../../src/errors.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
 import { snapshot } from '../support/snapshot.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // Changes made behind mvsched's back (DESIGN.md §2; issue "Safety first"): a base table with an
@@ -23,9 +23,7 @@ const systemRequests: Array<{ mviewId: number; key: string; reason: string }> = 
 beforeAll(async () => {
   t = await createTestEnv('safety_drift');
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000, cutWaitMs: 2000 }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, ddlWaitMs: 2000, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { cutWaitMs: 2000, ddlWaitMs: 2000 }));
   drift = new DriftChecker({
     db: t.db,
     logger: t.logger,

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { ValidationError } from '../../src/errors.js';
 import { listMviewStatus } from '../../src/mv/status.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
 import { forgetVersions } from '../../src/versions/forget.js';
 import { storeVersionReport } from '../../src/versions/reports.js';
 import { snapshot } from '../support/snapshot.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // What mvsched does to objects it does not own, and how it cleans up after objects vanished
@@ -23,9 +23,7 @@ let other: string;
 beforeAll(async () => {
   t = await createTestEnv('safety_objects');
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000 }, 'test-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, ddlWaitMs: 1000, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { ddlWaitMs: 1000 }));
   other = `${t.database}_app`;
 });
 

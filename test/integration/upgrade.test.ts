@@ -3,13 +3,13 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findBinary } from '../../scripts/localServers.mjs';
-import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { parseDatabaseUrl } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { DdlExecutor } from '../../src/ddl/executor.js';
+import type { DdlExecutor } from '../../src/ddl/executor.js';
 import { DriftChecker } from '../../src/drift/driftChecker.js';
 import type { RefreshOutcome, RefreshRunner } from '../../src/refresh/runner.js';
+import { inProcessRefresh } from '../support/inProcess.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // DESIGN.md §4 invariant 10: upgrades keep working deployments working. A database made by the
@@ -31,9 +31,7 @@ beforeAll(async () => {
   const r = spawnSync(mariadb!, [`-h${c.host}`, `-P${c.port}`, `-u${c.user}`, `-p${c.password}`, c.database], { input: dump, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`loading the fixture failed: ${r.stderr}`);
   await migrateLatest(t.db);
-  const runners = createRunners({ db: t.db, logger: t.logger, clock: systemClock, purgeBatch: 1000 }, 'upgraded-node');
-  runner = runners.runner;
-  ddl = new DdlExecutor({ db: t.db, logger: t.logger, clock: systemClock, ...runners, defaultSchema: t.database, notify: async () => {} });
+  ({ runner, ddl } = inProcessRefresh(t, { nodeId: 'upgraded-node' }));
 });
 
 afterAll(async () => {
