@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
-import type { RefreshHistRow } from '../../src/mv/repository.js';
 import { redisKeys } from '../../src/queue/names.js';
 import { type Cluster, invariant1Violations, waveStepViolations, type Proc, type QueueInspector } from '../support/cluster.js';
-import { startPipelineEnv, type PipelineEnv } from '../support/pipelineEnv.js';
+import { historyOf, lastRefreshIdOf, mviewIdOf, startPipelineEnv, type NamedHist, type PipelineEnv } from '../support/pipelineEnv.js';
 import { waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Target lag with real processes (DESIGN.md §2 "Pipelines", invariants 1 and 7): a planner (and
@@ -29,18 +28,11 @@ afterAll(async () => {
   await env?.close();
 });
 
-type Hist = RefreshHistRow & { mview_name: string };
+type Hist = NamedHist;
 
-const id = async (name: string) => Number((await t.db('mvs_mviews').where({ mview_name: name }).first('mview_id')).mview_id);
-async function history(names: string[], sinceId = 0): Promise<Hist[]> {
-  return (await t.db('mvs_mview_refresh_hist as h')
-    .join('mvs_mviews as m', 'm.mview_id', 'h.mview_id')
-    .whereIn('m.mview_name', names)
-    .where('h.refresh_id', '>', sinceId)
-    .orderBy('h.refresh_id')
-    .select('h.*', 'm.mview_name')) as Hist[];
-}
-const lastRefreshId = async () => Number((await t.db('mvs_mview_refresh_hist').max({ m: 'refresh_id' }).first())!.m ?? 0);
+const id = (name: string) => mviewIdOf(t, name);
+const history = (names: string[], sinceId = 0) => historyOf(t, names, sinceId);
+const lastRefreshId = () => lastRefreshIdOf(t);
 /** Lag of an MV now, on the database clock, in ms. */
 async function lagMs(mviewId: number): Promise<number> {
   const [r] = (await t.db.raw('SELECT TIMESTAMPDIFF(MICROSECOND, data_time, NOW(3)) / 1000 AS lag FROM mvs_mview_refresh_info WHERE mview_id = ?', [mviewId])) as [

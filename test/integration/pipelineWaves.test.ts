@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
-import type { RefreshHistRow } from '../../src/mv/repository.js';
 import { listMviewStatus } from '../../src/mv/status.js';
 import { type Cluster, invariant1Violations, waveStepViolations, type QueueInspector } from '../support/cluster.js';
-import { startPipelineEnv, type PipelineEnv } from '../support/pipelineEnv.js';
+import { historyOf, lastRefreshIdOf, mviewIdOf, startPipelineEnv, type NamedHist, type PipelineEnv } from '../support/pipelineEnv.js';
 import { waitFor, type TestEnv } from '../support/testEnv.js';
 
 // Pipelines with real processes (DESIGN.md §2 "Pipelines"): upstream first on fixed schedules,
@@ -25,18 +24,11 @@ afterAll(async () => {
   await env?.close();
 });
 
-type Hist = RefreshHistRow & { mview_name: string; data_time: Date | null };
+type Hist = NamedHist;
 
-const id = async (name: string) => Number((await t.db('mvs_mviews').where({ mview_name: name }).first('mview_id')).mview_id);
-async function history(names: string[], sinceId = 0): Promise<Hist[]> {
-  return (await t.db('mvs_mview_refresh_hist as h')
-    .join('mvs_mviews as m', 'm.mview_id', 'h.mview_id')
-    .whereIn('m.mview_name', names)
-    .where('h.refresh_id', '>', sinceId)
-    .orderBy('h.refresh_id')
-    .select('h.*', 'm.mview_name')) as Hist[];
-}
-const lastRefreshId = async () => Number((await t.db('mvs_mview_refresh_hist').max({ m: 'refresh_id' }).first())!.m ?? 0);
+const id = (name: string) => mviewIdOf(t, name);
+const history = (names: string[], sinceId = 0) => historyOf(t, names, sinceId);
+const lastRefreshId = () => lastRefreshIdOf(t);
 const status = async (name: string) => (await listMviewStatus(t.db, undefined)).find((s) => s.mview === name)!;
 const isWave = (h: Hist) => /^wave-\d+-/.test(h.refresh_job_id ?? '');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
