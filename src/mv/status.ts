@@ -52,8 +52,13 @@ export interface StatusSlice {
   limit: number;
 }
 
-/** SQL for a DATETIME(3) column as ISO 8601 text ('2026-12-03T10:00:05.123Z'; the session is UTC). */
-const isoSql = (column: string) => `CONCAT(LEFT(DATE_FORMAT(${column}, '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z')`;
+/**
+ * SQL for a DATETIME(3) column as ISO 8601 text ('2026-12-03T10:00:05.123Z'; the session is UTC):
+ * the column's own text ('2026-12-03 10:00:05.123', three digits as its precision says) with a T
+ * and a Z. DATE_FORMAT took about a quarter of the database's time per listing page; doing it in
+ * JavaScript cost the API process as much. Only for DATETIME(3) columns (test/integration/statusListing).
+ */
+const isoSql = (column: string) => `REPLACE(CONCAT(${column}, 'Z'), ' ', 'T')`;
 
 /**
  * The listing's columns, named and shaped as MviewStatus: the database formats times and names,

@@ -36,14 +36,14 @@ type Row = Record<string, unknown>;
  */
 export async function mviewsFreshness(db: Executor, ids?: number[] | Knex.QueryBuilder): Promise<Map<number, Freshness>> {
   if (Array.isArray(ids) && ids.length === 0) return new Map();
-  // Driven from the MVs asked about when given: from a page's derived table by STRAIGHT_JOIN
-  // (the optimizer does not count the derived table's LIMIT and would rather scan every base
-  // table row); else from the MVs that read a versioned table, found from the reported
-  // partitions (few), so MVs over ordinary tables cost nothing.
+  // Driven from the MVs asked about when given: from those of a page's derived table that read
+  // a versioned table, by STRAIGHT_JOIN (the optimizer does not count the derived table's LIMIT
+  // and would rather scan every base table row); else from the MVs that read a versioned table,
+  // found from the reported partitions (few), so MVs over ordinary tables cost nothing.
   const q: Knex.QueryBuilder =
     Array.isArray(ids) || !ids
       ? db('mvs_mview_base_tables as b')
-      : db.from(ids.clone().as('p')).joinRaw('STRAIGHT_JOIN `mvs_mview_base_tables` AS `b` ON `b`.`mview_id` = `p`.`mview_id`');
+      : db.from(versionedReaders(db, ids).as('p')).joinRaw('STRAIGHT_JOIN `mvs_mview_base_tables` AS `b` ON `b`.`mview_id` = `p`.`mview_id`');
   if (Array.isArray(ids)) q.whereIn('b.mview_id', ids);
   if (!ids) {
     const readers = db('mvs_base_partitions as rp')
@@ -66,6 +66,19 @@ export async function mviewsFreshness(db: Executor, ids?: number[] | Knex.QueryB
     );
   // No ORDER BY (a sort of every row in a temporary table): judge() sorts what it reports.
   return judge((await q) as Row[]);
+}
+
+/**
+ * The MVs of `ids` (a query of MV ids, such as a page's) that read at least one versioned table:
+ * usually a few of a page or none, so only their rows are read in full and sent (all of a
+ * page's rows cost the database and this process more than the lookups that pick them).
+ */
+function versionedReaders(db: Executor, ids: Knex.QueryBuilder): Knex.QueryBuilder {
+  return db
+    .from(ids.clone().as('p0'))
+    .joinRaw('STRAIGHT_JOIN `mvs_mview_base_tables` AS `b0` ON `b0`.`mview_id` = `p0`.`mview_id`')
+    .joinRaw('STRAIGHT_JOIN `mvs_base_partitions` AS `v` ON `v`.`base_table_schema` = `b0`.`base_table_schema` AND `v`.`base_table_name` = `b0`.`base_table_name`')
+    .distinct('b0.mview_id');
 }
 
 /** DESIGN.md §2 freshness from the joined rows (partitionStale per reported partition). */
