@@ -67,14 +67,31 @@ export interface NamedEdge {
  * status listing at 100,000 MVs).
  */
 export async function loadNamedEdges(db: Executor): Promise<NamedEdge[]> {
-  const [rows] = (await db.raw(
-    'SELECT b.mview_id AS reader, u.mview_id AS upstream, ' +
-      "CONCAT(r.table_schema, '.', r.mview_name) AS readerName, CONCAT(u.table_schema, '.', u.mview_name) AS upstreamName " +
-      'FROM (SELECT DISTINCT base_table_schema, base_table_name FROM mvs_mview_base_tables) AS t ' +
-      'STRAIGHT_JOIN mvs_mviews AS u ON u.table_schema = t.base_table_schema AND u.mview_name = t.base_table_name ' +
-      'STRAIGHT_JOIN mvs_mview_base_tables AS b ON b.base_table_schema = u.table_schema AND b.base_table_name = u.mview_name ' +
-      'STRAIGHT_JOIN mvs_mviews AS r ON r.mview_id = b.mview_id',
-  )) as [Array<{ reader: number | string; upstream: number | string; readerName: string; upstreamName: string }>];
+  const [rows] = (await db.raw(namedEdgesSql())) as [NamedEdgeRow[]];
+  return namedEdgesOf(rows);
+}
+
+/** The columns of namedEdgesSql's rows. */
+export const NAMED_EDGE_COLUMNS = ['reader', 'upstream', 'readerName', 'upstreamName'] as const;
+
+export type NamedEdgeRow = { reader: number | string; upstream: number | string; readerName: string; upstreamName: string };
+
+/**
+ * loadNamedEdges' statement; `lead` (SQL of columns, e.g. NULLs) goes before its own columns
+ * so it can follow another SELECT in a UNION (the status listing sends both as one statement).
+ */
+export function namedEdgesSql(lead = ''): string {
+  return (
+    `SELECT ${lead ? `${lead}, ` : ''}b.mview_id AS reader, u.mview_id AS upstream, ` +
+    "CONCAT(r.table_schema, '.', r.mview_name) AS readerName, CONCAT(u.table_schema, '.', u.mview_name) AS upstreamName " +
+    'FROM (SELECT DISTINCT base_table_schema, base_table_name FROM mvs_mview_base_tables) AS t ' +
+    'STRAIGHT_JOIN mvs_mviews AS u ON u.table_schema = t.base_table_schema AND u.mview_name = t.base_table_name ' +
+    'STRAIGHT_JOIN mvs_mview_base_tables AS b ON b.base_table_schema = u.table_schema AND b.base_table_name = u.mview_name ' +
+    'STRAIGHT_JOIN mvs_mviews AS r ON r.mview_id = b.mview_id'
+  );
+}
+
+export function namedEdgesOf(rows: NamedEdgeRow[]): NamedEdge[] {
   return rows.map((r) => ({ reader: Number(r.reader), upstream: Number(r.upstream), readerName: r.readerName, upstreamName: r.upstreamName }));
 }
 

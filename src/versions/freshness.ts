@@ -36,6 +36,21 @@ type Row = Record<string, unknown>;
  */
 export async function mviewsFreshness(db: Executor, ids?: number[] | Knex.QueryBuilder): Promise<Map<number, Freshness>> {
   if (Array.isArray(ids) && ids.length === 0) return new Map();
+  // No ORDER BY (a sort of every row in a temporary table): judgeFreshness sorts what it reports.
+  return judgeFreshness((await freshnessQuery(db, ids)) as Row[]);
+}
+
+/** The names of the columns freshnessQuery selects (for a UNION beside another read). */
+export const FRESHNESS_COLUMNS = [
+  'mview_id', 'base_table_schema', 'base_table_name', 'partition_name', 'partition_id', 'version', 'version_time', 'updated_at',
+  'vm_partition_id', 'vm_version', 'vm_last_refresh_time',
+] as const;
+
+/**
+ * mviewsFreshness' statement, unsent (`ids` a non-empty list, a query of MV ids, or every MV);
+ * its rows (FRESHNESS_COLUMNS) go to judgeFreshness.
+ */
+export function freshnessQuery(db: Executor, ids?: number[] | Knex.QueryBuilder): Knex.QueryBuilder {
   // Driven from the MVs asked about when given: from those of a page's derived table that read
   // a versioned table, by STRAIGHT_JOIN (the optimizer does not count the derived table's LIMIT
   // and would rather scan every base table row); else from the MVs that read a versioned table,
@@ -64,8 +79,7 @@ export async function mviewsFreshness(db: Executor, ids?: number[] | Knex.QueryB
       'bp.partition_name', 'bp.partition_id', 'bp.version', 'bp.version_time', 'bp.updated_at',
       { vm_partition_id: 'vm.partition_id', vm_version: 'vm.version', vm_last_refresh_time: 'vm.last_refresh_time' },
     );
-  // No ORDER BY (a sort of every row in a temporary table): judge() sorts what it reports.
-  return judge((await q) as Row[]);
+  return q;
 }
 
 /**
@@ -81,8 +95,8 @@ function versionedReaders(db: Executor, ids: Knex.QueryBuilder): Knex.QueryBuild
     .distinct('b0.mview_id');
 }
 
-/** DESIGN.md §2 freshness from the joined rows (partitionStale per reported partition). */
-function judge(rows: Row[]): Map<number, Freshness> {
+/** DESIGN.md §2 freshness from freshnessQuery's rows (partitionStale per reported partition). */
+export function judgeFreshness(rows: Row[]): Map<number, Freshness> {
   const out = new Map<number, Freshness>();
   const readsVersioned = new Set<number>();
   for (const r of rows) if (r.partition_name !== null) readsVersioned.add(Number(r.mview_id));
