@@ -3,8 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
 import type { DdlExecutor } from '../../src/ddl/executor.js';
+import type { RefreshRunner } from '../../src/refresh/runner.js';
 import { listMlogStatus } from '../../src/mlog/status.js';
-import { listMviewStatus } from '../../src/mv/status.js';
+import { listMviewStatus, type MviewStatus } from '../../src/mv/status.js';
 import { pageMviewStatus } from '../../src/mv/statusPage.js';
 import { mviewRingKey } from '../../src/queue/names.js';
 import { HashRing } from '../../src/ring/hashRing.js';
@@ -20,12 +21,13 @@ import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 let t: TestEnv;
 let ddl: DdlExecutor;
+let runner: RefreshRunner;
 let ring: HashRing;
 
 beforeAll(async () => {
   t = await createTestEnv('status_scale');
   await migrateLatest(t.db);
-  ({ ddl } = inProcessRefresh(t));
+  ({ ddl, runner } = inProcessRefresh(t));
   ring = new HashRing();
   ring.rebuild(['w1', 'w2']);
   await t.db.raw('CREATE TABLE plain (id INT PRIMARY KEY, v INT)');
@@ -158,6 +160,84 @@ describe('status of many MVs', () => {
       expect(Math.abs(m.lagSeconds! - lag), m.name).toBeLessThan(5);
       expect(m.owner, m.name).toBe(m.nextTime ? ring.getNode(mviewRingKey(m.mviewId)) ?? null : null);
     }
+  });
+});
+
+describe('every field of the listing', () => {
+  /** The listing's columns read per MV the plain way: times as the driver's Dates, made ISO here. */
+  async function referenceRow(mviewId: number) {
+    const r = (await t.db('mvs_mviews as m').leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id').where('m.mview_id', mviewId).first(
+      'm.table_schema', 'm.mview_name', 'm.refresh_method', 'm.status', 'm.refresh_start', 'm.refresh_interval', 'm.target_lag', 'm.target_downstream',
+      'ri.last_refresh_result', 'ri.refresh_endtime', 'ri.last_refresh_type', 'ri.last_success_endtime', 'ri.data_time', 'ri.next_time',
+      'ri.consecutive_failures', 'ri.last_failed_reason', 'ri.refresh_count', 'ri.target_unmet_reason',
+    )) as Record<string, unknown>;
+    const iso = (v: unknown) => (v === null ? null : (v as Date).toISOString());
+    return {
+      mviewId,
+      name: `${String(r.table_schema)}.${String(r.mview_name)}`,
+      schema: r.table_schema,
+      mview: r.mview_name,
+      method: r.refresh_method,
+      status: r.status,
+      startWith: iso(r.refresh_start),
+      nextSeconds: r.refresh_interval === null ? null : Number(r.refresh_interval),
+      lastResult: r.last_refresh_result,
+      lastRefreshEnd: iso(r.refresh_endtime),
+      lastRefreshType: r.last_refresh_type,
+      lastSuccessTime: iso(r.last_success_endtime),
+      dataTime: iso(r.data_time),
+      nextTime: iso(r.next_time),
+      failures: Number(r.consecutive_failures),
+      lastFailedReason: r.last_failed_reason,
+      refreshCount: Number(r.refresh_count),
+      targetLag: r.target_downstream ? 'DOWNSTREAM' : r.target_lag === null ? null : Number(r.target_lag),
+      targetUnmetReason: r.target_unmet_reason,
+    };
+  }
+
+  /** Everything but the lag, which moves with the clock between two reads. */
+  const steady = (m: MviewStatus) => ({ ...m, lagSeconds: m.lagSeconds === null ? null : 'some' });
+
+  it('is the same whole, by page and for one MV, and each column is what a per-MV read gives, in every state', async () => {
+    // Beside the MVs made above (COMPLETE, FAST, over versioned tables): a pipeline with a target
+    // lag, one waiting on DOWNSTREAM, a failing MV, a suspended one and one on a START WITH grid.
+    await t.db.raw('CREATE TABLE gone (id INT PRIMARY KEY, v INT)');
+    await ddl.execute('CREATE MATERIALIZED VIEW st_up TARGET LAG 3600 AS SELECT SUM(v) AS s FROM plain');
+    await ddl.execute('CREATE MATERIALIZED VIEW st_down TARGET LAG DOWNSTREAM AS SELECT s FROM st_up');
+    await ddl.execute('CREATE MATERIALIZED VIEW st_fail NEXT 600 AS SELECT SUM(v) AS s FROM gone');
+    await ddl.execute('CREATE MATERIALIZED VIEW st_susp NEXT 600 AS SELECT SUM(v) AS s FROM plain');
+    await ddl.execute('ALTER MATERIALIZED VIEW st_susp SUSPEND');
+    await ddl.execute("CREATE MATERIALIZED VIEW st_grid START WITH '2030-01-02 03:04:05.678' NEXT 3600 AS SELECT SUM(v) AS s FROM plain");
+    await ddl.execute('REFRESH MATERIALIZED VIEW f_1');
+    await t.db.raw('DROP TABLE gone');
+    const [failing] = (await t.db('mvs_mviews').where({ mview_name: 'st_fail' }).pluck('mview_id')) as number[];
+    expect((await runner.run({ mviewId: failing!, trigger: 'MANUAL' })).kind).toBe('FAILED');
+
+    const all = await listMviewStatus(t.db, ring);
+    const paged: MviewStatus[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await pageMviewStatus(t.db, ring, { limit: 3, ...(cursor ? { cursor } : {}) });
+      paged.push(...page.items);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    expect(paged.map(steady)).toEqual(all.map(steady));
+    const byName = new Map(all.map((m) => [m.mview, m]));
+    for (const m of all) {
+      const [one] = await listMviewStatus(t.db, ring, { schema: m.schema, name: m.mview });
+      expect(steady(one!), m.name).toEqual(steady(m));
+      expect(m, m.name).toMatchObject(await referenceRow(m.mviewId));
+      // The same keys in the same order as the type declares (the JSON clients read).
+      expect(Object.keys(m), m.name).toEqual(Object.keys(all[0]!));
+    }
+    const db = t.database;
+    expect(byName.get('st_up')).toMatchObject({ targetLag: 3600, dependsOn: [], readBy: [`${db}.st_down`] });
+    expect(byName.get('st_down')).toMatchObject({ targetLag: 'DOWNSTREAM', dependsOn: [`${db}.st_up`], readBy: [] });
+    expect(byName.get('st_fail')).toMatchObject({ lastResult: 'FAILED', failures: 1, lastFailedReason: expect.stringMatching(/gone/) });
+    expect(byName.get('st_susp')).toMatchObject({ status: 'SUSPENDED', owner: null });
+    expect(byName.get('st_grid')).toMatchObject({ startWith: '2030-01-02T03:04:05.678Z' });
+    expect(byName.get('f_1')).toMatchObject({ method: 'FAST', lastResult: 'SUCCESS', lastRefreshType: expect.any(String), dataTime: expect.any(String) });
+    expect(new Set(all.map((m) => m.freshness))).toEqual(new Set(['fresh', 'stale', 'unversioned']));
   });
 });
 
