@@ -16,21 +16,16 @@ import type { MlogLink } from './method.js';
 // without waiting for capture, so they always take the cut.
 
 /** Why the shortcut is not taken: the run goes the full way (cut, apply, watermarks). */
-export type NotEmpty = 'backlog' | 'binlog' | 'unknown-identity' | 'identity';
+export type NotEmpty = 'backlog' | 'binlog' | 'unknown-identity';
 
 /**
  * One statement on the lock transaction (READ COMMITTED: a fresh view of committed rows) reads
- * the database's clock and, per log, whether a row lies past the MV's watermark; then one reads
- * every log's identity. Returns the data time when nothing is to be applied.
+ * the database's clock and, per log, whether a row lies past the MV's watermark. Returns the
+ * data time when nothing is to be applied: valid only once `identityHolds` (read after this
+ * statement returned) says every log still captures its table.
  */
-export async function nothingToApply(
-  db: Knex,
-  lock: Knex.Transaction,
-  setup: FastSetup,
-  links: MlogLink[],
-): Promise<{ dataTime: Date } | NotEmpty> {
-  const logs = setupLogs(setup);
-  if (logs.some((m) => m.capture_mode === 'BINLOG')) return 'binlog';
+export async function probeEmpty(lock: Knex.Transaction, setup: FastSetup, links: MlogLink[]): Promise<{ dataTime: Date } | NotEmpty> {
+  if (setupLogs(setup).some((m) => m.capture_mode === 'BINLOG')) return 'binlog';
   // Without the base table's identity recorded by a full run, a run must record it.
   if (links.some((l) => l.mvToken === null)) return 'unknown-identity';
   const probes = links.map(
@@ -39,12 +34,22 @@ export async function nothingToApply(
   const [rows] = (await lock.raw(`SELECT NOW(3) AS at, ${probes.join(', ')}`, links.map((l) => l.watermark))) as [Array<Record<string, unknown>>];
   const row = rows[0]!;
   if (links.some((_, i) => Number(row[`b${i}`]) !== 0)) return 'backlog';
+  return { dataTime: row.at as Date };
+}
+
+/**
+ * Every log is still a trigger log on the table the MV last read in full (same identity token,
+ * its triggers in place). One round trip on the pool; the caller starts it only after the probe
+ * returned, so a table replaced before the probe is seen here.
+ */
+export async function identityHolds(db: Knex, setup: FastSetup, links: MlogLink[]): Promise<boolean> {
+  const logs = setupLogs(setup);
   const ids = await readLogIdentities(db, logs);
   for (const m of logs) {
     const id = ids.get(m.mlog_id);
-    if (!id || id.captureMode === 'BINLOG' || identityProblem(m, id)) return 'identity';
+    if (!id || id.captureMode === 'BINLOG' || identityProblem(m, id)) return false;
     const link = links.find((l) => l.mlogId === m.mlog_id);
-    if (link?.mvToken !== null && id.token !== null && link?.mvToken !== id.token) return 'identity';
+    if (link?.mvToken !== null && id.token !== null && link?.mvToken !== id.token) return false;
   }
-  return { dataTime: row.at as Date };
+  return true;
 }

@@ -52,7 +52,12 @@ interface Work {
   method: ConcreteMethod;
   /** When the run took the MV's lock: its start (what it reads and writes after is its work). */
   startMs: number;
+  /** Data times of the MVs it reads, read before anything reads them (pipeline/dataTime.ts). */
+  upstream: Awaited<ReturnType<typeof upstreamDataTimes>>;
 }
+
+/** A run whose no-change shortcut found a log's table replaced: run again the full way. */
+const AGAIN = Symbol('again');
 
 /**
  * Runs one refresh of one MV under the MV's lock: `SELECT ... FOR UPDATE NOWAIT` on its
@@ -70,12 +75,14 @@ export class RefreshRunner {
   }
 
   async run(req: RefreshRequest): Promise<RefreshOutcome> {
-    const outcome = await this.runOnce(req);
+    let outcome = await this.runOnce(req, true);
+    if (outcome === AGAIN) outcome = await this.runOnce(req, false);
+    if (outcome === AGAIN) throw new Error('refresh runner: a run without the no-change shortcut asked to run again');
     this.deps.observer?.refreshed(req, outcome);
     return outcome;
   }
 
-  private async runOnce(req: RefreshRequest): Promise<RefreshOutcome> {
+  private async runOnce(req: RefreshRequest, shortcut: boolean): Promise<RefreshOutcome | typeof AGAIN> {
     const { db, clock } = this.deps;
     const log = this.deps.logger.child({ mview_id: req.mviewId, job_id: req.jobId, trigger: req.trigger });
     // A committed success that started after the request was made already answers it: check
@@ -104,8 +111,20 @@ export class RefreshRunner {
         }
         throw err;
       }
-      const mv = await getMview(lock, req.mviewId);
-      if (!mv || !info) return { kind: 'GONE' };
+      if (!info) return { kind: 'GONE' };
+      // What the run needs to know, read at once on the pool once the lock is granted: under
+      // READ COMMITTED the lock transaction would see the same committed rows, one at a time.
+      // The versions are read before the build: the map then never claims a newer version than
+      // the data the build reads. A run left RUNNING ended, at the latest, when this one took
+      // the lock it would hold.
+      const [mv, versions, links, , upstream] = await Promise.all([
+        getMview(db, req.mviewId),
+        baseTableVersions(db, req.mviewId),
+        mlogLinks(db, req.mviewId),
+        markAbandoned(db, req.mviewId, lockedAt),
+        upstreamDataTimes(db, req.mviewId),
+      ]);
+      if (!mv) return { kind: 'GONE' };
       const now = clock.now();
       const nextTime = info.next_time ? info.next_time.getTime() : null;
       if (req.trigger === 'SCHEDULED' || req.wave) {
@@ -116,10 +135,6 @@ export class RefreshRunner {
         const served = coalescedBy(info, req.requestedAt);
         if (served) return served;
       }
-      // Read in the lock transaction's snapshot, before the build: the map then never claims a
-      // newer version than the data the build reads.
-      const versions = await baseTableVersions(lock, req.mviewId);
-      const links = await mlogLinks(lock, req.mviewId);
       // Versions say nothing of a base table's MV log: rows past the MV's watermark are changes.
       if (req.trigger === 'SCHEDULED' && (await versionsUnchanged(lock, req.mviewId, versions)) && !(await logBacklog(lock, links))) {
         const next = req.wave ? nextTime : mv.refresh_start ? nextExecTime(mv.refresh_start.getTime(), mv.refresh_interval, now) : null;
@@ -130,7 +145,7 @@ export class RefreshRunner {
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
       const method = chooseMethod(mv, req.method, links.length > 0);
-      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method, startMs: lockedAt }, log);
+      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method, startMs: lockedAt, upstream }, shortcut, log);
       done = true;
       return outcome;
     } finally {
@@ -139,16 +154,12 @@ export class RefreshRunner {
   }
 
   /** Run the refresh itself and record its outcome; commits the lock transaction. */
-  private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, log: Logger): Promise<RefreshOutcome> {
+  private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, shortcut: boolean, log: Logger): Promise<RefreshOutcome | typeof AGAIN> {
     const { db, clock } = this.deps;
-    const { mv, info, links, method, startMs } = w;
-    // A run left RUNNING ended, at the latest, when this one took the lock it would hold. The
-    // upstream data times are read before the build reads the upstreams (pipeline/dataTime.ts):
-    // never claims newer data than it read. Both on the pool, at once.
-    const [, upstream] = await Promise.all([markAbandoned(db, req.mviewId, startMs), upstreamDataTimes(db, req.mviewId)]);
-    if (method === 'FAST' && links.length) {
-      const dataTime = await this.logged.nothingToApply(lock, mv, links);
-      if (dataTime) return this.finishEmpty(lock, req, w, startMs, propagateDataTime(dataTime, upstream) ?? dataTime, log);
+    const { mv, info, links, method, startMs, upstream } = w;
+    if (shortcut && method === 'FAST' && links.length) {
+      const empty = await this.logged.nothingToApply(lock, mv, links);
+      if (empty) return this.finishEmpty(lock, req, w, propagateDataTime(empty.dataTime, upstream) ?? empty.dataTime, empty.identityHolds, log);
     }
     const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
     log.info({ refresh_id: refreshId, method }, 'refresh started');
@@ -200,18 +211,37 @@ export class RefreshRunner {
 
   /**
    * A FAST run with nothing to apply (emptyFast.ts): no cut, no RUNNING row, no watermark to
-   * move; the MV is up to date as of the read that found the logs empty.
+   * move; the MV is up to date as of the read that found the logs empty. The identity check runs
+   * on the pool while the outcome is written here; a failed check rolls the writes back and the
+   * run starts again the full way (which sees the table replaced and says so).
    */
-  private async finishEmpty(lock: Knex.Transaction, req: RefreshRequest, w: Work, startMs: number, dataTime: Date, log: Logger): Promise<RefreshOutcome> {
-    const { mv, info, links } = w;
+  private async finishEmpty(
+    lock: Knex.Transaction,
+    req: RefreshRequest,
+    w: Work,
+    dataTime: Date,
+    identityHolds: () => Promise<boolean>,
+    log: Logger,
+  ): Promise<RefreshOutcome | typeof AGAIN> {
+    const { mv, info, links, startMs } = w;
     const endMs = this.deps.clock.now();
     const nextTime = info.next_time ? info.next_time.getTime() : null;
     const anchor = mv.refresh_start ? mv.refresh_start.getTime() : null;
     const newNext = req.trigger === 'SCHEDULED' && !req.wave ? (anchor === null ? null : nextExecTime(anchor, mv.refresh_interval, endMs)) : nextTime;
     const one = links.length === 1 ? links[0]!.watermark : null;
-    await recordVersionMap(lock, req.mviewId, w.versions);
     const result = { rows: 0, inserted: 0, deleted: 0, dataTime, watermarkFrom: one, watermarkTo: one };
-    const refreshId = await recordQuickSuccess(lock, { req, method: 'FAST', startMs, endMs, newNext }, this.deps.nodeId, result);
+    const write = async () => {
+      await recordVersionMap(lock, req.mviewId, w.versions);
+      return recordQuickSuccess(lock, { req, method: 'FAST', startMs, endMs, newNext }, this.deps.nodeId, result);
+    };
+    const [holds, written] = await Promise.allSettled([identityHolds(), write()]);
+    if (written.status === 'rejected') throw written.reason;
+    if (holds.status !== 'fulfilled' || !holds.value) {
+      await lock.rollback();
+      log.info('a log\'s table changed identity: running again with a consistent cut');
+      return AGAIN;
+    }
+    const refreshId = written.value;
     await lock.commit();
     log.info({ refresh_id: refreshId, method: 'FAST', rows: 0, duration_ms: endMs - startMs, next_time: newNext, nothing_to_apply: true }, 'refresh succeeded');
     return { kind: 'SUCCESS', refreshId, rows: 0, method: 'FAST', nextTime: newNext, startMs, endMs };
