@@ -161,8 +161,11 @@ export class RefreshRunner {
       const empty = await this.logged.nothingToApply(lock, mv, links);
       if (empty) return this.finishEmpty(lock, req, w, propagateDataTime(empty.dataTime, upstream) ?? empty.dataTime, empty.identityHolds, log);
     }
-    const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
-    log.info({ refresh_id: refreshId, method }, 'refresh started');
+    // A FAST run's work stays in the lock transaction until it commits: its RUNNING row is
+    // written beside it. Anything else waits for the row (a COMPLETE swap commits on its own).
+    const running = insertRunning(db, req, method, this.deps.nodeId, startMs);
+    running.then((id) => log.info({ refresh_id: id, method }, 'refresh started')).catch(() => {});
+    if (method !== 'FAST' || !links.length) await running;
 
     let done: LoggedOutcome = { rows: 0, inserted: null, deleted: null, dataTime: null, method, cut: 'none' };
     let failure: unknown;
@@ -176,6 +179,7 @@ export class RefreshRunner {
       failure = err;
       if (err instanceof CutTimeoutError) done.cut = 'timed-out';
     }
+    const refreshId = await running;
     done.dataTime = propagateDataTime(done.dataTime, upstream);
     const { rows } = done;
     const endMs = clock.now();
