@@ -53,3 +53,44 @@ export async function identityHolds(db: Knex, setup: FastSetup, links: MlogLink[
   }
   return true;
 }
+
+/** A log a previous run of the MV consumed: where the next run looks before it knows its links. */
+export interface LogTop {
+  mlogId: number;
+  schema: string;
+  logTable: string;
+}
+
+/** The database's clock and each log's highest sequence number, read in one statement. */
+export interface Tops {
+  at: Date;
+  top: Map<number, number>;
+}
+
+/**
+ * The probe of `probeEmpty`, made before the run knows its links (with the other reads after
+ * the lock): the logs are a guess from the previous run and watermarks are compared afterwards,
+ * so it reads each log's top (an index end, not a range: no watermark needed in the statement).
+ */
+export async function readTops(db: Knex, logs: LogTop[]): Promise<Tops> {
+  const tops = logs.map((l, i) => `(SELECT MAX(${quoteIdent(SEQ_COLUMN)}) FROM ${quoteIdent(l.schema)}.${quoteIdent(l.logTable)}) AS t${i}`);
+  const [rows] = (await db.raw(`SELECT NOW(3) AS at, ${tops.join(', ')}`)) as [Array<Record<string, unknown>>];
+  const row = rows[0]!;
+  return { at: row.at as Date, top: new Map(logs.map((l, i) => [l.mlogId, row[`t${i}`] === null ? 0 : Number(row[`t${i}`])])) };
+}
+
+/** Was the guess right: the same logs, in the same tables, as the run's links? */
+export function topsCover(guess: LogTop[], links: MlogLink[]): boolean {
+  return (
+    guess.length === links.length &&
+    links.every((l) => guess.some((g) => g.mlogId === l.mlogId && g.schema === l.table.schema && g.logTable === l.logTable))
+  );
+}
+
+/** `probeEmpty` answered from tops read earlier (`readTops`) of the same logs. */
+export function emptyFromTops(setup: FastSetup, links: MlogLink[], tops: Tops): { dataTime: Date } | NotEmpty {
+  if (setupLogs(setup).some((m) => m.capture_mode === 'BINLOG')) return 'binlog';
+  if (links.some((l) => l.mvToken === null)) return 'unknown-identity';
+  if (links.some((l) => (tops.top.get(l.mlogId) ?? Infinity) > l.watermark)) return 'backlog';
+  return { dataTime: tops.at };
+}

@@ -12,7 +12,7 @@ import { isNoSuchTable } from '../db/errors.js';
 import { retryDelayMs } from '../schedule/nextTime.js';
 import { buildComplete, buildInPlaceOf } from './completeRefresh.js';
 import type { MlogLink } from './method.js';
-import { identityHolds, probeEmpty } from './emptyFast.js';
+import { emptyFromTops, identityHolds, probeEmpty, topsCover, type LogTop, type Tops } from './emptyFast.js';
 import { builtResult, type ConcreteMethod, type RunResult } from './types.js';
 
 /** The log cannot have captured every change of its table: nothing may be applied from it. */
@@ -133,11 +133,16 @@ export class LoggedRefresh {
    * the identity check that must pass before it may be recorded; null when the run must go the
    * full way (changes to apply, a BINLOG log, anything unusual: the full path reports it).
    */
-  async nothingToApply(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[]): Promise<{ dataTime: Date; identityHolds: () => Promise<boolean> } | null> {
+  async nothingToApply(
+    lock: Knex.Transaction,
+    mv: MviewRow,
+    links: MlogLink[],
+    early?: { guess: LogTop[]; tops: Tops },
+  ): Promise<{ dataTime: Date; identityHolds: () => Promise<boolean> } | null> {
     if (links.some((l) => l.broken)) return null;
     try {
       const setup = await this.setup(mv, links);
-      const out = await probeEmpty(lock, setup, links);
+      const out = early && topsCover(early.guess, links) ? emptyFromTops(setup, links, early.tops) : await probeEmpty(lock, setup, links);
       if (typeof out === 'string') return null;
       return { dataTime: out.dataTime, identityHolds: () => identityHolds(this.deps.db, setup, links).catch(() => false) };
     } catch {

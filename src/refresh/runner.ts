@@ -14,6 +14,7 @@ import { cutPatch, LoggedRefresh, type LoggedOutcome } from './logged.js';
 import { chooseMethod, logBacklog, mlogLinks, type MlogLink } from './method.js';
 import { builtResult, DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
 import { recordVersionMap, versionsUnchanged } from './versionStep.js';
+import { readTops, type LogTop, type Tops } from './emptyFast.js';
 import { propagateDataTime, upstreamDataTimes } from '../pipeline/dataTime.js';
 
 export { DUE_TOLERANCE_MS, type ConcreteMethod, type RefreshOutcome, type RefreshRequest } from './types.js';
@@ -54,6 +55,8 @@ interface Work {
   startMs: number;
   /** Data times of the MVs it reads, read before anything reads them (pipeline/dataTime.ts). */
   upstream: Awaited<ReturnType<typeof upstreamDataTimes>>;
+  /** The tops of the logs the previous run consumed, read with the other reads after the lock. */
+  early: { guess: LogTop[]; tops: Tops } | undefined;
 }
 
 /** A run whose no-change shortcut found a log's table replaced: run again the full way. */
@@ -69,6 +72,8 @@ const AGAIN = Symbol('again');
  */
 export class RefreshRunner {
   private readonly logged: LoggedRefresh;
+  /** By MV: the logs its last run consumed (where the next run's early probe looks). */
+  private readonly lastLogs = new Map<number, LogTop[]>();
 
   constructor(private readonly deps: RefreshRunnerDeps) {
     this.logged = new LoggedRefresh({ db: deps.db, ...(deps.cutWaitMs !== undefined ? { cutWaitMs: deps.cutWaitMs } : {}) });
@@ -117,14 +122,19 @@ export class RefreshRunner {
       // The versions are read before the build: the map then never claims a newer version than
       // the data the build reads. A run left RUNNING ended, at the latest, when this one took
       // the lock it would hold.
-      const [mv, versions, links, , upstream] = await Promise.all([
+      // The logs the last run consumed are looked at too: a FAST run with nothing to apply then
+      // needs no statement of its own to find that out (emptyFast.ts).
+      const guess = shortcut ? this.lastLogs.get(req.mviewId) : undefined;
+      const [mv, versions, links, , upstream, tops] = await Promise.all([
         getMview(db, req.mviewId),
         baseTableVersions(db, req.mviewId),
         mlogLinks(db, req.mviewId),
         markAbandoned(db, req.mviewId, lockedAt),
         upstreamDataTimes(db, req.mviewId),
+        guess ? readTops(db, guess).catch(() => undefined) : undefined,
       ]);
       if (!mv) return { kind: 'GONE' };
+      this.rememberLogs(req.mviewId, links);
       const now = clock.now();
       const nextTime = info.next_time ? info.next_time.getTime() : null;
       if (req.trigger === 'SCHEDULED' || req.wave) {
@@ -145,7 +155,8 @@ export class RefreshRunner {
         return { kind: 'SKIPPED', refreshId, nextTime: next };
       }
       const method = chooseMethod(mv, req.method, links.length > 0);
-      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method, startMs: lockedAt, upstream }, shortcut, log);
+      const early = guess && tops ? { guess, tops } : undefined;
+      const outcome = await this.recompute(lock, req, { mv, info, versions, links, method, startMs: lockedAt, upstream, early }, shortcut, log);
       done = true;
       return outcome;
     } finally {
@@ -153,16 +164,28 @@ export class RefreshRunner {
     }
   }
 
+  private rememberLogs(mviewId: number, links: MlogLink[]): void {
+    if (!links.length) {
+      this.lastLogs.delete(mviewId);
+      return;
+    }
+    if (this.lastLogs.size > 10_000 && !this.lastLogs.has(mviewId)) this.lastLogs.clear();
+    this.lastLogs.set(mviewId, links.map((l) => ({ mlogId: l.mlogId, schema: l.table.schema, logTable: l.logTable })));
+  }
+
   /** Run the refresh itself and record its outcome; commits the lock transaction. */
   private async recompute(lock: Knex.Transaction, req: RefreshRequest, w: Work, shortcut: boolean, log: Logger): Promise<RefreshOutcome | typeof AGAIN> {
     const { db, clock } = this.deps;
     const { mv, info, links, method, startMs, upstream } = w;
     if (shortcut && method === 'FAST' && links.length) {
-      const empty = await this.logged.nothingToApply(lock, mv, links);
+      const empty = await this.logged.nothingToApply(lock, mv, links, w.early);
       if (empty) return this.finishEmpty(lock, req, w, propagateDataTime(empty.dataTime, upstream) ?? empty.dataTime, empty.identityHolds, log);
     }
-    const refreshId = await insertRunning(db, req, method, this.deps.nodeId, startMs);
-    log.info({ refresh_id: refreshId, method }, 'refresh started');
+    // A FAST run's work stays in the lock transaction until it commits: its RUNNING row is
+    // written beside it. Anything else waits for the row (a COMPLETE swap commits on its own).
+    const running = insertRunning(db, req, method, this.deps.nodeId, startMs);
+    running.then((id) => log.info({ refresh_id: id, method }, 'refresh started')).catch(() => {});
+    if (method !== 'FAST' || !links.length) await running;
 
     let done: LoggedOutcome = { rows: 0, inserted: null, deleted: null, dataTime: null, method, cut: 'none' };
     let failure: unknown;
@@ -176,6 +199,7 @@ export class RefreshRunner {
       failure = err;
       if (err instanceof CutTimeoutError) done.cut = 'timed-out';
     }
+    const refreshId = await running;
     done.dataTime = propagateDataTime(done.dataTime, upstream);
     const { rows } = done;
     const endMs = clock.now();
