@@ -79,10 +79,43 @@ export async function readLogIdentity(db: Knex, m: LoggedTable): Promise<LogIden
 
 /**
  * The same for several logs (the tables of a join MV) in one round trip, by mlog_id: what a
- * refresh checks right after its cut, when every statement counts.
+ * refresh checks right after its cut, when every statement counts. Where InnoDB's table id is
+ * readable it alone says the table exists (information_schema.TABLES costs as much again); a
+ * table without one (gone, not InnoDB, no PROCESS privilege) is looked up there in a second read.
  */
 export async function readLogIdentities(db: Knex, logs: LoggedTable[]): Promise<Map<number, LogIdentity>> {
+  const out = new Map<number, LogIdentity>();
+  if (!logs.length) return out;
   const view = await tableIdView(db);
+  const first = await identityRows(db, logs, view, false);
+  const without = logs.filter((m) => first.get(Number(m.mlog_id))?.tid === null);
+  const second = without.length && view ? await identityRows(db, without, view, true) : new Map<number, IdentityRow>();
+  for (const [id, r0] of first) {
+    const r = second.get(id) ?? r0;
+    out.set(id, {
+      triggers: r.trg ? String(r.trg).split(',') : [],
+      tableExists: r.ex === undefined ? true : Number(r.ex) > 0,
+      token: identityToken(r.tid, r.ct),
+      ...(r.st !== null ? { captureMode: r.mode ?? 'TRIGGERS', state: r.st, brokenReason: r.why } : {}),
+    });
+  }
+  return out;
+}
+
+interface IdentityRow {
+  id: number | string;
+  trg: string | null;
+  tid: number | string | null;
+  ex?: number | string;
+  ct?: Date | null;
+  mode: string | null;
+  st: string | null;
+  why: string | null;
+}
+
+/** One statement: per log, its triggers, table id and mvs_mlogs state; `tables`: also existence and create time. */
+async function identityRows(db: Knex, logs: LoggedTable[], view: string | null, tables: boolean): Promise<Map<number, IdentityRow>> {
+  const withTables = tables || !view;
   const parts: string[] = [];
   const bindings: unknown[] = [];
   for (const m of logs) {
@@ -93,40 +126,18 @@ export async function readLogIdentities(db: Knex, logs: LoggedTable[]): Promise<
       'SELECT ? AS id, (SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS ' +
         'WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
         `${tid} AS tid, ` +
-        '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
-        '(SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS ct, ' +
+        (withTables
+          ? '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
+            '(SELECT CREATE_TIME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS ct, '
+          : '') +
         'l.capture_mode AS mode, l.state AS st, l.broken_reason AS why FROM (SELECT 1) AS one LEFT JOIN mvs_mlogs AS l ON l.mlog_id = ?',
     );
-    bindings.push(
-      Number(m.mlog_id),
-      m.table_schema,
-      m.base_table_name,
-      names.insert,
-      names.update,
-      names.delete,
-      ...(view && inno ? [inno] : []),
-      m.table_schema,
-      m.base_table_name,
-      'BASE TABLE',
-      m.table_schema,
-      m.base_table_name,
-      Number(m.mlog_id),
-    );
+    bindings.push(Number(m.mlog_id), m.table_schema, m.base_table_name, names.insert, names.update, names.delete, ...(view && inno ? [inno] : []));
+    if (withTables) bindings.push(m.table_schema, m.base_table_name, 'BASE TABLE', m.table_schema, m.base_table_name);
+    bindings.push(Number(m.mlog_id));
   }
-  const out = new Map<number, LogIdentity>();
-  if (!parts.length) return out;
-  const [rows] = (await db.raw(parts.join(' UNION ALL '), bindings as never)) as [
-    Array<{ id: number | string; trg: string | null; tid: number | string | null; ex: number | string; ct: Date | null; mode: string | null; st: string | null; why: string | null }>,
-  ];
-  for (const r of rows) {
-    out.set(Number(r.id), {
-      triggers: r.trg ? String(r.trg).split(',') : [],
-      tableExists: Number(r.ex) > 0,
-      token: identityToken(r.tid, r.ct),
-      ...(r.st !== null ? { captureMode: r.mode ?? 'TRIGGERS', state: r.st, brokenReason: r.why } : {}),
-    });
-  }
-  return out;
+  const [rows] = (await db.raw(parts.join(' UNION ALL '), bindings as never)) as [IdentityRow[]];
+  return new Map(rows.map((r) => [Number(r.id), r]));
 }
 
 export function identityToken(tid: number | string | null | undefined, createTime: Date | null | undefined): number | null {
