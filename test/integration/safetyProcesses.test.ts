@@ -128,28 +128,37 @@ describe('a worker restarted under its id', () => {
     const ttl = { MVS_NODE_TTL_S: '20' };
     const first = cluster.worker('rs1', ttl);
     const planner = cluster.planner(ttl);
+    // A run takes 3 s (two groups, SLEEP(1.5) each): one that started under a second ago is
+    // still going when the kill lands, not one about to commit.
     await waitFor(
-      async () => (await t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'RUNNING', node_id: 'rs1' }).first()) !== undefined,
-      { timeoutMs: 30_000, what: 'a scheduled run in progress' },
+      async () => {
+        const run = await t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'RUNNING', node_id: 'rs1' }).first();
+        return run !== undefined && (run.start_time as Date).getTime() > Date.now() - 1_000;
+      },
+      { timeoutMs: 30_000, what: 'a scheduled run in progress that started under a second ago' },
     );
     await cluster.stop(first, 'SIGKILL');
     const killedAt = Date.now();
     const again = cluster.worker('rs1', ttl);
-    const ok = await waitFor(
-      async () => t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'SUCCESS' }).where('start_time', '>', new Date(killedAt)).first(),
-      { timeoutMs: 60_000, what: 'a successful run after the restart' },
-    );
-    const resumedMs = ok.end_time.getTime() - killedAt;
-    console.log(`[same-id restart] the MV succeeded again ${resumedMs} ms after the SIGKILL`);
-    // The restart itself takes a few seconds here; BullMQ's stalled check alone would take up
-    // to two 30 s intervals more.
-    expect(resumedMs).toBeLessThan(20_000);
-    expect(again.output(), again.output()).toMatch(/released the jobs a previous life of this node left active/);
-    // The dead life's run is in the history as abandoned.
-    expect(await t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'FAILED' }).where('failed_reason', 'like', 'abandoned%').first()).toBeDefined();
-    await createDdlExecutor(rt).execute('DROP MATERIALIZED VIEW slow');
-    await cluster.stop(again);
-    await cluster.stop(planner);
+    // Stopped whatever happens: a planner left leading would hold the next test's planner back.
+    try {
+      const ok = await waitFor(
+        async () => t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'SUCCESS' }).where('start_time', '>', new Date(killedAt)).first(),
+        { timeoutMs: 60_000, what: 'a successful run after the restart' },
+      );
+      const resumedMs = ok.end_time.getTime() - killedAt;
+      console.log(`[same-id restart] the MV succeeded again ${resumedMs} ms after the SIGKILL`);
+      // The restart itself takes a few seconds here; BullMQ's stalled check alone would take up
+      // to two 30 s intervals more.
+      expect(resumedMs).toBeLessThan(20_000);
+      expect(again.output(), again.output()).toMatch(/released the jobs a previous life of this node left active/);
+      // The dead life's run is in the history as abandoned.
+      expect(await t.db('mvs_mview_refresh_hist').where({ mview_id: id, refresh_status: 'FAILED' }).where('failed_reason', 'like', 'abandoned%').first()).toBeDefined();
+      await createDdlExecutor(rt).execute('DROP MATERIALIZED VIEW slow');
+    } finally {
+      await cluster.stop(again);
+      await cluster.stop(planner);
+    }
   });
 });
 
