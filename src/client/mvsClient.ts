@@ -71,7 +71,15 @@ export class MvsClient {
       finished: async (timeoutMs = 600_000) => {
         this.events ??= new QueueEvents(this.queueName, { connection: this.eventsConnectionOptions(), prefix: this.opts.prefix ?? 'mvs' });
         await this.events.waitUntilReady();
-        return (await job.waitUntilFinished(this.events, timeoutMs)) as R;
+        // QueueEvents reads the event stream from when its first read blocks: a job that ends
+        // between the state check inside waitUntilFinished and that read is never told. A slow
+        // poll of the job's own state backs the event up.
+        const polled = pollUntilFinished<R>(this.queue, job.id!, timeoutMs);
+        try {
+          return await Promise.race([job.waitUntilFinished(this.events, timeoutMs) as Promise<R>, polled.result]);
+        } finally {
+          polled.stop();
+        }
       },
     };
   }
@@ -110,4 +118,35 @@ export class MvsClient {
     if (this.eventsConnection) await closeRedis(this.eventsConnection);
     await this.queue.close();
   }
+}
+
+/** Until the job completes (its return value) or fails (its reason), checked once a second. */
+function pollUntilFinished<R>(queue: Queue, jobId: string, timeoutMs: number): { result: Promise<R>; stop: () => void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const result = new Promise<R>((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const check = async () => {
+      if (stopped) return;
+      try {
+        const job = await queue.getJob(jobId);
+        const state = job ? await job.getState() : 'unknown';
+        if (state === 'completed') return resolve(job!.returnvalue as R);
+        if (state === 'failed') return reject(new Error(job!.failedReason));
+      } catch {
+        // a transient read error: the next check, or the event, answers
+      }
+      if (stopped || Date.now() >= deadline) return;
+      timer = setTimeout(() => void check(), 1_000);
+    };
+    timer = setTimeout(() => void check(), 1_000);
+  });
+  result.catch(() => {}); // a failure is also the event's to report; never unhandled here
+  return {
+    result,
+    stop: () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
 }
