@@ -172,6 +172,7 @@ async function gatedRead(
   const remainingMs = Math.max(1, deadline - Date.now());
   const conn: unknown = await db.client.acquireConnection();
   const on = (sql: string, bindings: readonly unknown[] = []) => db.raw(sql, bindings as never).connection(conn as never);
+  let committed = false;
   try {
     const lockWaitS = Math.max(1, Math.ceil(remainingMs / 1000));
     await on(
@@ -206,6 +207,7 @@ async function gatedRead(
     const [rows] = (await snapshot.raw(`SELECT NOW(3) AS __at, ${cols.join(', ')}`)) as [Array<Record<string, number | string | Date>>];
     try {
       await on('COMMIT');
+      committed = true;
     } catch {
       // The server ended the gate transaction before our COMMIT (we were idle too long): the
       // gate may have been released before the snapshot read, so this cut proves nothing.
@@ -217,15 +219,25 @@ async function gatedRead(
       ...(binlogPosition ? { binlogPosition } : {}),
     };
   } finally {
-    // A no-op after COMMIT. A connection the server killed fails these at once, and the pool
-    // discards it (knex validates connections on checkout).
-    await on('ROLLBACK').catch(() => {});
-    await on(
-      flavor === 'mariadb'
-        ? 'SET SESSION idle_transaction_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT'
-        : 'SET SESSION wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT',
-    ).catch(() => {});
-    await db.client.releaseConnection(conn as never);
+    const reset = () =>
+      on(
+        flavor === 'mariadb'
+          ? 'SET SESSION idle_transaction_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT'
+          : 'SET SESSION wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT',
+      ).catch(() => {});
+    if (committed) {
+      // The gate is released and the cut made: the session's settings are put back while the
+      // refresh goes on (the connection returns to the pool after, and a pool closing waits for it).
+      void reset()
+        .then(() => db.client.releaseConnection(conn as never))
+        .catch(() => {});
+    } else {
+      // A connection the server killed fails these at once, and the pool discards it (knex
+      // validates connections on checkout).
+      await on('ROLLBACK').catch(() => {});
+      await reset();
+      await db.client.releaseConnection(conn as never);
+    }
   }
 }
 

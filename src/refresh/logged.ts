@@ -201,6 +201,7 @@ export class LoggedRefresh {
   private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const setup = await this.setup(mv, links);
     const { cut, tokens } = await this.cutAndCheck(setup, links);
+    let applied = false;
     try {
       for (const link of links) {
         const token = tokens.get(link.mlogId) ?? null;
@@ -222,9 +223,13 @@ export class LoggedRefresh {
       log.debug({ ranges: Object.fromEntries(ranges), rows: changes.changed }, 'fast refresh applied');
       const { changed, inserted, deleted } = changes;
       const one = links.length === 1 ? ranges.get(links[0]!.mlogId)! : undefined;
+      applied = true;
       return { rows: changed, inserted, deleted, dataTime: cut.at, watermarkFrom: one?.from ?? null, watermarkTo: one?.to ?? null };
     } finally {
-      await cut.snapshot.rollback().catch(() => {});
+      // Applied: the snapshot ends while the run records itself (a closing pool waits for it).
+      // Failed: it ends first, so a COMPLETE that follows finds no metadata lock of it held.
+      const ended = cut.snapshot.rollback().catch(() => {});
+      if (!applied) await ended;
     }
   }
 
