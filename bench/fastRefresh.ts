@@ -29,7 +29,7 @@
 import type { Knex } from 'knex';
 import type { RefreshOutcome } from '../src/refresh/runner.js';
 import type { CpuUse } from './support.js';
-import { bulkLoad, CpuMeter, fmtCpu, mlogBench, phases, prng, refreshPhase, SqlTimer, type MlogBench, type PhaseRow, type TimedStatement } from './mlogSupport.js';
+import { bulkLoad, CpuMeter, fmtCpu, mlogBench, phases, prng, refreshPhase, settleServer, SqlTimer, type MlogBench, type PhaseRow, type TimedStatement } from './mlogSupport.js';
 import {
   createBenchDatabase,
   fmtInt,
@@ -172,16 +172,7 @@ export async function runFastRefresh(ctx: BenchContext, opts: FastBenchOptions =
   const loadAvgAtStart = loadAvg();
   const bdb = await createBenchDatabase(ctx, 'fast', 8);
   const { db } = bdb;
-  /** Until InnoDB has purged the undo history the builds left (at most 20 s), then a moment more. */
-  const settle = async () => {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const [rows] = (await db.raw(`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`)) as [Array<{ Value: string }>];
-      if (Number(rows[0]?.Value ?? 0) < 1_000 || Date.now() > deadline) break;
-      await sleep(200);
-    }
-    await sleep(1_000);
-  };
+  const settle = () => settleServer(db);
   const timer = new SqlTimer(db);
   try {
     const mb = mlogBench(bdb);

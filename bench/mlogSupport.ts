@@ -10,7 +10,7 @@ import { DdlExecutor } from '../src/ddl/executor.js';
 import type { PurgeRunner } from '../src/purge/purgeRunner.js';
 import type { RefreshRunner } from '../src/refresh/runner.js';
 import { readFileSync } from 'node:fs';
-import { benchLogger, cpuSnapshot, cpuUse, fmtInt, progress, type BenchDatabase, type CpuSnapshot, type CpuUse } from './support.js';
+import { benchLogger, cpuSnapshot, cpuUse, fmtInt, progress, sleep, type BenchDatabase, type CpuSnapshot, type CpuUse } from './support.js';
 
 export interface MlogBench {
   ddl: DdlExecutor;
@@ -20,6 +20,21 @@ export interface MlogBench {
   mviewId(name: string): Promise<number>;
   /** mvs_mlogs.mlog_id of the log on a table of the bench database. */
   mlogId(table: string): Promise<number>;
+}
+
+/**
+ * Until InnoDB has purged the undo history left by what ran before (history list below `below`,
+ * at most 20 s), then `pauseMs` more: a refresh timed right after a COMPLETE rebuild otherwise
+ * shares the cores with that rebuild's purge, and pays for work that is not its own.
+ */
+export async function settleServer(db: Knex, { below = 1_000, pauseMs = 1_000 } = {}): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const [rows] = (await db.raw(`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`)) as [Array<{ Value: string }>];
+    if (Number(rows[0]?.Value ?? 0) < below || Date.now() > deadline) break;
+    await sleep(100);
+  }
+  await sleep(pauseMs);
 }
 
 /** DdlExecutor + runners on the bench database, like test/integration/mlog.test.ts, logger at warn. */
