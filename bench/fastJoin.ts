@@ -206,7 +206,6 @@ function joinPhase(sqlRaw: string): string {
   if (/^update `__mvs_join_delta` as d straight_join/.test(sql)) return 'apply: UPDATE MV groups';
   if (/^delete m from `__mvs_join_delta`/.test(sql)) return 'apply: DELETE emptied groups';
   if (/^insert into .* from `__mvs_join_delta`/.test(sql)) return 'apply: INSERT new groups';
-  if (/^select distinct `__mvs_term`/.test(sql)) return 'apply: terms present';
   if (/^delete m from `__mvs_join_rows`/.test(sql)) return 'apply: DELETE rows that go (by key, per term)';
   if (/^insert into .* from `__mvs_join_rows`/.test(sql)) return 'apply: INSERT rows that come (per term)';
   return refreshPhase(sqlRaw);
