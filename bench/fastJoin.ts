@@ -13,8 +13,7 @@
 // updated: half the amount, half moved to another d1 row; a third deleted) and 10 d1 rows given
 // another region (each moves ~100 fact rows between groups). Batch B: one d2 row given another
 // category (~10,000 fact rows change group / value).
-// Each repetition: a batch and REFRESH COMPLETE of both MVs; a batch and REFRESH FAST of both (each
-// timed refresh on a settled server: InnoDB's purge caught up with what ran before it),
+// Each repetition: a batch and REFRESH COMPLETE of both MVs; a batch and REFRESH FAST of both,
 // then both MVs compared with their definitions (mv_agg row by row, mv_spj by its row count and
 // two checksums over every row). Times are RefreshRunner.run() wall times in this process (lock, history and
 // refresh-info writes included: what `REFRESH MATERIALIZED VIEW` costs); median of the reps.
@@ -26,7 +25,7 @@
 //      BENCH_JOIN_FACT_CHANGES=1000 BENCH_JOIN_DIM_CHANGES=10 BENCH_JOIN_REPS=5 BENCH_JOIN_B_REPS=5
 import type { Knex } from 'knex';
 import type { RefreshOutcome } from '../src/refresh/runner.js';
-import { bulkLoad, CpuMeter, fmtCpu, mlogBench, prng, refreshPhase, settleServer, SqlTimer, type MlogBench, type TimedStatement } from './mlogSupport.js';
+import { bulkLoad, CpuMeter, fmtCpu, mlogBench, prng, refreshPhase, SqlTimer, type MlogBench, type TimedStatement } from './mlogSupport.js';
 import {
   createBenchDatabase,
   envInt,
@@ -292,13 +291,8 @@ export async function runFastJoin(ctx: BenchContext, o: FastJoinOptions = fastJo
         if (d) mismatches.push(`${mv} after ${label}: ${d}`);
       }
     };
-    // Each timed refresh starts on a settled server (bench/mlogSupport.ts settleServer): InnoDB
-    // has purged what the refreshes before it left (a COMPLETE of mv_spj rewrites 500,000 rows),
-    // the batch it applies written before the wait. Runs 1-4 timed FAST right after the
-    // COMPLETEs, sharing the cores with their purge (BENCHMARKS.md §8, run 5).
     const refreshAll = async (method: 'FAST' | 'COMPLETE', into: Record<MvName, Timing[]> | undefined) => {
       for (const mv of NAMES) {
-        if (into) await settleServer(db, { below: 100, pauseMs: 500 });
         const r = await refresh(mb, ids[mv], method);
         into?.[mv].push(r);
       }
@@ -340,7 +334,6 @@ export async function runFastJoin(ctx: BenchContext, o: FastJoinOptions = fastJo
     progress('fast-join: instrumented round');
     const phaseOut: Record<string, PhaseReport> = {};
     const instrumented = async (label: string, mv: MvName) => {
-      await settleServer(db, { below: 100, pauseMs: 500 });
       timer.start();
       const t0 = performance.now();
       await refresh(mb, ids[mv], 'FAST');
