@@ -30,6 +30,9 @@ export interface RouteDeps {
   vnodes?: number;
 }
 
+/** What fastify sends JSON answers as. */
+const JSON_TYPE = 'application/json; charset=utf-8';
+
 /** Errors are JSON {error, message}: 400 bad input, 404 unknown, 409 conflict. */
 export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
   if (err instanceof ValidationError) return reply.code(400).send({ error: 'bad_request', message: err.message });
@@ -82,10 +85,13 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   type PageQuery = { Querystring: { limit?: string; cursor?: string } };
   const pageOpts = (q: { limit?: string; cursor?: string }) => ({ limit: parseLimit(q.limit), ...(q.cursor ? { cursor: q.cursor } : {}) });
 
-  // Paged: {items, nextCursor} (it answered {mviews} before paging; see the README).
+  // Paged: {items, nextCursor} (it answered {mviews} before paging; see the README). Sent as
+  // bytes: handed a string, fastify measures its UTF-8 length (a pass over the 600 KB of a
+  // default page) before the socket encodes it again; Buffer.from is one pass for both.
   app.get<PageQuery>('/v1/mviews', async (req, reply) => {
     try {
-      return await pageMviewStatus(deps.db, ring(), pageOpts(req.query));
+      const page = await pageMviewStatus(deps.db, ring(), pageOpts(req.query));
+      return reply.type(JSON_TYPE).send(Buffer.from(JSON.stringify(page)));
     } catch (err) {
       return sendError(reply, err);
     }
