@@ -148,7 +148,10 @@ async function readListing(db: Knex, filter?: Key, slice?: StatusSlice): Promise
     if (slice) q.limit(slice.limit);
     return q;
   };
-  const listing = listed(db('mvs_mviews as m').leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id').select(listingColumns(db)));
+  // A page walks the name index: without a cursor the optimizer would sort every MV to keep the
+  // first thousand (60 ms instead of 10 at 100,000 MVs). The whole listing sorts them all anyway.
+  const from = slice ? db.raw('`mvs_mviews` AS `m` FORCE INDEX (`uniq_mview_name`)') : 'mvs_mviews as m';
+  const listing = listed(db.from(from).leftJoin('mvs_mview_refresh_info as ri', 'ri.mview_id', 'm.mview_id').select(listingColumns(db)));
   const ids = filter || slice ? listed(db('mvs_mviews as m').select('m.mview_id')) : undefined;
   const [rows, { fresh, edges }] = await Promise.all([listing as unknown as Promise<Row[]>, freshnessAndEdges(db, ids)]);
   return { rows, fresh, edges };
