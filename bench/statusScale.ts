@@ -42,6 +42,7 @@ import {
 } from './support.js';
 
 const TABLES = 100;
+const CURSOR_KEY = '"nextCursor":';
 const LOGGED = 20;
 const VERSIONED_FROM = 90;
 
@@ -147,6 +148,13 @@ export async function runStatusScale(ctx: BenchContext): Promise<BenchOutcome> {
   // A client pages: the cursor is taken from the end of the text so the timing is the server's,
   // not a JSON.parse on our side (the first, untimed run checks it all).
   let checkPages = true;
+  // The cursor is the answer's last member: read from there. (A regular expression ending in
+  // `\}$` was tried at every position of the 600 KB text: 0.8 ms of this process a page.)
+  const cursorAtEnd = (body: string) => {
+    const at = body.lastIndexOf(CURSOR_KEY);
+    if (at < 0) throw new Error(`GET /v1/mviews: no nextCursor in ${body.slice(-200)}`);
+    return JSON.parse(body.slice(at + CURSOR_KEY.length, -1)) as string | null;
+  };
   const pagesOf = async (limit: number) => {
     let cursor: string | null = null;
     let items = 0;
@@ -157,9 +165,10 @@ export async function runStatusScale(ctx: BenchContext): Promise<BenchOutcome> {
       if (checkPages) {
         const page = JSON.parse(body) as { items: unknown[]; nextCursor: string | null };
         items += page.items.length;
+        if (cursorAtEnd(body) !== page.nextCursor) throw new Error('GET /v1/mviews: the cursor read from the end is not the parsed one');
         cursor = page.nextCursor;
       } else {
-        cursor = /"nextCursor":(?:"([^"]*)"|null)\}$/.exec(body)?.[1] ?? null;
+        cursor = cursorAtEnd(body);
       }
     } while (cursor);
     if (checkPages && items !== n) throw new Error(`GET /v1/mviews paged ${items} MVs, expected ${n}`);
