@@ -23,18 +23,17 @@ export interface MlogBench {
 }
 
 /**
- * Until InnoDB has purged the undo history left by what ran before (history list below `below`,
- * at most 20 s), then `pauseMs` more: a refresh timed right after a COMPLETE rebuild otherwise
- * shares the cores with that rebuild's purge, and pays for work that is not its own.
+ * Until InnoDB has purged the undo history the builds left (at most 20 s), then a moment more:
+ * a refresh timed right after a COMPLETE rebuild otherwise shares the cores with its purge.
  */
-export async function settleServer(db: Knex, { below = 1_000, pauseMs = 1_000 } = {}): Promise<void> {
+export async function settleServer(db: Knex): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     const [rows] = (await db.raw(`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`)) as [Array<{ Value: string }>];
-    if (Number(rows[0]?.Value ?? 0) < below || Date.now() > deadline) break;
-    await sleep(100);
+    if (Number(rows[0]?.Value ?? 0) < 1_000 || Date.now() > deadline) break;
+    await sleep(200);
   }
-  await sleep(pauseMs);
+  await sleep(1_000);
 }
 
 /** DdlExecutor + runners on the bench database, like test/integration/mlog.test.ts, logger at warn. */
