@@ -173,12 +173,13 @@ export async function overview(db: Knex, ring: HashRing, liveNodes: string[], qu
   const items = await mapLimit(page, 4, async (r): Promise<OverviewItem | undefined> => {
     const [status] = await listMviewStatus(db, ring, { schema: r.schema, name: r.name });
     if (!status) return undefined; // dropped since the light read
-    const s = status as MviewStatus & Partial<Pick<OverviewItem, 'dataTime' | 'lagSeconds'>>;
+    // Data time and lag stay those of the light read: the page was ordered and judged by them, at
+    // `now`; a refresh that lands between the two reads must not reorder what is shown.
     return {
-      ...s,
+      ...status,
       ...r.judgement,
-      dataTime: s.dataTime !== undefined ? s.dataTime : r.dataTime ? r.dataTime.toISOString() : null,
-      lagSeconds: s.lagSeconds !== undefined ? s.lagSeconds : r.lagSeconds,
+      dataTime: r.dataTime ? r.dataTime.toISOString() : null,
+      lagSeconds: r.lagSeconds,
       running: r.running,
     };
   });

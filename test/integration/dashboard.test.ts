@@ -178,7 +178,7 @@ describe('overview listing', () => {
     const get = async (qs: string) => {
       const res = await app.inject({ url: `/ui/api/overview?${qs}`, headers: auth });
       expect(res.statusCode, res.body).toBe(200);
-      return res.json() as { total: number; matched: number; counts: Record<string, number>; schemas: string[]; nodes: Array<{ node: string; mviews: number }>; items: Array<Record<string, unknown>> };
+      return res.json() as { now: string; total: number; matched: number; counts: Record<string, number>; schemas: string[]; nodes: Array<{ node: string; mviews: number }>; items: Array<Record<string, unknown>> };
     };
     const failing = await waitFor(async () => {
       const o = await get('filter=failing');
@@ -195,6 +195,11 @@ describe('overview listing', () => {
     expect(demoOnly.matched).toBe(3);
     const lags = demoOnly.items.map((i) => Number(i.lagSeconds ?? -1));
     expect([...lags].sort((a, b) => b - a)).toEqual(lags);
+    // Shown lags are those the page was ordered by: measured at `now`, not re-read per item.
+    for (const i of demoOnly.items.filter((x) => x.dataTime)) {
+      const ageMs = Date.parse(demoOnly.now) - Date.parse(String(i.dataTime));
+      expect(i.lagSeconds).toBe(Math.max(0, Math.round(ageMs / 100) / 10));
+    }
     const found = await get('q=REGION');
     expect(found.items.map((i) => i.mview).sort()).toEqual(['region_totals', 'sales_by_region']);
     const page2 = await get(`limit=1&offset=1`);
