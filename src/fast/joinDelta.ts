@@ -60,9 +60,9 @@ export interface DeltaInput {
 
 /** The sign of a delta row: +1 it comes, -1 it goes. */
 export const WEIGHT = '_mlog$w';
-/** A log row's place within its key's rows in the range, from the first and from the last. */
-const FIRST = '_mlog$first';
-const LAST = '_mlog$last';
+/** The sequence numbers of the log rows before and after a row of the same key in the range (NULL: none). */
+const BEFORE = '_mlog$before';
+const AFTER = '_mlog$after';
 export const DEFAULT_MAX_SUBTERMS = 16;
 
 /** How one occurrence is read in one sub-term. */
@@ -91,26 +91,27 @@ function range(input: DeltaInput, o: DeltaOccurrence, col: string): string {
 /**
  * The net change of each row of the occurrence's table in the range: its first image when old
  * (with weight -1) and its last image when new (+1); `oldOnly`: only the first old images (the
- * rows as they were), without a weight. One read of the range, each row numbered from both ends
- * within its key (ROW_NUMBER over the primary key, by sequence number), so no image is looked up
- * again by its number: where a grouping of the range found each key's first and last numbers and
- * a second pass fetched those rows by primary key, a batch of 1,000 fact changes cost ~2,000
- * lookups more, and the optimizer merged that pass into the join, once per row of the other side
- * (BENCHMARKS.md §8: the whole delta query ~30 % faster, same rows). The sign column is the
- * weight: an old image is -1, a new one +1.
+ * rows as they were), without a weight. One read of the range, each row seeing the sequence
+ * numbers of its key's rows before and after it (LAG / LEAD over the primary key in one window,
+ * one sort), so the first and last images are known and none is looked up again by number.
+ * Where a grouping of the range found each key's first and last numbers and a second pass
+ * fetched those rows by primary key, a batch of 1,000 fact changes cost ~2,000 lookups more, and
+ * the optimizer merged that pass into the join, once per row of the other side (BENCHMARKS.md §8:
+ * the whole delta query ~30 % faster, same rows). The sign column is the weight: an old image is
+ * -1, a new one +1.
  */
 export function netChanges(input: DeltaInput, o: DeltaOccurrence, oldOnly = false): string {
   const seq = q(SEQ_COLUMN);
   const sign = q(OLD_NEW_COLUMN);
-  const first = q(FIRST);
-  const last = q(LAST);
-  const rank = (order: string) => `ROW_NUMBER() OVER (PARTITION BY ${o.pk.map((c) => `l.${q(c)}`).join(', ')} ORDER BY l.${seq}${order})`;
+  const [before, after] = [q(BEFORE), q(AFTER)];
+  const byKey = `OVER (PARTITION BY ${o.pk.map((c) => `l.${q(c)}`).join(', ')} ORDER BY l.${seq})`;
   const numbered = (ends: string) => `SELECT ${o.exposed.map((c) => `l.${q(c)}`).join(', ')}, l.${sign}, ${ends} FROM ${qt(o.log)} AS l WHERE ${range(input, o, `l.${seq}`)}`;
   const cols = o.exposed.map((c) => `x.${q(c)}`).join(', ');
-  if (oldOnly) return `SELECT ${cols} FROM (${numbered(`${rank('')} AS ${first}`)}) AS x WHERE x.${first} = 1 AND x.${sign} = -1`;
+  const firstOld = `x.${before} IS NULL AND x.${sign} = -1`;
+  if (oldOnly) return `SELECT ${cols} FROM (${numbered(`LAG(l.${seq}) ${byKey} AS ${before}`)}) AS x WHERE ${firstOld}`;
   return (
-    `SELECT ${cols}, x.${sign} AS ${q(WEIGHT)} FROM (${numbered(`${rank('')} AS ${first}, ${rank(' DESC')} AS ${last}`)}) AS x ` +
-    `WHERE (x.${first} = 1 AND x.${sign} = -1) OR (x.${last} = 1 AND x.${sign} = 1)`
+    `SELECT ${cols}, x.${sign} AS ${q(WEIGHT)} FROM (${numbered(`LAG(l.${seq}) ${byKey} AS ${before}, LEAD(l.${seq}) ${byKey} AS ${after}`)}) AS x ` +
+    `WHERE (${firstOld}) OR (x.${after} IS NULL AND x.${sign} = 1)`
   );
 }
 

@@ -86,17 +86,17 @@ describe('the sources of a sub-term', () => {
 
   it('the delta of a table: first image per key when old (-1), last when new (+1), from one read of its log range', () => {
     const log = (table: string) => `\`s\`.\`mlog$${table}\``;
-    const rank = (order: string) => `ROW_NUMBER() OVER (PARTITION BY l.\`id\` ORDER BY l.\`_mlog$seq\`${order})`;
+    const w = 'OVER (PARTITION BY l.`id` ORDER BY l.`_mlog$seq`)';
     const numbered = (ends: string, table: string, lo: number, hi: number) =>
       `SELECT l.\`id\`, l.\`k\`, l.\`v\`, l.\`old_new\`, ${ends} FROM ${log(table)} AS l WHERE l.\`_mlog$seq\` > ${lo} AND l.\`_mlog$seq\` <= ${hi}`;
-    // Each log row numbered within its key from both ends: the first row of a key counts when it
+    // Each log row sees its key's rows before and after it: the first row of a key counts when it
     // is an old image (-1), the last when it is a new one (+1); the sign column is the weight.
     expect(netChanges(i, F)).toBe(
-      `SELECT x.\`id\`, x.\`k\`, x.\`v\`, x.\`old_new\` AS \`_mlog$w\` FROM (${numbered(`${rank('')} AS \`_mlog$first\`, ${rank(' DESC')} AS \`_mlog$last\``, 'fact', 10, 15)}) AS x ` +
-        'WHERE (x.`_mlog$first` = 1 AND x.`old_new` = -1) OR (x.`_mlog$last` = 1 AND x.`old_new` = 1)',
+      `SELECT x.\`id\`, x.\`k\`, x.\`v\`, x.\`old_new\` AS \`_mlog$w\` FROM (${numbered(`LAG(l.\`_mlog$seq\`) ${w} AS \`_mlog$before\`, LEAD(l.\`_mlog$seq\`) ${w} AS \`_mlog$after\``, 'fact', 10, 15)}) AS x ` +
+        'WHERE (x.`_mlog$before` IS NULL AND x.`old_new` = -1) OR (x.`_mlog$after` IS NULL AND x.`old_new` = 1)',
     );
     expect(netChanges(i, D1, true)).toBe(
-      `SELECT x.\`id\`, x.\`k\`, x.\`v\` FROM (${numbered(`${rank('')} AS \`_mlog$first\``, 'dim1', 20, 25)}) AS x WHERE x.\`_mlog$first\` = 1 AND x.\`old_new\` = -1`,
+      `SELECT x.\`id\`, x.\`k\`, x.\`v\` FROM (${numbered(`LAG(l.\`_mlog$seq\`) ${w} AS \`_mlog$before\``, 'dim1', 20, 25)}) AS x WHERE x.\`_mlog$before\` IS NULL AND x.\`old_new\` = -1`,
     );
     const composite = { ...F, pk: ['a', 'b'] };
     expect(netChanges(i, composite)).toContain('PARTITION BY l.`a`, l.`b` ORDER BY');
