@@ -122,9 +122,12 @@ async function identityRows(db: Knex, logs: LoggedTable[], view: string | null, 
     const names = triggerNames(m.mlog_id);
     const inno = innodbTableName(m.table_schema, m.base_table_name);
     const tid = view && inno ? `(SELECT TABLE_ID FROM ${view} WHERE NAME = ?)` : 'NULL';
+    // A trigger lives in its table's schema; asked by the table's schema and name (EVENT_OBJECT_*),
+    // MariaDB opens that one table's triggers, where TRIGGER_SCHEMA made it list the schema's
+    // tables (EXPLAIN: "Scanned 1 database"; 0.97 against 0.45 ms in a schema of 20 tables).
     parts.push(
       'SELECT ? AS id, (SELECT GROUP_CONCAT(TRIGGER_NAME) FROM information_schema.TRIGGERS ' +
-        'WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
+        'WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)) AS trg, ' +
         `${tid} AS tid, ` +
         (withTables
           ? '(SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = ?) AS ex, ' +
