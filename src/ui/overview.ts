@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { z } from 'zod';
 import { ValidationError } from '../errors.js';
 import { listMviewStatus, type MviewStatus } from '../mv/status.js';
+import { lagSeconds as lagOf } from '../mv/lag.js';
 import { mviewRingKey } from '../queue/names.js';
 import type { HashRing } from '../ring/hashRing.js';
 import { judge, matchesFilter, parseHealthFilter, SEVERITY, type Health, type HealthFilter, type Judgement } from './health.js';
@@ -102,7 +103,7 @@ export async function lightRows(db: Knex, ids?: number[]): Promise<{ rows: Light
   const nowMs = ((nowRaw as [Array<{ t: Date }>])[0][0]!.t).getTime();
   const rows = (raw as Array<Record<string, unknown>>).map((r): LightRow => {
     const dataTime = (r.data_time as Date | null | undefined) ?? null;
-    const lagSeconds = dataTime ? Math.max(0, Math.round((nowMs - dataTime.getTime()) / 100) / 10) : null;
+    const lagSeconds = lagOf(dataTime, nowMs);
     const targetLag = r.target_downstream ? 'DOWNSTREAM' : r.target_lag === null || r.target_lag === undefined ? null : Number(r.target_lag);
     const schema = String(r.table_schema);
     const name = String(r.mview_name);
