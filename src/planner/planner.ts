@@ -6,7 +6,7 @@ import { MembershipRegistry } from '../membership/registry.js';
 import { RingView } from '../membership/ringView.js';
 import { JobPlacer } from '../queue/jobPlacer.js';
 import { taskNamesFromDb } from '../queue/taskNames.js';
-import { redisKeys, mlogTask, mviewTask, nodeQueueName } from '../queue/names.js';
+import { redisKeys, mlogTask, mviewTask, nodeIdOfQueue, nodeQueueName } from '../queue/names.js';
 import { isCluster, type RedisClient } from '../queue/redis.js';
 import { LeaderLease } from './leaderLease.js';
 import { Notifier } from './notifier.js';
@@ -91,8 +91,15 @@ export class Planner {
       logger: this.log,
       knownQueues: () => this.registry.nodeQueues(),
       retireQueue: async (q) => {
-        await this.placer.obliterate(q);
+        // Unregistered first: a worker handing a job to the gone node registers the queue again
+        // after its write (worker/handOver.ts), so whatever lands after the drain is found.
         await this.registry.retireNodeQueue(q);
+        try {
+          await this.placer.obliterate(q);
+        } catch (err) {
+          await this.registry.registerNodeQueue(q).catch(() => {});
+          throw err;
+        }
         this.log.info({ queue: q }, 'drained the queue of a node that left');
       },
     });
@@ -271,6 +278,8 @@ export class Planner {
     const expired = await this.registry.prune();
     if (expired.length) this.log.info({ nodes: expired }, 'nodes missed their heartbeats');
 
+    if (!this.needFull && (await this.strayQueues()).length > 0) this.needFull = true;
+
     const dropped = [...this.droppedIds];
     this.droppedIds.clear();
     let stats: ReconcileStats;
@@ -297,6 +306,20 @@ export class Planner {
     this.lastStats = stats;
     const changed = stats.added + stats.rescheduled + stats.removed + stats.moved;
     this.log[stats.kind === 'full' || changed > 0 ? 'info' : 'debug'](stats, 'reconciled');
+  }
+
+  /**
+   * Registered queues of nodes that are not live: written to after their drain (a worker's late
+   * hand-over, worker/handOver.ts). A full pass moves what they hold and drains them. Liveness is
+   * read after the registrations, so a node that joins meanwhile is not taken for gone.
+   */
+  private async strayQueues(): Promise<string[]> {
+    const registered = await this.registry.nodeQueues();
+    if (registered.length === 0) return [];
+    const live = new Set((await this.registry.live()).map(nodeQueueName));
+    const stray = registered.filter((q) => !live.has(q) && !this.goneNodes.has(nodeIdOfQueue(q) ?? q));
+    if (stray.length) this.log.info({ queues: stray }, 'queues of gone nodes were written to after their drain; a full pass drains them');
+    return stray;
   }
 
   /**

@@ -18,7 +18,6 @@ import {
   REQUESTS_QUEUE,
   SCHEDULED_PURGE,
   taskJobDisplayName,
-  taskRingKey,
   type ScheduledPurgeData,
   type ScheduledRefreshData,
   type TaskId,
@@ -34,6 +33,7 @@ import { appendJobLog, purgeLogLine, refreshLogLine } from './jobLog.js';
 import { RepairProcessor, REPAIRS_IN_FLIGHT } from './repairProcessor.js';
 import { RequestProcessor } from './requestProcessor.js';
 import { releasePreviousLife } from './previousLife.js';
+import { handOver } from './handOver.js';
 import { WAVE_STEP } from '../pipeline/waveJobs.js';
 import { WaveStepProcessor } from '../pipeline/waveStep.js';
 import { WaveLedger } from '../pipeline/ledger.js';
@@ -282,15 +282,9 @@ export class MvsWorker {
    * otherwise a job in the owner's queue (this one then completes and disappears).
    */
   private async scheduleNext(job: Job, token: string | undefined, task: TaskId, dueAt: number, outcome: string): Promise<unknown> {
-    const owner = this.ringView.ownerOf(taskRingKey(task));
-    if (owner !== undefined && owner !== this.deps.nodeId) {
-      // Our view of the ring may be up to a poll interval old: the owner may have just expired
-      // and had its queue drained. Registering the queue first lets the planner's sweep after
-      // that membership change find this job and move it, instead of it sitting there unseen.
-      await this.registry.registerNodeQueue(nodeQueueName(owner));
-      await this.placer.ensure(nodeQueueName(owner), task, dueAt, this.deps.clock.now());
-      return { outcome, handedTo: owner };
-    }
+    const { clock, nodeId } = this.deps;
+    const handedTo = await handOver({ registry: this.registry, ringView: this.ringView, placer: this.placer, log: this.log, clock, nodeId }, task, dueAt);
+    if (handedTo !== undefined) return { outcome, handedTo };
     await job.updateData(await this.placer.jobData(task, dueAt, taskJobDisplayName(job.data)));
     return delayJob(job, token, promoteAt(dueAt));
   }
