@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Knex } from 'knex';
 
 // Values that leave the database and go back in (a row copied between connections, a group key
@@ -59,4 +61,42 @@ export async function* exactStream(
   const conv = converter(kinds);
   const stream = raw(sql).options(RAW).stream() as unknown as AsyncIterable<Array<Buffer | null>>;
   for await (const row of stream) yield conv(row);
+}
+
+/** A query already running, whose rows are read later (startedStream). */
+export interface StartedStream {
+  /** Its rows as exact values; `asBytes` says which columns are binary. Read once. */
+  rows(asBytes: boolean[]): AsyncGenerator<ExactValue[]>;
+  /** Read and drop whatever is left, so the connection is free for its next statement. */
+  discard(): Promise<void>;
+}
+
+/**
+ * Send a query now and read its rows when the caller is ready for them: the server works on it
+ * meanwhile. Until they are read, rows wait in the stream's buffer and then in the socket (the
+ * connection pauses): memory stays bounded, but the connection runs nothing else until the
+ * rows are read or discarded. An error before the read is kept and thrown by the read.
+ */
+export function startedStream(db: Knex | Knex.Transaction, sql: string): StartedStream {
+  const stream = db.raw(sql).options(RAW).stream() as unknown as Readable;
+  let failure: unknown;
+  stream.on('error', (err: unknown) => {
+    failure ??= err;
+  });
+  let read = false;
+  return {
+    async *rows(asBytes) {
+      if (read) throw new Error('a started stream is read once');
+      read = true;
+      const conv = converter(asBytes);
+      for await (const row of stream as AsyncIterable<Array<Buffer | null>>) yield conv(row);
+      if (failure) throw failure;
+    },
+    async discard() {
+      read = true;
+      if (stream.readableEnded || stream.destroyed) return;
+      stream.resume();
+      await finished(stream).catch(() => {});
+    },
+  };
 }

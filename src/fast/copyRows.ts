@@ -23,6 +23,17 @@ export async function fillFromSnapshot(
   bindings: readonly unknown[] = [],
   asBytes?: boolean[],
 ): Promise<number> {
+  return insertRows(db, target, columns, exactStream(snapshot, `SELECT * FROM (${select}) AS __mvs_def`, bindings, asBytes), onProgress);
+}
+
+/** Insert `rows` into `target` on `db`'s connection, in batched multi-row INSERTs; returns how many. */
+export async function insertRows(
+  db: Knex | Knex.Transaction,
+  target: TableRef | string,
+  columns: string[],
+  source: AsyncIterable<ExactValue[]>,
+  onProgress?: (rows: number) => void,
+): Promise<number> {
   const perBatch = Math.max(1, Math.min(1000, Math.floor(30_000 / columns.length)));
   const head = `INSERT INTO ${typeof target === 'string' ? target : `${q(target.schema)}.${q(target.name)}`} (${columns.map(q).join(', ')}) VALUES `;
   const tuple = `(${columns.map(() => '?').join(', ')})`;
@@ -35,11 +46,10 @@ export async function fillFromSnapshot(
     batch = [];
     if (onProgress && rows % 100_000 < perBatch) onProgress(rows);
   };
-  for await (const row of exactStream(snapshot, `SELECT * FROM (${select}) AS __mvs_def`, bindings, asBytes)) {
+  for await (const row of source) {
     batch.push(row);
     if (batch.length >= perBatch) await flush();
   }
   await flush();
   return rows;
 }
-
