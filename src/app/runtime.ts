@@ -35,10 +35,11 @@ export interface Runtime {
 }
 
 export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: number } = {}): Runtime {
-  // A running refresh holds its lock connection, and a FAST one a cut snapshot and the gate for
-  // an instant besides, plus one for its statements; a worker runs up to 2 x concurrency jobs
-  // (node queue + requests), so the pool covers three connections for each.
-  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 6 + 2 });
+  // A running refresh holds its lock connection, and a FAST one a cut snapshot (a join's delta
+  // is read on two, logged.ts JOIN_DELTA_READERS) and the gate for an instant besides, plus one
+  // for its statements; a worker runs up to 2 x concurrency jobs (node queue + requests), so
+  // the pool covers four connections for each.
+  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 8 + 2 });
   // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
   // listener would print a stack trace for every reconnect attempt.
   const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');

@@ -68,11 +68,15 @@ interface AggCols {
 
 const aggCols = (shape: AggregateShape): AggCols[] => shape.aggregates.map((a, k) => ({ a, k, vis: shape.outputColumns[a.index]! }));
 
-/** One column of a per-group delta; `like`: the MV column whose type it takes (null: a signed count). */
+/**
+ * One column of a per-group delta; `like`: the MV column whose type it takes (null: a signed
+ * count); `combine`: how two partial deltas of one group add up.
+ */
 export interface DeltaColumn {
   name: string;
   expr: string;
   like: string | null;
+  combine: 'SUM' | 'MIN' | 'MAX';
 }
 
 /**
@@ -80,24 +84,24 @@ export interface DeltaColumn {
  * row that goes) and the aggregates' arguments (`arg(k)`).
  */
 export function deltaColumnSpecs(shape: Pick<AggregateShape, 'aggregates' | 'outputColumns'>, weight: string, arg: (k: number) => string): DeltaColumn[] {
-  const cols: DeltaColumn[] = [{ name: 'd_cnt', expr: `SUM(${weight})`, like: null }];
+  const cols: DeltaColumn[] = [{ name: 'd_cnt', expr: `SUM(${weight})`, like: null, combine: 'SUM' }];
   shape.aggregates.forEach((ag, k) => {
     if (ag.fn === 'COUNT_STAR') return;
     const x = `(${arg(k)})`;
     const vis = shape.outputColumns[ag.index]!;
-    cols.push({ name: `d${k}_cnt`, expr: `SUM(CASE WHEN ${x} IS NOT NULL THEN ${weight} ELSE 0 END)`, like: null });
+    cols.push({ name: `d${k}_cnt`, expr: `SUM(CASE WHEN ${x} IS NOT NULL THEN ${weight} ELSE 0 END)`, like: null, combine: 'SUM' });
     if (ag.fn === 'SUM' || ag.fn === 'AVG') {
       // Plus and minus apart: -1 * x overflows for unsigned columns.
       const like = ag.fn === 'SUM' ? vis : `__mvs_sum_${k}`;
       cols.push(
-        { name: `d${k}_plus`, expr: `SUM(CASE WHEN ${weight} = 1 THEN ${x} END)`, like },
-        { name: `d${k}_minus`, expr: `SUM(CASE WHEN ${weight} = -1 THEN ${x} END)`, like },
+        { name: `d${k}_plus`, expr: `SUM(CASE WHEN ${weight} = 1 THEN ${x} END)`, like, combine: 'SUM' },
+        { name: `d${k}_minus`, expr: `SUM(CASE WHEN ${weight} = -1 THEN ${x} END)`, like, combine: 'SUM' },
       );
     }
     if (ag.fn === 'MIN' || ag.fn === 'MAX') {
       cols.push(
-        { name: `d${k}_ins`, expr: `${ag.fn}(CASE WHEN ${weight} = 1 THEN ${x} END)`, like: vis },
-        { name: `d${k}_del`, expr: `${ag.fn}(CASE WHEN ${weight} = -1 THEN ${x} END)`, like: vis },
+        { name: `d${k}_ins`, expr: `${ag.fn}(CASE WHEN ${weight} = 1 THEN ${x} END)`, like: vis, combine: ag.fn },
+        { name: `d${k}_del`, expr: `${ag.fn}(CASE WHEN ${weight} = -1 THEN ${x} END)`, like: vis, combine: ag.fn },
       );
     }
   });

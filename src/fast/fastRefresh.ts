@@ -93,7 +93,9 @@ export interface FastRange {
 /**
  * Apply the log rows in (from, to] of every log (`ranges` by mlog_id) to the MV. `trx` is the
  * refresh's transaction (READ COMMITTED: the rows up to the cut are committed and never change);
- * `snapshot` sees the base tables as of the cut. Returns the MV rows changed.
+ * `snapshot` sees the base tables as of the cut (and so does each of `also`, which a join's delta
+ * is read on in parts at once). Nothing touches the MV before `ready` resolves (a join's delta
+ * query is sent before). Returns the MV rows changed.
  */
 export async function applyFast(
   trx: Knex.Transaction,
@@ -101,8 +103,11 @@ export async function applyFast(
   mv: TableRef,
   setup: FastSetup,
   ranges: Map<number, FastRange>,
+  ready: Promise<unknown> = Promise.resolve(),
+  also: Knex.Transaction[] = [],
 ): Promise<FastChanges> {
-  if (setup.shape === 'join') return applyJoin(trx, snapshot, mv, setup, ranges);
+  if (setup.shape === 'join') return applyJoin(trx, snapshot, mv, setup, ranges, ready, also);
+  await ready;
   const range = ranges.get(setup.mlog.mlog_id)!;
   if (range.to <= range.from) return NO_CHANGES;
   return setup.plan.kind === 'aggregate' ? applyAggregate(trx, snapshot, mv, setup, setup.plan, range) : applySpj(trx, mv, setup, range);

@@ -198,6 +198,20 @@ export function deltaUnion(input: DeltaInput, select: (term: Term) => string[]):
 }
 
 /**
+ * The delta as up to `parts` UNION ALLs that add up to deltaUnion, to be read on as many
+ * snapshots of one cut at once: whole terms dealt out in turn, or, with fewer terms than parts,
+ * sub-terms. Their rows together are deltaUnion's rows.
+ */
+export function deltaUnionParts(input: DeltaInput, select: (term: Term) => string[], parts: number): string[] {
+  const terms = deltaTerms(input);
+  if (!terms.length) throw new Error('no log changed: nothing to join');
+  const units = terms.length >= parts ? terms.map((t) => t.subterms.map((k) => ({ t, k }))) : terms.flatMap((t) => t.subterms.map((k) => [{ t, k }]));
+  const groups: string[][] = [];
+  units.forEach((unit, i) => (groups[i % parts] ??= []).push(...unit.map(({ t, k }) => subtermSql(input, k, select(t)))));
+  return groups.map((g) => g.join(' UNION ALL '));
+}
+
+/**
  * The order of the terms: bigger tables first. Term i reads the occurrences after it in their
  * pre-change state, which costs more than reading a table as it is, so those should be the
  * small ones (the dimensions of a star join, not its fact table). Ties keep the FROM order.

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { byteColumns } from '../db/exactValues.js';
+import { byteColumns, startedStream } from '../db/exactValues.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
 import { logColumns, type MlogRow } from '../mlog/repository.js';
@@ -14,9 +14,9 @@ import {
   type FastChanges,
   type TableRef,
 } from './aggregateApply.js';
-import { fillFromSnapshot } from './copyRows.js';
+import { fillFromSnapshot, insertRows } from './copyRows.js';
 import type { JoinSetup } from './explain.js';
-import { deltaTerms, deltaUnion, orderOccurrences, WEIGHT, type DeltaInput } from './joinDelta.js';
+import { deltaTerms, deltaUnion, deltaUnionParts, orderOccurrences, WEIGHT, type DeltaInput, type Term } from './joinDelta.js';
 
 // FAST refresh of a join MV (DESIGN.md §2 "FAST refresh over joins"). The delta reads the base
 // tables as they were at the cut, so it runs in the cut's snapshot; the MV change must commit
@@ -77,7 +77,8 @@ export function deltaInput(setup: JoinSetup, ranges: Map<number, LogRange>, chan
 
 /**
  * Apply the changes logged in each log's range (by mlog_id) to a join MV. Returns the MV rows
- * changed.
+ * changed. Nothing touches the MV before `ready` resolves (the logs' identity check, which runs
+ * beside the delta query: see LoggedRefresh.fast); it rejecting fails the apply.
  */
 export async function applyJoin(
   trx: Knex.Transaction,
@@ -85,6 +86,8 @@ export async function applyJoin(
   mv: TableRef,
   setup: JoinSetup,
   ranges: Map<number, LogRange>,
+  ready: Promise<unknown> = Promise.resolve(),
+  also: Knex.Transaction[] = [],
 ): Promise<FastChanges> {
   const changed = changedLogs(setup, ranges);
   if (!changed.size) return NO_CHANGES;
@@ -93,7 +96,10 @@ export async function applyJoin(
   try {
     for (const m of binlog) copies.set(m.mlog_id, await copyLogRange(trx, snapshot, m, ranges.get(m.mlog_id)!));
     const input = deltaInput(setup, ranges, changed, copies);
-    return await (setup.plan.kind === 'aggregate' ? applyJoinAggregate(trx, snapshot, mv, setup, input) : applyJoinSpj(trx, snapshot, mv, setup, input));
+    // A BINLOG log's copy is a temporary table of the snapshot's connection: the others cannot read it.
+    const readers = copies.size ? [snapshot] : [snapshot, ...also];
+    const go = { trx, snapshot, readers, mv, setup, input, ready };
+    return await (setup.plan.kind === 'aggregate' ? applyJoinAggregate(go) : applyJoinSpj(go));
   } finally {
     for (const c of copies.values()) await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(c)}`).catch(() => {});
   }
@@ -123,24 +129,45 @@ const int = (n: number): string => {
 
 /** The per-group delta of an aggregate join MV, as one SELECT over the delta terms. */
 export function joinAggregateDelta(setup: JoinSetup, input: DeltaInput): { sql: string; columns: string[] } {
+  const { sqls, columns } = joinAggregateDeltaParts(setup, input, 1);
+  return { sql: sqls[0]!, columns };
+}
+
+/**
+ * The per-group delta as up to `parts` SELECTs over parts of the delta terms (deltaUnionParts):
+ * a group may have a row in each, which add up by their columns' `combine`.
+ */
+function joinAggregateDeltaParts(setup: JoinSetup, input: DeltaInput, parts: number): { sqls: string[]; columns: string[] } {
   if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
   const { groups, aggregates } = setup.plan;
   const args = aggregates.flatMap((a, k) => (a.arg === undefined ? [] : [`${a.arg} AS a${k}`]));
-  const union = deltaUnion(input, () => [...groups.map((g, i) => `${g.expr} AS g${i}`), ...args]);
+  const select = () => [...groups.map((g, i) => `${g.expr} AS g${i}`), ...args];
+  const unions = parts > 1 ? deltaUnionParts(input, select, parts) : [deltaUnion(input, select)];
   const specs = deltaColumnSpecs({ aggregates, outputColumns: setup.outputColumns }, `z.${q(WEIGHT)}`, (k) => `z.a${k}`);
   const g = groups.map((_, i) => `z.g${i}`);
   return {
-    sql: `SELECT ${[...g, ...specs.map((c) => `${c.expr} AS ${c.name}`)].join(', ')} FROM (${union}) AS z${g.length ? ` GROUP BY ${g.join(', ')}` : ''}`,
+    sqls: unions.map((union) => `SELECT ${[...g, ...specs.map((c) => `${c.expr} AS ${c.name}`)].join(', ')} FROM (${union}) AS z${g.length ? ` GROUP BY ${g.join(', ')}` : ''}`),
     columns: [...groups.map((_, i) => `g${i}`), ...specs.map((c) => c.name)],
   };
 }
 
-async function applyJoinAggregate(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
+/** What applying a join's delta works with: `readers` are the cut's snapshots the delta may be read on at once. */
+interface JoinApply {
+  trx: Knex.Transaction;
+  snapshot: Knex.Transaction;
+  readers: Knex.Transaction[];
+  mv: TableRef;
+  setup: JoinSetup;
+  input: DeltaInput;
+  ready: Promise<unknown>;
+}
+
+async function applyJoinAggregate({ trx, snapshot, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
   if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
-  const { groups, aggregates } = setup.plan;
+  const { groups } = setup.plan;
   const out = setup.outputColumns;
   const shape = aggregateShape(setup);
-  const delta = joinAggregateDelta(setup, input);
+  const delta = joinAggregateDeltaParts(setup, input, readers.length);
   // Typed like the MV's own columns (values go back bit for bit); counts are signed.
   const specs = deltaColumnSpecs(shape, 'w', () => 'x');
   const typed = [
@@ -149,26 +176,35 @@ async function applyJoinAggregate(trx: Knex.Transaction, snapshot: Knex.Transact
   ];
   const d0 = '__mvs_join_delta0';
   const d = '__mvs_join_delta';
-  await createTemporary(trx, d0, `SELECT ${typed.join(', ')} FROM ${qt(mv)} AS m LIMIT 0`);
-  try {
-    await fillTemporary(trx, snapshot, d0, delta.columns, delta.sql);
-    await createTemporary(trx, d, withCurrentValues(mv, shape, q(d0)));
+  // Parts read apart may each have a row for a group: added up first.
+  const g = groups.map((_, i) => `g${i}`);
+  const perGroup =
+    delta.sqls.length > 1
+      ? `(SELECT ${[...g, ...specs.map((c) => `${c.combine}(${c.name}) AS ${c.name}`)].join(', ')} FROM ${q(d0)}${g.length ? ` GROUP BY ${g.join(', ')}` : ''})`
+      : q(d0);
+  return withDeltaRows(trx, readers, delta, ready, d0, `SELECT ${typed.join(', ')} FROM ${qt(mv)} AS m LIMIT 0`, async () => {
+    await createTemporary(trx, d, withCurrentValues(mv, shape, perGroup));
     try {
       return await applyAggregateDelta(trx, snapshot, mv, shape, d);
     } finally {
       await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(d)}`);
     }
-  } finally {
-    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(d0)}`);
-  }
+  });
 }
 
 /** The joined rows that come (+1) and go (-1), each tagged with its term, as one SELECT. */
 export function joinSpjDelta(setup: JoinSetup, input: DeltaInput): { sql: string; columns: string[] } {
+  const { sqls, columns } = joinSpjDeltaParts(setup, input, 1);
+  return { sql: sqls[0]!, columns };
+}
+
+/** The same rows as up to `parts` SELECTs over parts of the delta terms (deltaUnionParts). */
+function joinSpjDeltaParts(setup: JoinSetup, input: DeltaInput, parts: number): { sqls: string[]; columns: string[] } {
   if (setup.plan.kind !== 'spj') throw new Error('not an SPJ plan');
   const items = setup.plan.items;
+  const select = (t: Term) => [`${t.index} AS ${q(TERM)}`, ...items.map((it, i) => `${it.expr} AS c${i}`)];
   return {
-    sql: deltaUnion(input, (t) => [`${t.index} AS ${q(TERM)}`, ...items.map((it, i) => `${it.expr} AS c${i}`)]),
+    sqls: parts > 1 ? deltaUnionParts(input, select, parts) : [deltaUnion(input, select)],
     columns: [TERM, ...items.map((_, i) => `c${i}`), SIGN],
   };
 }
@@ -179,18 +215,13 @@ export function joinSpjDelta(setup: JoinSetup, input: DeltaInput): { sql: string
  * the MV as the previous terms left it; so the terms are applied in order, each deleting its
  * going rows by key and inserting its coming ones.
  */
-async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, mv: TableRef, setup: JoinSetup, input: DeltaInput): Promise<FastChanges> {
+async function applyJoinSpj({ trx, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
   const out = setup.outputColumns;
-  const delta = joinSpjDelta(setup, input);
+  const delta = joinSpjDeltaParts(setup, input, readers.length);
   const rowsTable = '__mvs_join_rows';
   const r = q(rowsTable);
-  await createTemporary(
-    trx,
-    rowsTable,
-    `SELECT CAST(NULL AS SIGNED) AS ${q(TERM)}, ${out.map((c, i) => `m.${q(c)} AS c${i}`).join(', ')}, CAST(NULL AS SIGNED) AS ${q(SIGN)} FROM ${qt(mv)} AS m LIMIT 0`,
-  );
-  try {
-    const streamed = await fillTemporary(trx, snapshot, rowsTable, delta.columns, delta.sql);
+  const like = `SELECT CAST(NULL AS SIGNED) AS ${q(TERM)}, ${out.map((c, i) => `m.${q(c)} AS c${i}`).join(', ')}, CAST(NULL AS SIGNED) AS ${q(SIGN)} FROM ${qt(mv)} AS m LIMIT 0`;
+  return withDeltaRows(trx, readers, delta, ready, rowsTable, like, async (streamed) => {
     if (streamed === 0) return NO_CHANGES;
     const keyOn = (setup.pkOutput ?? []).map((p) => `m.${q(p.output)} = s.c${out.indexOf(p.output)}`).join(' AND ');
     const affected = (x: unknown) => (x as [{ affectedRows: number }])[0].affectedRows;
@@ -208,17 +239,48 @@ async function applyJoinSpj(trx: Knex.Transaction, snapshot: Knex.Transaction, m
       );
     }
     return { changed: deleted + inserted, inserted, deleted };
-  } finally {
-    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${r}`);
-  }
+  });
 }
 
 /**
- * Stream `select` (read in the snapshot) into a temporary table of the refresh's transaction. The
- * table has the delta's column types, so reading it empty tells which columns are binary, and
- * the (long) delta query is not planned a second time for that.
+ * The delta query's rows in a temporary table of the refresh's transaction, then `apply`. The
+ * queries (one per part, each on a snapshot of its own) are sent first, so the server computes
+ * them while `ready` (the identity check) settles and the table is made. The table is typed
+ * from the MV (`like`, a LIMIT 0 SELECT), so it is made only once `ready` resolved: a COMPLETE
+ * that follows a failed check must find no metadata lock of this transaction on the MV. Reading
+ * the empty table tells which columns are binary, so no delta query is planned twice for that.
  */
-async function fillTemporary(trx: Knex.Transaction, snapshot: Knex.Transaction, table: string, columns: string[], select: string): Promise<number> {
-  const asBytes = await byteColumns(trx, `SELECT ${columns.map(q).join(', ')} FROM ${q(table)}`);
-  return fillFromSnapshot(trx, snapshot, q(table), columns, select, undefined, [], asBytes);
+async function withDeltaRows(
+  trx: Knex.Transaction,
+  readers: Knex.Transaction[],
+  delta: { sqls: string[]; columns: string[] },
+  ready: Promise<unknown>,
+  table: string,
+  like: string,
+  apply: (streamed: number) => Promise<FastChanges>,
+): Promise<FastChanges> {
+  const started = delta.sqls.map((sql, i) => startedStream(readers[i]!, `SELECT * FROM (${sql}) AS __mvs_def`));
+  let reading = false;
+  try {
+    await ready;
+    await createTemporary(trx, table, like);
+    try {
+      const asBytes = await byteColumns(trx, `SELECT ${delta.columns.map(q).join(', ')} FROM ${q(table)}`);
+      reading = true;
+      const counts = await settleAll(started.map((s) => insertRows(trx, q(table), delta.columns, s.rows(asBytes))));
+      return await apply(counts.reduce((a, b) => a + b, 0));
+    } finally {
+      await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(table)}`);
+    }
+  } finally {
+    if (!reading) await Promise.all(started.map((s) => s.discard()));
+  }
+}
+
+/** Like Promise.all, but every promise has settled when it returns or throws (the first error). */
+async function settleAll<T>(promises: Array<Promise<T>>): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }

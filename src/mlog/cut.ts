@@ -31,6 +31,16 @@ export interface Cut {
   at: Date;
   /** With BINLOG logs: the binary-log position the snapshot is matched to. */
   binlogPosition?: FilePosition;
+  /**
+   * More snapshots that see exactly what `snapshot` sees (asked for with `parallel`), for
+   * reading at the cut on several connections at once. The caller ends them too (endCut).
+   */
+  also: Knex.Transaction[];
+}
+
+/** End every snapshot of a cut. */
+export async function endCut(cut: Cut): Promise<void> {
+  await Promise.all([cut.snapshot, ...cut.also].map((s) => s.rollback().catch(() => {})));
 }
 
 export const DEFAULT_CUT_WAIT_MS = 2_000;
@@ -70,12 +80,20 @@ async function classify(db: Knex, logs: CutLog[]): Promise<Classified> {
  * passed P, bounded by `capture` (CaptureLagError says why it gave up), and each BINLOG log's
  * high-water mark at P. The gates' bounds are the same whether or not BINLOG logs take part.
  */
-export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAIT_MS, capture: CaptureWaitOptions = {}): Promise<Cut> {
+export async function takeCut(
+  db: Knex,
+  logs: CutLog[],
+  waitMs = DEFAULT_CUT_WAIT_MS,
+  capture: CaptureWaitOptions = {},
+  opts: { parallel?: number } = {},
+): Promise<Cut> {
   if (logs.length === 0) throw new Error('takeCut needs at least one log');
   const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
   const { triggers, binlog } = await classify(db, sorted);
   const flavor = await serverFlavor(db);
-  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs });
+  // Extra snapshots only where the gates alone make the cut: a BINLOG log's rows are read as
+  // committed, and its snapshot is matched to a binlog position, which one snapshot has.
+  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs, extra: Math.max(0, (opts.parallel ?? 1) - 1) });
   const open = async (): Promise<Cut> => {
     if (triggers.length) return gatedCut(db, triggers, { flavor, waitMs, matched: (snap) => openMatchedSnapshot(db, snap, flavor) });
     return matchedCut(db, flavor);
@@ -86,7 +104,7 @@ export async function takeCut(db: Knex, logs: CutLog[], waitMs = DEFAULT_CUT_WAI
     for (const [id, h] of await binlogHighWater(db, binlog, cut.binlogPosition!)) cut.highWater.set(id, h);
     return cut;
   } catch (err) {
-    await cut.snapshot.rollback().catch(() => {});
+    await endCut(cut);
     throw err;
   }
 }
@@ -97,7 +115,7 @@ async function matchedCut(db: Knex, flavor: ServerFlavor): Promise<Cut> {
   try {
     const binlogPosition = await openMatchedSnapshot(db, snapshot, flavor);
     const [rows] = (await snapshot.raw('SELECT NOW(3) AS __at')) as [Array<{ __at: Date }>];
-    return { highWater: new Map(), snapshot, at: rows[0]!.__at, binlogPosition };
+    return { highWater: new Map(), snapshot, at: rows[0]!.__at, binlogPosition, also: [] };
   } catch (err) {
     await snapshot.rollback().catch(() => {});
     throw err;
@@ -120,15 +138,26 @@ type MatchSnapshot = (snapshot: Knex.Transaction) => Promise<FilePosition>;
  * and COMMIT normally follow within a millisecond). Gates of several logs are taken in one
  * statement in mlog_id order, so two cuts never wait for each other in opposite orders.
  */
-async function gatedCut(db: Knex, sorted: CutLog[], opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot }): Promise<Cut> {
+async function gatedCut(
+  db: Knex,
+  sorted: CutLog[],
+  opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot; extra?: number },
+): Promise<Cut> {
   const { flavor, waitMs } = opts;
   let deadline = Date.now() + waitMs;
   let regained = false;
   for (;;) {
-    const snapshot = await db.transaction({ isolationLevel: 'repeatable read' });
+    // Every connection is in hand before the gate is asked for: none is waited for holding it.
+    const opened = await Promise.allSettled(Array.from({ length: 1 + (opts.extra ?? 0) }, () => db.transaction({ isolationLevel: 'repeatable read' })));
+    const failed = opened.find((o) => o.status === 'rejected');
+    const [snapshot, ...also] = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    if (failed || !snapshot) {
+      await Promise.all([snapshot, ...also].map((s) => s?.rollback().catch(() => {})));
+      throw (failed as PromiseRejectedResult | undefined)?.reason ?? new Error('could not open a snapshot');
+    }
     let ok = false;
     try {
-      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched });
+      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched, also });
       if (read === 'lost') {
         // The server took the gate back because this process stalled (a pause, a freeze) after it
         // was granted: that time was not spent waiting for writers, so it gets one more full wait.
@@ -142,7 +171,7 @@ async function gatedCut(db: Knex, sorted: CutLog[], opts: { flavor: ServerFlavor
       if (err instanceof CutTimeoutError) throw new CutTimeoutError(`${err.message}${await oldestTransaction(db)}`);
       throw err;
     } finally {
-      if (!ok && !snapshot.isCompleted()) await snapshot.rollback().catch(() => {});
+      if (!ok) await Promise.all([snapshot, ...also].filter((s) => !s.isCompleted()).map((s) => s.rollback().catch(() => {})));
     }
     if (Date.now() >= deadline) throw new CutTimeoutError(`${timeoutText(sorted, waitMs)}${await oldestTransaction(db)}`);
     // A deadlock victim, or a gate the server took back before our COMMIT: let writers through.
@@ -167,7 +196,13 @@ async function gatedRead(
   db: Knex,
   snapshot: Knex.Transaction,
   logs: CutLog[],
-  { flavor, deadline, waitMs, matched }: { flavor: ServerFlavor; deadline: number; waitMs: number; matched?: MatchSnapshot | undefined },
+  {
+    flavor,
+    deadline,
+    waitMs,
+    matched,
+    also,
+  }: { flavor: ServerFlavor; deadline: number; waitMs: number; matched?: MatchSnapshot | undefined; also: Knex.Transaction[] },
 ): Promise<Omit<Cut, 'snapshot'> | 'lost' | undefined> {
   const remainingMs = Math.max(1, deadline - Date.now());
   const conn: unknown = await db.client.acquireConnection();
@@ -204,7 +239,12 @@ async function gatedRead(
     const cols = logs.map(
       (l, i) => `(SELECT COALESCE(MAX(${quoteIdent(SEQ_COLUMN)}), 0) FROM ${quoteIdent(l.table_schema)}.${quoteIdent(l.mlog_name)}) AS h${i}`,
     );
-    const [rows] = (await snapshot.raw(`SELECT NOW(3) AS __at, ${cols.join(', ')}`)) as [Array<Record<string, number | string | Date>>];
+    // Extra snapshots take their read views in the same instant, on connections of their own:
+    // with no writer of these tables in flight, they see what the snapshot sees.
+    const read = `SELECT NOW(3) AS __at, ${cols.join(', ')}`;
+    const results = (await Promise.all([snapshot, ...also].map((s) => s.raw(read)))) as Array<[Array<Record<string, number | string | Date>>]>;
+    const rows = results[0]![0];
+    const others = results.slice(1);
     try {
       await on('COMMIT');
       committed = true;
@@ -213,10 +253,17 @@ async function gatedRead(
       // gate may have been released before the snapshot read, so this cut proves nothing.
       return 'lost';
     }
+    const marks = (r: Record<string, number | string | Date>) => logs.map((_, i) => Number(r[`h${i}`]));
+    const mine = marks(rows[0]!).join(',');
+    // They must agree on every high-water mark; one that does not (it cannot, short of a writer
+    // that bypassed the gates) is not used.
+    const same = others.every(([r]) => marks(r[0]!).join(',') === mine);
+    if (!same) await Promise.all(also.map((s) => s.rollback().catch(() => {})));
     return {
       highWater: new Map(logs.map((l, i) => [Number(l.mlog_id), Number(rows[0]![`h${i}`])])),
       at: rows[0]!.__at as Date,
       ...(binlogPosition ? { binlogPosition } : {}),
+      also: same ? also : [],
     };
   } finally {
     const reset = () =>

@@ -5,7 +5,7 @@ import { MvsError, ValidationError } from '../errors.js';
 import { explainFast, setupLogs, type FastSetup } from '../fast/explain.js';
 import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable, type FastRange } from '../fast/fastRefresh.js';
 import type { Logger } from '../log.js';
-import { CutTimeoutError, takeCut, type Cut } from '../mlog/cut.js';
+import { CutTimeoutError, endCut, takeCut, type Cut } from '../mlog/cut.js';
 import { identityProblem, readLogIdentities } from '../mlog/identity.js';
 import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
 import { isNoSuchTable } from '../db/errors.js';
@@ -24,6 +24,12 @@ class IdentityMovedError extends Error {
     super('base table identity moved');
   }
 }
+
+/**
+ * Snapshots of one cut a join's delta is read on at once: the server computes its parts on as
+ * many threads (BENCHMARKS.md §8).
+ */
+export const JOIN_DELTA_READERS = 2;
 
 /** Consecutive cuts that gave up before a FORCE MV refreshes COMPLETE without one. */
 export const FORCE_FALLBACK_AFTER = 2;
@@ -168,25 +174,30 @@ export class LoggedRefresh {
   }
 
   /**
-   * One cut over every log the MV reads, then each log's identity checked after it: a change
-   * made before the cut that a log cannot have seen (table re-created, renamed, triggers gone)
-   * would make the MV wrong at the cut. Returns each base table's identity token by mlog_id.
+   * Each log's identity, checked after the cut: a change made before the cut that a log cannot
+   * have seen (table re-created, renamed, triggers gone) would make the MV wrong at the cut.
+   * Returns each base table's identity token by mlog_id.
    */
-  private async cutAndCheck(setup: FastSetup, links: MlogLink[]): Promise<{ cut: Cut; tokens: Map<number, number | null> }> {
+  private async checkIdentities(setup: FastSetup, links: MlogLink[]): Promise<Map<number, number | null>> {
     const logs = setupLogs(setup);
-    const cut = await takeCut(this.deps.db, logs, this.deps.cutWaitMs);
+    const tokens = new Map<number, number | null>();
+    const ids = await readLogIdentities(this.deps.db, logs);
+    for (const m of logs) {
+      const id = ids.get(m.mlog_id)!;
+      const problem = identityProblem(m, id);
+      if (problem) throw new LogBrokenError(brokenText(links.find((l) => l.mlogId === m.mlog_id)!, problem));
+      tokens.set(m.mlog_id, id.token);
+    }
+    return tokens;
+  }
+
+  /** One cut over every log the MV reads, then their identities (checkIdentities). */
+  private async cutAndCheck(setup: FastSetup, links: MlogLink[]): Promise<{ cut: Cut; tokens: Map<number, number | null> }> {
+    const cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs);
     try {
-      const tokens = new Map<number, number | null>();
-      const ids = await readLogIdentities(this.deps.db, logs);
-      for (const m of logs) {
-        const id = ids.get(m.mlog_id)!;
-        const problem = identityProblem(m, id);
-        if (problem) throw new LogBrokenError(brokenText(links.find((l) => l.mlogId === m.mlog_id)!, problem));
-        tokens.set(m.mlog_id, id.token);
-      }
-      return { cut, tokens };
+      return { cut, tokens: await this.checkIdentities(setup, links) };
     } catch (err) {
-      await cut.snapshot.rollback().catch(() => {});
+      await endCut(cut);
       throw err;
     }
   }
@@ -195,30 +206,44 @@ export class LoggedRefresh {
    * FAST: take one consistent cut of the logs, apply the rows after the MV's watermark up to it
    * from each, and move every watermark, in the lock transaction (under a savepoint, so a
    * failure leaves the MV and its watermarks as they were and the run is still recorded).
+   * The logs' identity check runs on the pool beside the delta query, which is sent to the
+   * snapshot at once; nothing touches the MV before the check passed (applyFast's `ready`).
    * History gets the log range consumed when there is one log; an MV over several logs has one
    * range per log (sequence numbers of different logs do not compare), logged here.
    */
   private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const setup = await this.setup(mv, links);
-    const { cut, tokens } = await this.cutAndCheck(setup, links);
-    let applied = false;
-    try {
+    // A join's delta is read in parts on two snapshots of the cut at once (joinRefresh.ts).
+    const cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1 });
+    const checked = this.checkIdentities(setup, links).then((tokens) => {
       for (const link of links) {
         const token = tokens.get(link.mlogId) ?? null;
         if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError(link.mlogId);
       }
+      return tokens;
+    });
+    // Awaited below, whatever happens first; a failure before that is not unhandled.
+    checked.catch(() => {});
+    let applied = false;
+    try {
       const ranges = new Map<number, FastRange>(links.map((l) => [l.mlogId, { from: l.watermark, to: Math.max(cut.highWater.get(l.mlogId)!, l.watermark) }]));
       const changes = await lock.transaction(async (sp) => {
-        const n = await applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges);
-        await recordWatermarks(
-          sp,
-          mv.mview_id,
-          links.map((l) => {
-            const token = tokens.get(l.mlogId) ?? null;
-            return { mlogId: l.mlogId, watermark: ranges.get(l.mlogId)!.to, token: l.mvToken === null ? token : undefined };
-          }),
+        // The watermarks move as soon as the check passed, while the delta query may still run.
+        const marked = checked.then((tokens) =>
+          recordWatermarks(
+            sp,
+            mv.mview_id,
+            links.map((l) => {
+              const token = tokens.get(l.mlogId) ?? null;
+              return { mlogId: l.mlogId, watermark: ranges.get(l.mlogId)!.to, token: l.mvToken === null ? token : undefined };
+            }),
+          ),
         );
-        return n;
+        // Both settle before the savepoint ends, whichever failed.
+        const [n, m] = await Promise.allSettled([applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges, checked, cut.also), marked]);
+        if (n.status === 'rejected') throw n.reason;
+        if (m.status === 'rejected') throw m.reason;
+        return n.value;
       });
       log.debug({ ranges: Object.fromEntries(ranges), rows: changes.changed }, 'fast refresh applied');
       const { changed, inserted, deleted } = changes;
@@ -228,8 +253,8 @@ export class LoggedRefresh {
     } finally {
       // Applied: the snapshot ends while the run records itself (a closing pool waits for it).
       // Failed: it ends first, so a COMPLETE that follows finds no metadata lock of it held.
-      const ended = cut.snapshot.rollback().catch(() => {});
-      if (!applied) await ended;
+      const ended = endCut(cut);
+      if (!applied) await Promise.all([ended, checked.catch(() => {})]);
     }
   }
 
@@ -257,7 +282,7 @@ export class LoggedRefresh {
           );
           return { rows, dataTime: taken.cut.at };
         } finally {
-          await taken.cut.snapshot.rollback().catch(() => {});
+          await endCut(taken.cut);
         }
       },
       beforeSwap: async () => {

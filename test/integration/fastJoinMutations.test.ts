@@ -5,7 +5,6 @@ import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
 import { DdlExecutor } from '../../src/ddl/executor.js';
 import type { DeltaInput, SourceKind, Term } from '../../src/fast/joinDelta.js';
-import type { CutLog } from '../../src/mlog/cut.js';
 import { JoinOracle, ORACLE_MISMATCH } from '../support/joinOracle.js';
 import { testSeed } from '../support/prng.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
@@ -42,13 +41,20 @@ vi.mock('../../src/fast/joinDelta.js', async (importOriginal) => {
         return terms;
     }
   };
+  const subterms = (input: DeltaInput, select: (term: Term) => string[]) =>
+    mutate(real.deltaTerms(input)).flatMap((t) => t.subterms.map((kinds) => real.subtermSql(input, kinds, select(t))));
   return {
     ...real,
     deltaUnion: (input: DeltaInput, select: (term: Term) => string[]): string => {
       if (mutation.current === null || mutation.current === 'one-log-cut') return real.deltaUnion(input, select);
-      return mutate(real.deltaTerms(input))
-        .flatMap((t) => t.subterms.map((kinds) => real.subtermSql(input, kinds, select(t))))
-        .join(' UNION ALL ');
+      return subterms(input, select).join(' UNION ALL ');
+    },
+    // The delta read in parts on several snapshots: the same mutated sub-terms, dealt out.
+    deltaUnionParts: (input: DeltaInput, select: (term: Term) => string[], parts: number): string[] => {
+      if (mutation.current === null || mutation.current === 'one-log-cut') return real.deltaUnionParts(input, select, parts);
+      const groups: string[][] = [];
+      subterms(input, select).forEach((sql, i) => (groups[i % parts] ??= []).push(sql));
+      return groups.map((g) => g.join(' UNION ALL '));
     },
   };
 });
@@ -57,10 +63,12 @@ vi.mock('../../src/mlog/cut.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../src/mlog/cut.js')>();
   return {
     ...real,
-    takeCut: async (db: Parameters<typeof real.takeCut>[0], logs: CutLog[], waitMs?: number) => {
-      if (mutation.current !== 'one-log-cut' || logs.length < 2) return real.takeCut(db, logs, waitMs);
+    takeCut: async (...args: Parameters<typeof real.takeCut>) => {
+      const [db, logs, waitMs, capture, opts] = args;
+      if (mutation.current !== 'one-log-cut' || logs.length < 2) return real.takeCut(...args);
       const [first, ...rest] = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
-      const cut = await real.takeCut(db, [first!], waitMs);
+      // Extra snapshots gated on the first log only, like the main one.
+      const cut = await real.takeCut(db, [first!], waitMs, capture, opts);
       for (const l of rest) {
         const [rows] = (await cut.snapshot.raw('SELECT COALESCE(MAX(`_mlog$seq`), 0) AS h FROM ??.??', [l.table_schema, l.mlog_name])) as [Array<{ h: number | string }>];
         cut.highWater.set(Number(l.mlog_id), Number(rows[0]!.h));

@@ -4,6 +4,7 @@ import type { JoinSetup } from '../../src/fast/explain.js';
 import {
   deltaTerms,
   deltaUnion,
+  deltaUnionParts,
   keyAbsent,
   keptRows,
   netChanges,
@@ -167,5 +168,31 @@ describe('the delta queries of a join MV', () => {
     expect(q.columns).toEqual(['__mvs_term', 'c0', 'c1', 'c2', 'c3', '__mvs_w']);
     expect(q.sql).toMatch(/^SELECT 1 AS `__mvs_term`, `f`\.`id` AS c0, `d`\.`id` AS c1, `f`\.`v` AS c2, `d`\.`region` AS c3, `d`\.`_mlog\$w` AS `_mlog\$w` FROM `s`\.`fact` AS `f`, \(/);
     expect(() => deltaUnion(deltaInput(setup, ranges, new Set()), () => ['1'])).toThrow(/nothing to join/);
+  });
+});
+
+describe('the delta in parts, for several snapshots of one cut', () => {
+  const sel = (t: { index: number }) => [`${t.index} AS term`];
+  const subtermsOf = (sqls: string[]) => sqls.flatMap((q) => q.split(' UNION ALL ')).sort();
+
+  it('deals whole terms out when there are enough, and together the parts are the union', () => {
+    const inp = input([F, D1, D2], [1, 2, 3]);
+    const parts = deltaUnionParts(inp, sel, 2);
+    expect(parts).toHaveLength(2);
+    expect(subtermsOf(parts)).toEqual(subtermsOf([deltaUnion(inp, sel)]));
+    // Terms 0 and 2 in the first part, term 1 in the second: no term is split.
+    expect(parts[0]!.match(/^SELECT (\d) AS term/)![1]).toBe('0');
+    expect(parts[1]!.split(' UNION ALL ').every((q) => q.startsWith('SELECT 1 AS term'))).toBe(true);
+  });
+
+  it('splits one term into its sub-terms when there are fewer terms than parts', () => {
+    const inp = input([F, D1, D2], [1, 2]);
+    const terms = deltaTerms(inp);
+    expect(terms.map((t) => t.subterms.length)).toEqual([2, 1]);
+    const parts = deltaUnionParts(inp, sel, 3);
+    expect(parts).toHaveLength(3);
+    expect(subtermsOf(parts)).toEqual(subtermsOf([deltaUnion(inp, sel)]));
+    // Never more parts than sub-terms.
+    expect(deltaUnionParts(input([F, D1, D2], [1]), sel, 4)).toHaveLength(1);
   });
 });
