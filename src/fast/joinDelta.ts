@@ -192,9 +192,7 @@ export function subtermSql(input: DeltaInput, kinds: SourceKind[], select: strin
 
 /** Every sub-term of every term, one UNION ALL; `select(term)` may tell the terms apart. */
 export function deltaUnion(input: DeltaInput, select: (term: Term) => string[]): string {
-  const parts = deltaTerms(input).flatMap((t) => t.subterms.map((kinds) => subtermSql(input, kinds, select(t))));
-  if (!parts.length) throw new Error('no log changed: nothing to join');
-  return parts.join(' UNION ALL ');
+  return deltaUnionParts(input, select, 1)[0]!;
 }
 
 /**

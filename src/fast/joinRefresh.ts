@@ -16,7 +16,7 @@ import {
 } from './aggregateApply.js';
 import { fillFromSnapshot, insertRows } from './copyRows.js';
 import type { JoinSetup } from './explain.js';
-import { deltaTerms, deltaUnion, deltaUnionParts, orderOccurrences, WEIGHT, type DeltaInput, type Term } from './joinDelta.js';
+import { deltaTerms, deltaUnionParts, orderOccurrences, WEIGHT, type DeltaInput, type Term } from './joinDelta.js';
 
 // FAST refresh of a join MV (DESIGN.md §2 "FAST refresh over joins"). The delta reads the base
 // tables as they were at the cut, so it runs in the cut's snapshot; the MV change must commit
@@ -142,7 +142,7 @@ function joinAggregateDeltaParts(setup: JoinSetup, input: DeltaInput, parts: num
   const { groups, aggregates } = setup.plan;
   const args = aggregates.flatMap((a, k) => (a.arg === undefined ? [] : [`${a.arg} AS a${k}`]));
   const select = () => [...groups.map((g, i) => `${g.expr} AS g${i}`), ...args];
-  const unions = parts > 1 ? deltaUnionParts(input, select, parts) : [deltaUnion(input, select)];
+  const unions = deltaUnionParts(input, select, parts);
   const specs = deltaColumnSpecs({ aggregates, outputColumns: setup.outputColumns }, `z.${q(WEIGHT)}`, (k) => `z.a${k}`);
   const g = groups.map((_, i) => `z.g${i}`);
   return {
@@ -204,7 +204,7 @@ function joinSpjDeltaParts(setup: JoinSetup, input: DeltaInput, parts: number): 
   const items = setup.plan.items;
   const select = (t: Term) => [`${t.index} AS ${q(TERM)}`, ...items.map((it, i) => `${it.expr} AS c${i}`)];
   return {
-    sqls: parts > 1 ? deltaUnionParts(input, select, parts) : [deltaUnion(input, select)],
+    sqls: deltaUnionParts(input, select, parts),
     columns: [TERM, ...items.map((_, i) => `c${i}`), SIGN],
   };
 }

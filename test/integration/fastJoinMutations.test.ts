@@ -41,19 +41,15 @@ vi.mock('../../src/fast/joinDelta.js', async (importOriginal) => {
         return terms;
     }
   };
-  const subterms = (input: DeltaInput, select: (term: Term) => string[]) =>
-    mutate(real.deltaTerms(input)).flatMap((t) => t.subterms.map((kinds) => real.subtermSql(input, kinds, select(t))));
   return {
     ...real,
-    deltaUnion: (input: DeltaInput, select: (term: Term) => string[]): string => {
-      if (mutation.current === null || mutation.current === 'one-log-cut') return real.deltaUnion(input, select);
-      return subterms(input, select).join(' UNION ALL ');
-    },
-    // The delta read in parts on several snapshots: the same mutated sub-terms, dealt out.
+    // Every delta query is built here, whether read whole or in parts on several snapshots.
     deltaUnionParts: (input: DeltaInput, select: (term: Term) => string[], parts: number): string[] => {
       if (mutation.current === null || mutation.current === 'one-log-cut') return real.deltaUnionParts(input, select, parts);
       const groups: string[][] = [];
-      subterms(input, select).forEach((sql, i) => (groups[i % parts] ??= []).push(sql));
+      mutate(real.deltaTerms(input))
+        .flatMap((t) => t.subterms.map((kinds) => real.subtermSql(input, kinds, select(t))))
+        .forEach((sql, i) => (groups[i % parts] ??= []).push(sql));
       return groups.map((g) => g.join(' UNION ALL '));
     },
   };
