@@ -148,13 +148,7 @@ async function gatedCut(
   let regained = false;
   for (;;) {
     // Every connection is in hand before the gate is asked for: none is waited for holding it.
-    const opened = await Promise.allSettled(Array.from({ length: 1 + (opts.extra ?? 0) }, () => db.transaction({ isolationLevel: 'repeatable read' })));
-    const failed = opened.find((o) => o.status === 'rejected');
-    const [snapshot, ...also] = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    if (failed || !snapshot) {
-      await Promise.all([snapshot, ...also].map((s) => s?.rollback().catch(() => {})));
-      throw (failed as PromiseRejectedResult | undefined)?.reason ?? new Error('could not open a snapshot');
-    }
+    const [snapshot, ...also] = await openSnapshots(db, 1 + (opts.extra ?? 0));
     let ok = false;
     try {
       const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched, also });
@@ -177,6 +171,18 @@ async function gatedCut(
     // A deadlock victim, or a gate the server took back before our COMMIT: let writers through.
     await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
   }
+}
+
+/** `n` repeatable-read transactions, opened at once; none is left open when one fails to open. */
+async function openSnapshots(db: Knex, n: number): Promise<[Knex.Transaction, ...Knex.Transaction[]]> {
+  const opened = await Promise.allSettled(Array.from({ length: n }, () => db.transaction({ isolationLevel: 'repeatable read' })));
+  const got = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+  const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) {
+    await Promise.all(got.map((s) => s.rollback().catch(() => {})));
+    throw failed.reason;
+  }
+  return got as [Knex.Transaction, ...Knex.Transaction[]];
 }
 
 function timeoutText(logs: CutLog[], waitMs: number): string {
