@@ -89,11 +89,25 @@ export async function takeCut(
 ): Promise<Cut> {
   if (logs.length === 0) throw new Error('takeCut needs at least one log');
   const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
-  const { triggers, binlog } = await classify(db, sorted);
   const flavor = await serverFlavor(db);
   // Extra snapshots only where the gates alone make the cut: a BINLOG log's rows are read as
   // committed, and its snapshot is matched to a binlog position, which one snapshot has.
-  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs, extra: Math.max(0, (opts.parallel ?? 1) - 1) });
+  const extra = Math.max(0, (opts.parallel ?? 1) - 1);
+  // Trigger logs are the usual case: the first attempt's connections are opened while the logs
+  // are classified, and closed again unused when a BINLOG log is among them.
+  const deadline = Date.now() + waitMs;
+  const first = openAttempt(db, 1 + extra, flavor, deadline);
+  first.catch(() => {});
+  let classified: Classified;
+  try {
+    classified = await classify(db, sorted);
+  } catch (err) {
+    await first.then(closeAttempt, () => {});
+    throw err;
+  }
+  const { triggers, binlog } = classified;
+  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs, deadline, extra, first });
+  await first.then(closeAttempt, () => {});
   const open = async (): Promise<Cut> => {
     if (triggers.length) return gatedCut(db, triggers, { flavor, waitMs, matched: (snap) => openMatchedSnapshot(db, snap, flavor) });
     return matchedCut(db, flavor);
@@ -141,17 +155,20 @@ type MatchSnapshot = (snapshot: Knex.Transaction) => Promise<FilePosition>;
 async function gatedCut(
   db: Knex,
   sorted: CutLog[],
-  opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot; extra?: number },
+  opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot; extra?: number; deadline?: number; first?: Promise<Attempt> },
 ): Promise<Cut> {
   const { flavor, waitMs } = opts;
-  let deadline = Date.now() + waitMs;
+  let deadline = opts.deadline ?? Date.now() + waitMs;
   let regained = false;
+  let next = opts.first;
   for (;;) {
     // Every connection is in hand before the gate is asked for: none is waited for holding it.
-    const [snapshot, ...also] = await openSnapshots(db, 1 + (opts.extra ?? 0));
+    const attempt = await (next ?? openAttempt(db, 1 + (opts.extra ?? 0), flavor, deadline));
+    next = undefined;
+    const [snapshot, ...also] = attempt.snapshots;
     let ok = false;
     try {
-      const read = await gatedRead(db, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched, also });
+      const read = await gatedRead(attempt.gate, snapshot, sorted, { flavor, deadline, waitMs, matched: opts.matched, also });
       if (read === 'lost') {
         // The server took the gate back because this process stalled (a pause, a freeze) after it
         // was granted: that time was not spent waiting for writers, so it gets one more full wait.
@@ -171,6 +188,80 @@ async function gatedCut(
     // A deadlock victim, or a gate the server took back before our COMMIT: let writers through.
     await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
   }
+}
+
+/** The connections of one attempt at a cut: its snapshots, and the gate's connection, set up. */
+interface Attempt {
+  snapshots: [Knex.Transaction, ...Knex.Transaction[]];
+  gate: GateConnection;
+}
+
+/** `n` snapshots and the gate's connection, opened at once; nothing is left open when one fails. */
+async function openAttempt(db: Knex, n: number, flavor: ServerFlavor, deadline: number): Promise<Attempt> {
+  const [snapshots, gate] = await Promise.allSettled([openSnapshots(db, n), openGate(db, flavor, deadline)]);
+  if (snapshots.status === 'fulfilled' && gate.status === 'fulfilled') return { snapshots: snapshots.value, gate: gate.value };
+  if (snapshots.status === 'fulfilled') await Promise.all(snapshots.value.map((s) => s.rollback().catch(() => {})));
+  if (gate.status === 'fulfilled') await gate.value.release(false);
+  throw snapshots.status === 'rejected' ? snapshots.reason : (gate as PromiseRejectedResult).reason;
+}
+
+/** An attempt given up before its gate was asked for. */
+async function closeAttempt(a: Attempt): Promise<void> {
+  await Promise.all([...a.snapshots.map((s) => s.rollback().catch(() => {})), a.gate.release(false)]);
+}
+
+/**
+ * A pooled connection for the gate transaction, with the server-side bounds set: how long its
+ * request for the gates may wait, and how long the transaction may then sit idle. `release`
+ * puts the session's settings back and returns it to the pool; `committed`: the gate was
+ * released by COMMIT, so that happens while the refresh goes on.
+ */
+interface GateConnection {
+  on(sql: string, bindings?: readonly unknown[]): Knex.Raw;
+  release(committed: boolean): Promise<void>;
+}
+
+async function openGate(db: Knex, flavor: ServerFlavor, deadline: number): Promise<GateConnection> {
+  const conn: unknown = await db.client.acquireConnection();
+  const on = (sql: string, bindings: readonly unknown[] = []) => db.raw(sql, bindings as never).connection(conn as never);
+  const reset = () =>
+    on(
+      flavor === 'mariadb'
+        ? 'SET SESSION idle_transaction_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT'
+        : 'SET SESSION wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT',
+    ).catch(() => {});
+  const gate: GateConnection = {
+    on,
+    async release(committed) {
+      if (committed) {
+        // The connection returns to the pool after the reset (a pool closing waits for it).
+        void reset()
+          .then(() => db.client.releaseConnection(conn as never))
+          .catch(() => {});
+        return;
+      }
+      // A connection the server killed fails these at once, and the pool discards it (knex
+      // validates connections on checkout).
+      await on('ROLLBACK').catch(() => {});
+      await reset();
+      await db.client.releaseConnection(conn as never);
+    },
+  };
+  try {
+    const lockWaitS = Math.max(1, Math.ceil(Math.max(1, deadline - Date.now()) / 1000));
+    await on(
+      flavor === 'mariadb'
+        ? `SET SESSION idle_transaction_timeout = ${GATE_IDLE_BOUND_S}, innodb_lock_wait_timeout = ${lockWaitS}`
+        : `SET SESSION wait_timeout = ${GATE_IDLE_BOUND_S}, innodb_lock_wait_timeout = ${lockWaitS}`,
+    );
+    // Holds nothing until the gates are asked for; should the snapshots take longer to open than
+    // the idle bound, the server ends it and the attempt is made again (gatedRead).
+    await on('START TRANSACTION');
+  } catch (err) {
+    await gate.release(false);
+    throw err;
+  }
+  return gate;
 }
 
 /** `n` repeatable-read transactions, opened at once; none is left open when one fails to open. */
@@ -194,12 +285,12 @@ function timeoutText(logs: CutLog[], waitMs: number): string {
 }
 
 /**
- * One attempt on a connection of its own: gate, snapshot read, release. Returns the high-water
- * marks, or what to do again: undefined after a deadlock, 'lost' when the server took the gate
- * back before our COMMIT.
+ * One attempt on the gate's connection: gate, snapshot read, release. Returns the high-water
+ * marks, or what to do again: undefined after a deadlock or a gate transaction the server ended
+ * before the gates were asked for, 'lost' when the server took the gate back before our COMMIT.
  */
 async function gatedRead(
-  db: Knex,
+  gate: GateConnection,
   snapshot: Knex.Transaction,
   logs: CutLog[],
   {
@@ -211,17 +302,9 @@ async function gatedRead(
   }: { flavor: ServerFlavor; deadline: number; waitMs: number; matched?: MatchSnapshot | undefined; also: Knex.Transaction[] },
 ): Promise<Omit<Cut, 'snapshot'> | 'lost' | undefined> {
   const remainingMs = Math.max(1, deadline - Date.now());
-  const conn: unknown = await db.client.acquireConnection();
-  const on = (sql: string, bindings: readonly unknown[] = []) => db.raw(sql, bindings as never).connection(conn as never);
+  const { on } = gate;
   let committed = false;
   try {
-    const lockWaitS = Math.max(1, Math.ceil(remainingMs / 1000));
-    await on(
-      flavor === 'mariadb'
-        ? `SET SESSION idle_transaction_timeout = ${GATE_IDLE_BOUND_S}, innodb_lock_wait_timeout = ${lockWaitS}`
-        : `SET SESSION wait_timeout = ${GATE_IDLE_BOUND_S}, innodb_lock_wait_timeout = ${lockWaitS}`,
-    );
-    await on('START TRANSACTION');
     const ids = logs.map((l) => Number(l.mlog_id));
     const select = `SELECT mlog_id FROM mvs_mlog_gates WHERE mlog_id IN (${ids.map(() => '?').join(', ')}) ORDER BY mlog_id FOR UPDATE`;
     try {
@@ -237,6 +320,9 @@ async function gatedRead(
       // a writer holding it waits for a row such a writer has, that is a deadlock, and the
       // server picks the gate (it has written nothing) as the victim. Let them through, retry.
       if (isDeadlock(err)) return undefined;
+      // The server ended the gate's transaction while it waited for the snapshots to open (its
+      // idle bound): no gate was held, so nothing was cut; another attempt on a new connection.
+      if ((err as { fatal?: boolean }).fatal) return undefined;
       throw err;
     }
     // With BINLOG logs in the cut too, the snapshot is made now, matched to a binlog position.
@@ -272,25 +358,7 @@ async function gatedRead(
       also: same ? also : [],
     };
   } finally {
-    const reset = () =>
-      on(
-        flavor === 'mariadb'
-          ? 'SET SESSION idle_transaction_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT'
-          : 'SET SESSION wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT',
-      ).catch(() => {});
-    if (committed) {
-      // The gate is released and the cut made: the session's settings are put back while the
-      // refresh goes on (the connection returns to the pool after, and a pool closing waits for it).
-      void reset()
-        .then(() => db.client.releaseConnection(conn as never))
-        .catch(() => {});
-    } else {
-      // A connection the server killed fails these at once, and the pool discards it (knex
-      // validates connections on checkout).
-      await on('ROLLBACK').catch(() => {});
-      await reset();
-      await db.client.releaseConnection(conn as never);
-    }
+    await gate.release(committed);
   }
 }
 

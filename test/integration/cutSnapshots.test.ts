@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDdlExecutor, createRuntime, type Runtime } from '../../src/app/runtime.js';
 import { parseDatabaseUrl } from '../../src/db/connect.js';
 import { migrateLatest } from '../../src/db/migrate.js';
-import { endCut, takeCut, type CutLog } from '../../src/mlog/cut.js';
+import { endCut, GATE_IDLE_BOUND_S, takeCut, type CutLog } from '../../src/mlog/cut.js';
 import { createTestEnv, type TestEnv } from '../support/testEnv.js';
 
 // A cut asked for several snapshots (a join's delta is read in parts on them at once,
@@ -80,4 +80,36 @@ describe('a cut with several snapshots', () => {
       await Promise.all(writers);
     }
   });
+
+  it('makes another attempt when the server ended the gate transaction while a snapshot was slow to open', async () => {
+    // The gate's transaction is started beside the snapshots' (cut.ts openAttempt); one that
+    // waits longer than the gate's idle bound (GATE_IDLE_BOUND_S) is ended by the server.
+    let slowed = 0;
+    const slow = new Proxy(t.db, {
+      get(target, prop, receiver) {
+        if (prop !== 'transaction') return Reflect.get(target, prop, receiver) as unknown;
+        return async (...args: Parameters<typeof t.db.transaction>) => {
+          if (slowed++ === 0) await new Promise((r) => setTimeout(r, (GATE_IDLE_BOUND_S + 1) * 1000));
+          return target.transaction(...args);
+        };
+      },
+    });
+    const before = await gateKills();
+    const cut = await takeCut(slow, logs, 10_000, {}, { parallel: 2 });
+    try {
+      expect(await gateKills(), 'the server ended the first gate transaction').toBeGreaterThan(before);
+      expect(slowed, 'a second attempt opened its snapshots again').toBeGreaterThanOrEqual(4);
+      const [[hw]] = (await cut.snapshot.raw('SELECT (SELECT MAX(`_mlog$seq`) FROM `mlog$ca`) AS a')) as [[{ a: number | null }]];
+      expect(Number(hw.a ?? 0)).toBe(cut.highWater.get(logs.find((l) => l.mlog_name === 'mlog$ca')!.mlog_id));
+      expect(cut.also).toHaveLength(1);
+    } finally {
+      await endCut(cut);
+    }
+  });
 });
+
+/** Connections the server ended for idling in a transaction (MariaDB's idle_transaction_timeout). */
+async function gateKills(): Promise<number> {
+  const [rows] = (await t.db.raw("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")) as [Array<{ Value: string }>];
+  return Number(rows[0]!.Value);
+}
