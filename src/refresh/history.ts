@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { errorMessage } from '../errors.js';
+import { quoteIdent } from '../mv/identifiers.js';
 import type { RefreshTrigger } from '../mv/repository.js';
 import type { ConcreteMethod, RefreshRequest, RunResult } from './types.js';
 
@@ -75,11 +76,23 @@ function infoCommon(lock: Knex.Transaction, e: RunEnd) {
   };
 }
 
+/**
+ * The run's history row and refresh-info in one statement (a multi-table UPDATE: one round trip
+ * at the end of every run). `extra`: more refresh-info columns, plain values.
+ */
 export async function recordSuccess(lock: Knex.Transaction, e: RunEnd, r: RunResult, extra: Record<string, unknown> = {}): Promise<void> {
-  await lock('mvs_mview_refresh_hist')
-    .where({ refresh_id: e.refreshId })
-    .update({ refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), ...resultColumns(r) });
-  await successInfo(lock, e, r, extra);
+  const hist = { refresh_method: e.method, refresh_status: 'SUCCESS', end_time: new Date(e.endMs), ...resultColumns(r) };
+  const { updated_at: _now, ...common } = infoCommon(lock, e);
+  const info = { ...common, ...successColumns(e, r), ...extra };
+  const set = (alias: string, cols: Record<string, unknown>) => Object.keys(cols).map((c) => `${alias}.${quoteIdent(c)} = ?`);
+  const [res] = (await lock.raw(
+    'UPDATE mvs_mview_refresh_hist AS h, mvs_mview_refresh_info AS i SET ' +
+      [...set('h', hist), ...set('i', info), 'i.refresh_count = i.refresh_count + 1', 'i.updated_at = NOW(6)'].join(', ') +
+      ' WHERE h.refresh_id = ? AND i.mview_id = ?',
+    [...Object.values(hist), ...Object.values(info), e.refreshId, e.req.mviewId] as never,
+  )) as [{ affectedRows: number }];
+  // Both rows exist while the run holds the MV's lock; anything else is a bug worth a failure.
+  if (res.affectedRows !== 2) throw new Error(`recording refresh ${e.refreshId} of MV ${e.req.mviewId}: ${res.affectedRows} rows updated, expected 2`);
 }
 
 /**
@@ -114,19 +127,20 @@ function resultColumns(r: RunResult) {
   };
 }
 
+function successColumns(e: RunEnd, r: RunResult) {
+  return {
+    last_refresh_result: 'SUCCESS',
+    last_success_endtime: new Date(e.endMs),
+    last_failed_reason: null,
+    consecutive_failures: 0,
+    ...(r.dataTime ? { data_time: r.dataTime } : {}),
+  };
+}
+
 async function successInfo(lock: Knex.Transaction, e: RunEnd, r: RunResult, extra: Record<string, unknown>): Promise<void> {
   await lock('mvs_mview_refresh_info')
     .where({ mview_id: e.req.mviewId })
-    .update({
-      ...infoCommon(lock, e),
-      last_refresh_result: 'SUCCESS',
-      last_success_endtime: new Date(e.endMs),
-      last_failed_reason: null,
-      consecutive_failures: 0,
-      refresh_count: lock.raw('refresh_count + 1'),
-      ...(r.dataTime ? { data_time: r.dataTime } : {}),
-      ...extra,
-    });
+    .update({ ...infoCommon(lock, e), ...successColumns(e, r), refresh_count: lock.raw('refresh_count + 1'), ...extra });
 }
 
 export async function recordFailure(
