@@ -16,7 +16,7 @@ import {
 } from './aggregateApply.js';
 import type { AggregatePlan } from './analyze.js';
 import type { FastSetup, TableSetup } from './explain.js';
-import { applyJoin } from './joinRefresh.js';
+import { applyJoin, type JoinReaders } from './joinRefresh.js';
 
 // Incremental (FAST) refresh from MV logs, and the pieces a log-backed MV's complete build
 // needs (hidden helper columns, keys). All writes to the MV go through the caller's transaction,
@@ -104,9 +104,9 @@ export async function applyFast(
   setup: FastSetup,
   ranges: Map<number, FastRange>,
   ready: Promise<unknown> = Promise.resolve(),
-  also: Knex.Transaction[] = [],
+  readers: JoinReaders = {},
 ): Promise<FastChanges> {
-  if (setup.shape === 'join') return applyJoin(trx, snapshot, mv, setup, ranges, ready, also);
+  if (setup.shape === 'join') return applyJoin(trx, snapshot, mv, setup, ranges, ready, readers);
   await ready;
   const range = ranges.get(setup.mlog.mlog_id)!;
   if (range.to <= range.from) return NO_CHANGES;

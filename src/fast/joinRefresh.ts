@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { byteColumns, startedStream } from '../db/exactValues.js';
+import { byteColumns, startedStream, type ExactValue, type StartedStream } from '../db/exactValues.js';
 import { quoteIdent } from '../mv/identifiers.js';
 import { BPOS_COLUMN, DML_TYPE_COLUMN, OLD_NEW_COLUMN, SEQ_COLUMN } from '../mlog/names.js';
 import { logColumns, type MlogRow } from '../mlog/repository.js';
@@ -76,6 +76,15 @@ export function deltaInput(setup: JoinSetup, ranges: Map<number, LogRange>, chan
 }
 
 /**
+ * More connections a join's apply may use: `also`, more snapshots of the cut (the delta is read
+ * in parts on them at once); `pool`, for what may run beside the refresh's own statements.
+ */
+export interface JoinReaders {
+  also?: Knex.Transaction[];
+  pool?: Knex;
+}
+
+/**
  * Apply the changes logged in each log's range (by mlog_id) to a join MV. Returns the MV rows
  * changed. Nothing touches the MV before `ready` resolves (the logs' identity check, which runs
  * beside the delta query: see LoggedRefresh.fast); it rejecting fails the apply.
@@ -87,7 +96,7 @@ export async function applyJoin(
   setup: JoinSetup,
   ranges: Map<number, LogRange>,
   ready: Promise<unknown> = Promise.resolve(),
-  also: Knex.Transaction[] = [],
+  { also = [], pool }: JoinReaders = {},
 ): Promise<FastChanges> {
   const changed = changedLogs(setup, ranges);
   if (!changed.size) return NO_CHANGES;
@@ -98,7 +107,7 @@ export async function applyJoin(
     const input = deltaInput(setup, ranges, changed, copies);
     // A BINLOG log's copy is a temporary table of the snapshot's connection: the others cannot read it.
     const readers = copies.size ? [snapshot] : [snapshot, ...also];
-    const go = { trx, snapshot, readers, mv, setup, input, ready };
+    const go = { trx, pool, snapshot, readers, mv, setup, input, ready };
     return await (setup.plan.kind === 'aggregate' ? applyJoinAggregate(go) : applyJoinSpj(go));
   } finally {
     for (const c of copies.values()) await snapshot.raw(`DROP TEMPORARY TABLE IF EXISTS ${qt(c)}`).catch(() => {});
@@ -154,6 +163,7 @@ function joinAggregateDeltaParts(setup: JoinSetup, input: DeltaInput, parts: num
 /** What applying a join's delta works with: `readers` are the cut's snapshots the delta may be read on at once. */
 interface JoinApply {
   trx: Knex.Transaction;
+  pool: Knex | undefined;
   snapshot: Knex.Transaction;
   readers: Knex.Transaction[];
   mv: TableRef;
@@ -162,7 +172,7 @@ interface JoinApply {
   ready: Promise<unknown>;
 }
 
-async function applyJoinAggregate({ trx, snapshot, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
+async function applyJoinAggregate({ trx, pool, snapshot, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
   if (setup.plan.kind !== 'aggregate') throw new Error('not an aggregate plan');
   const { groups } = setup.plan;
   const out = setup.outputColumns;
@@ -182,13 +192,10 @@ async function applyJoinAggregate({ trx, snapshot, readers, mv, setup, input, re
     delta.sqls.length > 1
       ? `(SELECT ${[...g, ...specs.map((c) => `${c.combine}(${c.name}) AS ${c.name}`)].join(', ')} FROM ${q(d0)}${g.length ? ` GROUP BY ${g.join(', ')}` : ''})`
       : q(d0);
-  return withDeltaRows(trx, readers, delta, ready, d0, `SELECT ${typed.join(', ')} FROM ${qt(mv)} AS m LIMIT 0`, async () => {
+  const like = `SELECT ${typed.join(', ')} FROM ${qt(mv)} AS m LIMIT 0`;
+  return withDeltaRows({ trx, pool, readers, ready }, delta, d0, like, [d], async () => {
     await createTemporary(trx, d, withCurrentValues(mv, shape, perGroup));
-    try {
-      return await applyAggregateDelta(trx, snapshot, mv, shape, d);
-    } finally {
-      await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(d)}`);
-    }
+    return applyAggregateDelta(trx, snapshot, mv, shape, d);
   });
 }
 
@@ -215,13 +222,13 @@ function joinSpjDeltaParts(setup: JoinSetup, input: DeltaInput, parts: number): 
  * the MV as the previous terms left it; so the terms are applied in order, each deleting its
  * going rows by key and inserting its coming ones.
  */
-async function applyJoinSpj({ trx, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
+async function applyJoinSpj({ trx, pool, readers, mv, setup, input, ready }: JoinApply): Promise<FastChanges> {
   const out = setup.outputColumns;
   const delta = joinSpjDeltaParts(setup, input, readers.length);
   const rowsTable = '__mvs_join_rows';
   const r = q(rowsTable);
   const like = `SELECT CAST(NULL AS SIGNED) AS ${q(TERM)}, ${out.map((c, i) => `m.${q(c)} AS c${i}`).join(', ')}, CAST(NULL AS SIGNED) AS ${q(SIGN)} FROM ${qt(mv)} AS m LIMIT 0`;
-  return withDeltaRows(trx, readers, delta, ready, rowsTable, like, async (streamed) => {
+  return withDeltaRows({ trx, pool, readers, ready }, delta, rowsTable, like, [], async (streamed) => {
     if (streamed === 0) return NO_CHANGES;
     const keyOn = (setup.pkOutput ?? []).map((p) => `m.${q(p.output)} = s.c${out.indexOf(p.output)}`).join(' AND ');
     const affected = (x: unknown) => (x as [{ affectedRows: number }])[0].affectedRows;
@@ -247,40 +254,47 @@ async function applyJoinSpj({ trx, readers, mv, setup, input, ready }: JoinApply
  * queries (one per part, each on a snapshot of its own) are sent first, so the server computes
  * them while `ready` (the identity check) settles and the table is made. The table is typed
  * from the MV (`like`, a LIMIT 0 SELECT), so it is made only once `ready` resolved: a COMPLETE
- * that follows a failed check must find no metadata lock of this transaction on the MV. Reading
- * the empty table tells which columns are binary, so no delta query is planned twice for that.
+ * that follows a failed check must find no metadata lock of this transaction on the MV. Which
+ * columns are binary is read from `like` on the pool meanwhile (or from the empty table), so no
+ * delta query is planned twice for that. The parts' rows go in together (one INSERT for a small
+ * delta). `more`: temporary tables `apply` makes, dropped with the table in one statement.
  */
 async function withDeltaRows(
-  trx: Knex.Transaction,
-  readers: Knex.Transaction[],
+  { trx, pool, readers, ready }: { trx: Knex.Transaction; pool: Knex | undefined; readers: Knex.Transaction[]; ready: Promise<unknown> },
   delta: { sqls: string[]; columns: string[] },
-  ready: Promise<unknown>,
   table: string,
   like: string,
+  more: string[],
   apply: (streamed: number) => Promise<FastChanges>,
 ): Promise<FastChanges> {
   const started = delta.sqls.map((sql, i) => startedStream(readers[i]!, `SELECT * FROM (${sql}) AS __mvs_def`));
   let reading = false;
   try {
     await ready;
+    const types = pool ? byteColumns(pool, like) : undefined;
+    types?.catch(() => {});
     await createTemporary(trx, table, like);
     try {
-      const asBytes = await byteColumns(trx, `SELECT ${delta.columns.map(q).join(', ')} FROM ${q(table)}`);
+      const asBytes = await (types ?? byteColumns(trx, `SELECT ${delta.columns.map(q).join(', ')} FROM ${q(table)}`));
       reading = true;
-      const counts = await settleAll(started.map((s) => insertRows(trx, q(table), delta.columns, s.rows(asBytes))));
-      return await apply(counts.reduce((a, b) => a + b, 0));
+      let streamed: number;
+      try {
+        streamed = await insertRows(trx, q(table), delta.columns, allRows(started, asBytes));
+      } catch (err) {
+        await Promise.all(started.map((s) => s.discard()));
+        throw err;
+      }
+      return await apply(streamed);
     } finally {
-      await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${q(table)}`);
+      await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${[table, ...more].map(q).join(', ')}`);
     }
   } finally {
     if (!reading) await Promise.all(started.map((s) => s.discard()));
   }
 }
 
-/** Like Promise.all, but every promise has settled when it returns or throws (the first error). */
-async function settleAll<T>(promises: Array<Promise<T>>): Promise<T[]> {
-  const results = await Promise.allSettled(promises);
-  const failed = results.find((r) => r.status === 'rejected');
-  if (failed) throw failed.reason;
-  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+/** The rows of every part, one part after the other (the later ones wait in their sockets). */
+async function* allRows(started: StartedStream[], asBytes: boolean[]): AsyncGenerator<ExactValue[]> {
+  for (const s of started) yield* s.rows(asBytes);
 }
+

@@ -213,8 +213,17 @@ export class LoggedRefresh {
    */
   private async fast(lock: Knex.Transaction, mv: MviewRow, links: MlogLink[], log: Logger): Promise<RunResult> {
     const setup = await this.setup(mv, links);
+    // The savepoint is made while the cut is taken (the lock's connection has nothing else to
+    // do then); it is released by the COMMIT, or rolled back to when the apply fails.
+    const savepoint = lock.raw(`SAVEPOINT ${FAST_SAVEPOINT}`).then(() => undefined);
+    savepoint.catch(() => {});
     // A join's delta is read in parts on two snapshots of the cut at once (joinRefresh.ts).
-    const cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1 });
+    let cut: Cut;
+    try {
+      cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1 });
+    } finally {
+      await savepoint.catch(() => {});
+    }
     const checked = this.checkIdentities(setup, links).then((tokens) => {
       for (const link of links) {
         const token = tokens.get(link.mlogId) ?? null;
@@ -227,11 +236,11 @@ export class LoggedRefresh {
     let applied = false;
     try {
       const ranges = new Map<number, FastRange>(links.map((l) => [l.mlogId, { from: l.watermark, to: Math.max(cut.highWater.get(l.mlogId)!, l.watermark) }]));
-      const changes = await lock.transaction(async (sp) => {
+      const changes = await withSavepoint(lock, savepoint, async () => {
         // The watermarks move as soon as the check passed, while the delta query may still run.
         const marked = checked.then((tokens) =>
           recordWatermarks(
-            sp,
+            lock,
             mv.mview_id,
             links.map((l) => {
               const token = tokens.get(l.mlogId) ?? null;
@@ -240,7 +249,7 @@ export class LoggedRefresh {
           ),
         );
         // Both settle before the savepoint ends, whichever failed.
-        const [n, m] = await Promise.allSettled([applyFast(sp, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges, checked, cut.also), marked]);
+        const [n, m] = await Promise.allSettled([applyFast(lock, cut.snapshot, { schema: mv.table_schema, name: mv.mview_name }, setup, ranges, checked, { also: cut.also, pool: this.deps.db }), marked]);
         if (n.status === 'rejected') throw n.reason;
         if (m.status === 'rejected') throw m.reason;
         return n.value;
@@ -297,6 +306,22 @@ export class LoggedRefresh {
     );
     await lock('mvs_mviews').where({ mview_id: mv.mview_id }).update({ fast_refreshable: true, fast_reason: null });
     return builtResult(built);
+  }
+}
+
+const FAST_SAVEPOINT = '__mvs_fast';
+
+/**
+ * `work` in `lock` after the savepoint (made by `made`): a failure rolls back to it, so the MV
+ * and its watermarks are as they were and the run is still recorded in `lock`.
+ */
+async function withSavepoint<T>(lock: Knex.Transaction, made: Promise<void>, work: () => Promise<T>): Promise<T> {
+  await made;
+  try {
+    return await work();
+  } catch (err) {
+    await lock.raw(`ROLLBACK TO SAVEPOINT ${FAST_SAVEPOINT}`);
+    throw err;
   }
 }
 
