@@ -73,6 +73,25 @@ async function classify(db: Knex, logs: CutLog[]): Promise<Classified> {
   };
 }
 
+/** How a log is filled and its base table, as the caller read it (under the MV's lock). */
+export interface KnownMode {
+  captureMode: string;
+  baseTable: string;
+}
+
+/**
+ * The classification from what the caller knows, or undefined when it does not know every log.
+ * The caller checks after the cut that the modes still hold (the logs' identity check reads them).
+ */
+function classifyKnown(logs: CutLog[], modes: Map<number, KnownMode> | undefined): Classified | undefined {
+  if (!modes || logs.some((l) => !modes.has(Number(l.mlog_id)))) return undefined;
+  const mode = (l: CutLog) => modes.get(Number(l.mlog_id))!;
+  return {
+    triggers: logs.filter((l) => mode(l).captureMode !== 'BINLOG'),
+    binlog: logs.filter((l) => mode(l).captureMode === 'BINLOG').map((l) => ({ ...l, base_table_name: mode(l).baseTable })),
+  };
+}
+
 /**
  * One cut over trigger and BINLOG logs alike. Trigger logs: their gates (below). BINLOG logs: a
  * snapshot matched to a binlog position P (opened while the gates are held when there are
@@ -85,7 +104,7 @@ export async function takeCut(
   logs: CutLog[],
   waitMs = DEFAULT_CUT_WAIT_MS,
   capture: CaptureWaitOptions = {},
-  opts: { parallel?: number } = {},
+  opts: { parallel?: number; modes?: Map<number, KnownMode> } = {},
 ): Promise<Cut> {
   if (logs.length === 0) throw new Error('takeCut needs at least one log');
   const sorted = [...logs].sort((a, b) => a.mlog_id - b.mlog_id);
@@ -100,7 +119,7 @@ export async function takeCut(
   first.catch(() => {});
   let classified: Classified;
   try {
-    classified = await classify(db, sorted);
+    classified = classifyKnown(sorted, opts.modes) ?? (await classify(db, sorted));
   } catch (err) {
     await first.then(closeAttempt, () => {});
     throw err;

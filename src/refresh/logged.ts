@@ -68,8 +68,8 @@ const brokenText = (link: MlogLink, reason: string) =>
 export class LoggedRefresh {
   /**
    * FAST plans by MV, keyed by what they depend on: the definition (changes only with the MV's
-   * modify time) and the logs (an MV log's columns never change). Saves the analysis and its
-   * round trips on every run.
+   * modify time) and the logs (their columns and capture mode change only when a log is
+   * re-created, which moves its modify time). Saves the analysis and its round trips on every run.
    */
   private readonly setups = new Map<number, { key: string; setup: FastSetup }>();
 
@@ -158,7 +158,12 @@ export class LoggedRefresh {
 
   async setup(mv: MviewRow, links: MlogLink[]): Promise<FastSetup> {
     const ids = links.map((l) => l.mlogId).sort((a, b) => a - b);
-    const key = `${mv.mview_modify_time.getTime()}:${ids.join(',')}:${mv.mview_definition}`;
+    // A log re-created in place keeps its id but may change its columns and how it is filled.
+    const logs = [...links]
+      .sort((a, b) => a.mlogId - b.mlogId)
+      .map((l) => `${l.mlogId}/${l.captureMode}/${l.modifiedMs}`)
+      .join(',');
+    const key = `${mv.mview_modify_time.getTime()}:${logs}:${mv.mview_definition}`;
     const cached = this.setups.get(mv.mview_id);
     if (cached?.key === key) return cached.setup;
     const probe = await probeSelect(this.deps.db, mv.mview_definition);
@@ -178,14 +183,21 @@ export class LoggedRefresh {
    * have seen (table re-created, renamed, triggers gone) would make the MV wrong at the cut.
    * Returns each base table's identity token by mlog_id.
    */
-  private async checkIdentities(setup: FastSetup, links: MlogLink[]): Promise<Map<number, number | null>> {
+  private async checkIdentities(setup: FastSetup, links: MlogLink[], cutByLinks = false): Promise<Map<number, number | null>> {
     const logs = setupLogs(setup);
     const tokens = new Map<number, number | null>();
     const ids = await readLogIdentities(this.deps.db, logs);
     for (const m of logs) {
       const id = ids.get(m.mlog_id)!;
+      const link = links.find((l) => l.mlogId === m.mlog_id)!;
       const problem = identityProblem(m, id);
-      if (problem) throw new LogBrokenError(brokenText(links.find((l) => l.mlogId === m.mlog_id)!, problem));
+      if (problem) throw new LogBrokenError(brokenText(link, problem));
+      // The cut was taken the way the links said each log is filled: that must still be so.
+      if (cutByLinks && id.captureMode !== undefined && id.captureMode !== link.captureMode) {
+        throw new MvsError(
+          `the materialized view log on ${link.table.schema}.${link.table.name} was re-created (now filled by ${id.captureMode}) during the refresh; the next run reads it`,
+        );
+      }
       tokens.set(m.mlog_id, id.token);
     }
     return tokens;
@@ -220,11 +232,12 @@ export class LoggedRefresh {
     // A join's delta is read in parts on two snapshots of the cut at once (joinRefresh.ts).
     let cut: Cut;
     try {
-      cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1 });
+      const modes = new Map(links.map((l) => [l.mlogId, { captureMode: l.captureMode, baseTable: l.table.name }]));
+      cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1, modes });
     } finally {
       await savepoint.catch(() => {});
     }
-    const checked = this.checkIdentities(setup, links).then((tokens) => {
+    const checked = this.checkIdentities(setup, links, true).then((tokens) => {
       for (const link of links) {
         const token = tokens.get(link.mlogId) ?? null;
         if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError(link.mlogId);

@@ -18,6 +18,10 @@ export interface MlogLink {
   broken: string | null;
   /** Identity of the base table when the MV last read all of it (null: not known yet). */
   mvToken: number | null;
+  /** How the log is filled (TRIGGERS / BINLOG), as read under the MV's lock. */
+  captureMode: string;
+  /** When the log was last (re-)created: a log re-created in place keeps its id (ms). */
+  modifiedMs: number;
 }
 
 /**
@@ -29,7 +33,19 @@ export async function mlogLinks(db: Knex | Knex.Transaction, mviewId: number): P
     .join('mvs_mlogs as l', 'l.mlog_id', 'b.mlog_id')
     .where('b.mview_id', mviewId)
     .orderBy('b.mlog_id')
-    .select('b.mlog_id', 'b.consumed_watermark', 'b.base_table_id', 'l.purge_method', 'l.state', 'l.broken_reason', 'l.table_schema', 'l.base_table_name', 'l.mlog_name');
+    .select(
+      'b.mlog_id',
+      'b.consumed_watermark',
+      'b.base_table_id',
+      'l.purge_method',
+      'l.state',
+      'l.broken_reason',
+      'l.table_schema',
+      'l.base_table_name',
+      'l.mlog_name',
+      'l.capture_mode',
+      'l.mlog_modify_time',
+    );
   return rows.map((row) => ({
     mlogId: toNumber(row.mlog_id),
     watermark: toNumber(row.consumed_watermark),
@@ -38,6 +54,8 @@ export async function mlogLinks(db: Knex | Knex.Transaction, mviewId: number): P
     logTable: String(row.mlog_name),
     broken: row.state === 'OK' || !row.state ? null : row.state === 'CREATING' ? 'being created' : String(row.broken_reason ?? 'broken'),
     mvToken: row.base_table_id === null || row.base_table_id === undefined ? null : toNumber(row.base_table_id),
+    captureMode: String(row.capture_mode ?? 'TRIGGERS'),
+    modifiedMs: row.mlog_modify_time instanceof Date ? row.mlog_modify_time.getTime() : 0,
   }));
 }
 

@@ -1,6 +1,9 @@
 import type { Connection } from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../src/app/processes.js';
+import { getMview, type RefreshInfoRow } from '../../src/mv/repository.js';
+import { LoggedRefresh } from '../../src/refresh/logged.js';
+import { mlogLinks } from '../../src/refresh/method.js';
 import { createRunners } from '../../src/app/runtime.js';
 import { systemClock } from '../../src/clock.js';
 import { migrateLatest } from '../../src/db/migrate.js';
@@ -58,6 +61,9 @@ async function seeds(modes: LogModes, firstIndex: number): Promise<Stats> {
 }
 
 type Row = Record<string, unknown>;
+async function mviewIdOf(name: string): Promise<number> {
+  return Number((await t.db('mvs_mviews').where({ mview_name: name }).first('mview_id')).mview_id);
+}
 async function rows(sql: string): Promise<string[]> {
   const [r] = (await t.db.raw(sql)) as [Row[]];
   return r.map((x) => JSON.stringify(x)).sort();
@@ -114,6 +120,72 @@ describe('capture behind at the cut', () => {
       expect(await rows(`SELECT * FROM ${mv}`), mv).toEqual(await rows(mv === 'cb_agg' ? agg : spj));
     }
   }, 120_000);
+});
+
+describe('a log re-created in place as BINLOG', () => {
+  it("is read as BINLOG by the next FAST run of a process that had planned the MV over its TRIGGERS log", async () => {
+    await t.db.raw('CREATE TABLE rc_f (id INT PRIMARY KEY, d INT NULL, x INT NULL, KEY (d))');
+    await t.db.raw('CREATE TABLE rc_d (id INT PRIMARY KEY, region VARCHAR(8) NULL)');
+    await t.db.raw("INSERT INTO rc_d VALUES (1, 'eu'), (2, 'us')");
+    await t.db.raw('INSERT INTO rc_f VALUES (1, 1, 10), (2, 2, 20)');
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON rc_f (d, x)');
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON rc_d (region)');
+    const agg = 'SELECT d.region, COUNT(*) AS n, SUM(f.x) AS sx FROM rc_f f JOIN rc_d d ON f.d = d.id GROUP BY d.region';
+    await ddl.execute(`CREATE MATERIALIZED VIEW rc_agg REFRESH FAST AS ${agg}`);
+    // A FAST run plans the MV over the TRIGGERS log (the runner keeps that plan).
+    await t.db.raw('INSERT INTO rc_f VALUES (3, 1, 5)');
+    expect((await ddl.execute('REFRESH MATERIALIZED VIEW rc_agg')).message).toMatch(/\(FAST,/);
+    // The log breaks (a trigger dropped) and is re-created in place, filled from the binary log.
+    const [trg] = (await t.db.raw("SELECT TRIGGER_NAME AS n FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'rc_f' LIMIT 1")) as [Array<{ n: string }>];
+    await t.db.raw(`DROP TRIGGER \`${trg[0]!.n}\``);
+    const id = Number((await t.db('mvs_mlogs').where({ base_table_name: 'rc_f' }).first('mlog_id')).mlog_id);
+    await ddl.execute('CREATE MATERIALIZED VIEW LOG ON rc_f (d, x) USING BINLOG');
+    expect(Number((await t.db('mvs_mlogs').where({ base_table_name: 'rc_f' }).first('mlog_id')).mlog_id), 'the same log id').toBe(id);
+    expect((await ddl.execute('REFRESH MATERIALIZED VIEW rc_agg')).message).toMatch(/\(COMPLETE,/);
+    // Rows capture writes after the next FAST run opened its snapshot: read as BINLOG, they are applied.
+    for (const c of capture.reverse()) await c.close();
+    capture = [];
+    try {
+      await t.db.raw('INSERT INTO rc_f VALUES (4, 2, 7)');
+      await t.db.raw('UPDATE rc_f SET d = 2 WHERE id = 1');
+      const refresh = ddl.execute('REFRESH MATERIALIZED VIEW rc_agg');
+      await waitFor(
+        async () => {
+          const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
+          return Number(r[0]!.n) > 0;
+        },
+        { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
+      );
+      capture = await startCapture(t.config, t.logger);
+      expect((await refresh).message).toMatch(/\(FAST,/);
+    } finally {
+      if (!capture.length) capture = await startCapture(t.config, t.logger);
+    }
+    expect(await rows('SELECT * FROM rc_agg')).toEqual(await rows(agg));
+  }, 120_000);
+
+  it('a FAST run whose cut was taken for a capture mode the log no longer has fails with the reason, changing nothing', async () => {
+    // As if the log had been re-created between the run's reads and its cut: the links (read
+    // under the MV's lock) still say TRIGGERS, the log is BINLOG by the time of the check.
+    await t.db.raw('INSERT INTO rc_f VALUES (5, 1, 3)');
+    await waitFor(async () => Number(((await t.db.raw('SELECT COUNT(*) AS n FROM `mlog$rc_f` WHERE id = 5')) as [Array<{ n: number }>])[0][0]!.n) > 0, {
+      timeoutMs: 30_000,
+      what: 'capture writing the log row',
+    });
+    const mv = (await getMview(t.db, await mviewIdOf('rc_agg')))!;
+    const before = await rows('SELECT * FROM rc_agg');
+    const lock = await t.db.transaction({ isolationLevel: 'read committed' });
+    try {
+      const [info] = (await lock('mvs_mview_refresh_info').where({ mview_id: mv.mview_id }).forUpdate()) as RefreshInfoRow[];
+      const links = (await mlogLinks(t.db, mv.mview_id)).map((l) => (l.table.name === 'rc_f' ? { ...l, captureMode: 'TRIGGERS' } : l));
+      await expect(new LoggedRefresh({ db: t.db }).refresh(lock, mv, info!, links, 'FAST', true, Date.now(), t.logger)).rejects.toThrow(
+        /log on .*rc_f was re-created \(now filled by BINLOG\) during the refresh/,
+      );
+    } finally {
+      await lock.rollback();
+    }
+    expect(await rows('SELECT * FROM rc_agg')).toEqual(before);
+  });
 });
 
 describe('FAST refresh over joins of BINLOG logs: oracle', () => {

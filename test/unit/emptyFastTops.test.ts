@@ -14,6 +14,8 @@ const link = (mlogId: number, watermark: number, over: Partial<MlogLink> = {}): 
   logTable: `mlog$t${mlogId}`,
   broken: null,
   mvToken: 7,
+  captureMode: 'TRIGGERS',
+  modifiedMs: 0,
   ...over,
 });
 const top = (l: MlogLink): LogTop => ({ mlogId: l.mlogId, schema: l.table.schema, logTable: l.logTable });
