@@ -197,7 +197,7 @@ async function differences(db: Knex, mv: MvName): Promise<string | undefined> {
 function joinPhase(sqlRaw: string): string {
   const sql = sqlRaw.replace(/\s+/g, ' ').trim().toLowerCase();
   if (/^select exists \(select 1 from/.test(sql)) return 'delta: which logs changed (EXISTS per log)';
-  if (/__mvs_meta limit 0/.test(sql)) return 'delta: type probe of the delta query (LIMIT 0)';
+  if (/__mvs_meta limit 0/.test(sql)) return 'apply: binary-column probe of the MV-typed SELECT (LIMIT 0, on the pool)';
   if (/_mlog\$w/.test(sql) && /^select/.test(sql)) return 'delta: the delta query in the snapshot (streamed; until the next statement)';
   if (/^create temporary table `__mvs_join/.test(sql)) return 'apply: CREATE TEMPORARY TABLE (delta / rows)';
   if (/^insert into `__mvs_join/.test(sql)) return 'apply: INSERT the streamed rows into the temporary table';
