@@ -297,4 +297,3 @@ async function withDeltaRows(
 async function* allRows(started: StartedStream[], asBytes: boolean[]): AsyncGenerator<ExactValue[]> {
   for (const s of started) yield* s.rows(asBytes);
 }
-
