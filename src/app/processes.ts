@@ -81,7 +81,7 @@ export async function startWorker(config: Config, logger: Logger, opts: { shutdo
  */
 export async function startCapture(config: Config, logger: Logger): Promise<Closeable[]> {
   const rt = createRuntime(config, logger, { poolMax: 4 });
-  const commitDb = createDb(config.databaseUrl!, { poolMax: 1 });
+  const commitDb = createDb(config.databaseUrl!, { poolMax: 1, logger });
   const capture = new CaptureProcess({
     db: rt.db,
     commitDb,

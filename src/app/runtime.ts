@@ -39,7 +39,7 @@ export function createRuntime(config: Config, logger: Logger, opts: { poolMax?: 
   // is read on two, logged.ts JOIN_DELTA_READERS) and the gate for an instant besides, plus one
   // for its statements; a worker runs up to 2 x concurrency jobs (node queue + requests), so
   // the pool covers four connections for each.
-  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 8 + 2 });
+  const db = createDb(config.databaseUrl!, { poolMax: opts.poolMax ?? config.workerConcurrency * 8 + 2, logger });
   // Errors are logged, not thrown: ioredis reconnects by itself, and an 'error' event without a
   // listener would print a stack trace for every reconnect attempt.
   const onError = (err: Error) => logger.warn({ err: err.message }, 'redis connection error');

@@ -1,11 +1,14 @@
 import knexFactory, { type Knex } from 'knex';
 import { ConfigError } from '../errors.js';
+import type { Logger } from '../log.js';
 
 export type Db = Knex;
 
 export interface DbOptions {
   poolMin?: number;
   poolMax?: number;
+  /** Where knex's own warnings go (a connection the server closed, ...); else knex prints them. */
+  logger?: Logger;
 }
 
 export interface MysqlConnection {
@@ -60,6 +63,19 @@ export function knexConfig(url: string, opts: DbOptions = {}): Knex.Config {
       },
     },
     migrations: migrationsConfig(),
+    ...(opts.logger ? { log: knexLog(opts.logger) } : {}),
+  };
+}
+
+/** knex's messages as structured log lines. */
+function knexLog(logger: Logger): Knex.Logger {
+  const log = logger.child({ component: 'knex' });
+  const text = (m: unknown) => (m instanceof Error ? m.message : String(m));
+  return {
+    warn: (m: unknown) => log.warn(text(m)),
+    error: (m: unknown) => log.error(text(m)),
+    deprecate: (method: string, alternative: string) => log.warn({ method, alternative }, 'deprecated knex call'),
+    debug: (m: unknown) => log.debug(text(m)),
   };
 }
 
