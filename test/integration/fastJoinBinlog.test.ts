@@ -61,6 +61,32 @@ async function seeds(modes: LogModes, firstIndex: number): Promise<Stats> {
 }
 
 type Row = Record<string, unknown>;
+
+/**
+ * `write` with capture down, then REFRESH `mv`: its run opens the cut's snapshot and waits for
+ * capture, which is started again only then, so capture writes the log rows after the snapshot
+ * was opened. Returns the REFRESH's message.
+ */
+async function refreshWhileCaptureDown(mv: string, write: () => Promise<void>): Promise<string> {
+  for (const c of capture.reverse()) await c.close();
+  capture = [];
+  try {
+    await write();
+    const refresh = ddl.execute(`REFRESH MATERIALIZED VIEW ${mv}`);
+    await waitFor(
+      async () => {
+        const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
+        return Number(r[0]!.n) > 0;
+      },
+      // InnoDB refreshes its INNODB_TRX snapshot only when nobody read it for 100 ms: poll slower.
+      { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
+    );
+    capture = await startCapture(t.config, t.logger);
+    return (await refresh).message;
+  } finally {
+    if (!capture.length) capture = await startCapture(t.config, t.logger);
+  }
+}
 async function mviewIdOf(name: string): Promise<number> {
   return Number((await t.db('mvs_mviews').where({ mview_name: name }).first('mview_id')).mview_id);
 }
@@ -93,30 +119,15 @@ describe('capture behind at the cut', () => {
         },
         { timeoutMs: 30_000, intervalMs: 50, what: 'capture writing the log row' },
       );
-      for (const c of capture.reverse()) await c.close();
-      capture = [];
-      try {
+      const message = await refreshWhileCaptureDown(mv, async () => {
         await t.db.transaction(async (trx) => {
           await trx.raw('INSERT INTO cb_f VALUES (?, 2, 7)', [mv === 'cb_agg' ? 10 : 11]);
           await trx.raw('UPDATE cb_f SET d = 3 WHERE id = 1'); // a join-key update
           await trx.raw(`UPDATE cb_d SET region = ? WHERE id = 2`, [mv === 'cb_agg' ? 'moon' : 'mars']);
         });
         await t.db.raw('DELETE FROM cb_f WHERE id = 4');
-        // The refresh opens its snapshot, then waits for capture, which is down.
-        const refresh = ddl.execute(`REFRESH MATERIALIZED VIEW ${mv}`);
-        await waitFor(
-          async () => {
-            const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
-            return Number(r[0]!.n) > 0;
-          },
-          // InnoDB refreshes its INNODB_TRX snapshot only when nobody read it for 100 ms: poll slower.
-          { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
-        );
-        capture = await startCapture(t.config, t.logger);
-        expect((await refresh).message).toMatch(/\(FAST,/);
-      } finally {
-        if (!capture.length) capture = await startCapture(t.config, t.logger);
-      }
+      });
+      expect(message).toMatch(/\(FAST,/);
       expect(await rows(`SELECT * FROM ${mv}`), mv).toEqual(await rows(mv === 'cb_agg' ? agg : spj));
     }
   }, 120_000);
@@ -143,24 +154,11 @@ describe('a log re-created in place as BINLOG', () => {
     expect(Number((await t.db('mvs_mlogs').where({ base_table_name: 'rc_f' }).first('mlog_id')).mlog_id), 'the same log id').toBe(id);
     expect((await ddl.execute('REFRESH MATERIALIZED VIEW rc_agg')).message).toMatch(/\(COMPLETE,/);
     // Rows capture writes after the next FAST run opened its snapshot: read as BINLOG, they are applied.
-    for (const c of capture.reverse()) await c.close();
-    capture = [];
-    try {
+    const message = await refreshWhileCaptureDown('rc_agg', async () => {
       await t.db.raw('INSERT INTO rc_f VALUES (4, 2, 7)');
       await t.db.raw('UPDATE rc_f SET d = 2 WHERE id = 1');
-      const refresh = ddl.execute('REFRESH MATERIALIZED VIEW rc_agg');
-      await waitFor(
-        async () => {
-          const [r] = (await t.db.raw("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_isolation_level = 'REPEATABLE READ'")) as [Array<{ n: number }>];
-          return Number(r[0]!.n) > 0;
-        },
-        { timeoutMs: 15_000, intervalMs: 150, what: "the refresh's snapshot open while capture is down" },
-      );
-      capture = await startCapture(t.config, t.logger);
-      expect((await refresh).message).toMatch(/\(FAST,/);
-    } finally {
-      if (!capture.length) capture = await startCapture(t.config, t.logger);
-    }
+    });
+    expect(message).toMatch(/\(FAST,/);
     expect(await rows('SELECT * FROM rc_agg')).toEqual(await rows(agg));
   }, 120_000);
 
