@@ -5,7 +5,7 @@ import { MvsError, ValidationError } from '../errors.js';
 import { explainFast, setupLogs, type FastSetup } from '../fast/explain.js';
 import { allColumns, applyFast, buildSelect, fillFromSnapshot, prepareBuildTable, type FastRange } from '../fast/fastRefresh.js';
 import type { Logger } from '../log.js';
-import { CutTimeoutError, endCut, takeCut, type Cut } from '../mlog/cut.js';
+import { CutTimeoutError, endCut, takeCut, type Cut, type KnownMode } from '../mlog/cut.js';
 import { identityProblem, readLogIdentities } from '../mlog/identity.js';
 import { tableExists, type MviewRow, type RefreshInfoRow } from '../mv/repository.js';
 import { isNoSuchTable } from '../db/errors.js';
@@ -180,10 +180,11 @@ export class LoggedRefresh {
 
   /**
    * Each log's identity, checked after the cut: a change made before the cut that a log cannot
-   * have seen (table re-created, renamed, triggers gone) would make the MV wrong at the cut.
+   * have seen (table re-created, renamed, triggers gone) would make the MV wrong at the cut; so
+   * would a log now filled otherwise than the cut was taken for (linkModes).
    * Returns each base table's identity token by mlog_id.
    */
-  private async checkIdentities(setup: FastSetup, links: MlogLink[], cutByLinks = false): Promise<Map<number, number | null>> {
+  private async checkIdentities(setup: FastSetup, links: MlogLink[]): Promise<Map<number, number | null>> {
     const logs = setupLogs(setup);
     const tokens = new Map<number, number | null>();
     const ids = await readLogIdentities(this.deps.db, logs);
@@ -193,7 +194,7 @@ export class LoggedRefresh {
       const problem = identityProblem(m, id);
       if (problem) throw new LogBrokenError(brokenText(link, problem));
       // The cut was taken the way the links said each log is filled: that must still be so.
-      if (cutByLinks && id.captureMode !== undefined && id.captureMode !== link.captureMode) {
+      if (id.captureMode !== undefined && id.captureMode !== link.captureMode) {
         throw new MvsError(
           `the materialized view log on ${link.table.schema}.${link.table.name} was re-created (now filled by ${id.captureMode}) during the refresh; the next run reads it`,
         );
@@ -205,7 +206,7 @@ export class LoggedRefresh {
 
   /** One cut over every log the MV reads, then their identities (checkIdentities). */
   private async cutAndCheck(setup: FastSetup, links: MlogLink[]): Promise<{ cut: Cut; tokens: Map<number, number | null> }> {
-    const cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs);
+    const cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { modes: linkModes(links) });
     try {
       return { cut, tokens: await this.checkIdentities(setup, links) };
     } catch (err) {
@@ -232,12 +233,12 @@ export class LoggedRefresh {
     // A join's delta is read in parts on two snapshots of the cut at once (joinRefresh.ts).
     let cut: Cut;
     try {
-      const modes = new Map(links.map((l) => [l.mlogId, { captureMode: l.captureMode, baseTable: l.table.name }]));
-      cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel: setup.shape === 'join' ? JOIN_DELTA_READERS : 1, modes });
+      const parallel = setup.shape === 'join' ? JOIN_DELTA_READERS : 1;
+      cut = await takeCut(this.deps.db, setupLogs(setup), this.deps.cutWaitMs, {}, { parallel, modes: linkModes(links) });
     } finally {
       await savepoint.catch(() => {});
     }
-    const checked = this.checkIdentities(setup, links, true).then((tokens) => {
+    const checked = this.checkIdentities(setup, links).then((tokens) => {
       for (const link of links) {
         const token = tokens.get(link.mlogId) ?? null;
         if (link.mvToken !== null && token !== null && link.mvToken !== token) throw new IdentityMovedError(link.mlogId);
@@ -323,6 +324,14 @@ export class LoggedRefresh {
 }
 
 const FAST_SAVEPOINT = '__mvs_fast';
+
+/**
+ * How each log is filled, as the links read it under the MV's lock: the cut is taken that way,
+ * and the identity check after it fails the run where a log no longer is (checkIdentities).
+ */
+function linkModes(links: MlogLink[]): Map<number, KnownMode> {
+  return new Map(links.map((l) => [l.mlogId, { captureMode: l.captureMode, baseTable: l.table.name }]));
+}
 
 /**
  * `work` in `lock` after the savepoint (made by `made`): a failure rolls back to it, so the MV
