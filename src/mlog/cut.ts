@@ -112,21 +112,8 @@ export async function takeCut(
   // Extra snapshots only where the gates alone make the cut: a BINLOG log's rows are read as
   // committed, and its snapshot is matched to a binlog position, which one snapshot has.
   const extra = Math.max(0, (opts.parallel ?? 1) - 1);
-  // Trigger logs are the usual case: the first attempt's connections are opened while the logs
-  // are classified, and closed again unused when a BINLOG log is among them.
-  const deadline = Date.now() + waitMs;
-  const first = openAttempt(db, 1 + extra, flavor, deadline);
-  first.catch(() => {});
-  let classified: Classified;
-  try {
-    classified = classifyKnown(sorted, opts.modes) ?? (await classify(db, sorted));
-  } catch (err) {
-    await first.then(closeAttempt, () => {});
-    throw err;
-  }
-  const { triggers, binlog } = classified;
-  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs, deadline, extra, first });
-  await first.then(closeAttempt, () => {});
+  const { triggers, binlog } = classifyKnown(sorted, opts.modes) ?? (await classify(db, sorted));
+  if (binlog.length === 0) return gatedCut(db, triggers, { flavor, waitMs, extra });
   const open = async (): Promise<Cut> => {
     if (triggers.length) return gatedCut(db, triggers, { flavor, waitMs, matched: (snap) => openMatchedSnapshot(db, snap, flavor) });
     return matchedCut(db, flavor);
@@ -174,16 +161,14 @@ type MatchSnapshot = (snapshot: Knex.Transaction) => Promise<FilePosition>;
 async function gatedCut(
   db: Knex,
   sorted: CutLog[],
-  opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot; extra?: number; deadline?: number; first?: Promise<Attempt> },
+  opts: { flavor: ServerFlavor; waitMs: number; matched?: MatchSnapshot; extra?: number },
 ): Promise<Cut> {
   const { flavor, waitMs } = opts;
-  let deadline = opts.deadline ?? Date.now() + waitMs;
+  let deadline = Date.now() + waitMs;
   let regained = false;
-  let next = opts.first;
   for (;;) {
     // Every connection is in hand before the gate is asked for: none is waited for holding it.
-    const attempt = await (next ?? openAttempt(db, 1 + (opts.extra ?? 0), flavor, deadline));
-    next = undefined;
+    const attempt = await openAttempt(db, 1 + (opts.extra ?? 0), flavor, deadline);
     const [snapshot, ...also] = attempt.snapshots;
     let ok = false;
     try {
@@ -222,11 +207,6 @@ async function openAttempt(db: Knex, n: number, flavor: ServerFlavor, deadline: 
   if (snapshots.status === 'fulfilled') await Promise.all(snapshots.value.map((s) => s.rollback().catch(() => {})));
   if (gate.status === 'fulfilled') await gate.value.release(false);
   throw snapshots.status === 'rejected' ? snapshots.reason : (gate as PromiseRejectedResult).reason;
-}
-
-/** An attempt given up before its gate was asked for. */
-async function closeAttempt(a: Attempt): Promise<void> {
-  await Promise.all([...a.snapshots.map((s) => s.rollback().catch(() => {})), a.gate.release(false)]);
 }
 
 /**
